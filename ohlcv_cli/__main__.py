@@ -1,0 +1,3 @@
+from ohlcv_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Adapters, one per library: ccxt (fetcher), SQLAlchemy/Alembic (repository), kafka-python."""

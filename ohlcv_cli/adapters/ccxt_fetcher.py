@@ -1,0 +1,307 @@
+"""The fetcher: Binance's raw klines through ccxt's implicit API.
+
+ccxt still does market lookup, its own request throttling and error mapping; this module adds what
+ccxt leaves out: Retry-After on 429/418, backoff on network faults and 5xx, a request-weight budget
+shared by all threads (read from X-MBX-USED-WEIGHT-*), and the exchange's clock deciding which
+candles are final.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from typing import Callable, Iterable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import ccxt
+
+from ohlcv_cli.core.candle import Candle, from_kline
+from ohlcv_cli.core.errors import (
+    BadSymbol, ConfigError, ExchangeRejected, ExchangeUnavailable, OhlcvError, RateLimited,
+)
+from ohlcv_cli.core.timeframes import Timeframe
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000
+KLINES_WEIGHT = 2
+TIME_WEIGHT = 1
+_WEIGHT_HEADER = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.I)
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_INTERVAL_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+
+
+class WeightBudget:
+    """Request weight per fixed window on the exchange's clock, shared by every thread.
+
+    Each request reserves its weight before it is sent; each answer's X-MBX-USED-WEIGHT header
+    (which also counts other clients on the same IP) raises the count if it is higher.
+    """
+
+    def __init__(self, limit: int, window_ms: int, clock: Callable[[], int],
+                 sleep: Callable[[float], None] = time.sleep, margin_ms: int = 100) -> None:
+        self.limit = limit
+        self.window_ms = window_ms
+        self._clock = clock
+        self._sleep = sleep
+        self._margin = margin_ms
+        self._lock = threading.Lock()
+        self._window = -1
+        self._used = 0
+        self.waited_s = 0.0
+
+    def acquire(self, cost: int) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                window = now // self.window_ms
+                if window != self._window:
+                    self._window, self._used = window, 0
+                if self._used + cost <= self.limit:
+                    self._used += cost
+                    return
+                wait = ((window + 1) * self.window_ms + self._margin - now) / 1000
+            log.debug("weight budget spent (%d/%d); waiting %.2fs", self._used, self.limit, wait)
+            self.waited_s += wait
+            self._sleep(wait)
+
+    def observe(self, used: int, at_ms: int) -> None:
+        with self._lock:
+            if at_ms // self.window_ms == self._window and used > self._used:
+                self._used = used
+
+
+def _rebase(url: str, base: str) -> str:
+    b = urlsplit(base)
+    u = urlsplit(url)
+    return urlunsplit((b.scheme, b.netloc, u.path, u.query, u.fragment))
+
+
+def _rebase_all(urls, base: str):
+    if isinstance(urls, dict):
+        return {k: _rebase_all(v, base) for k, v in urls.items()}
+    if isinstance(urls, str) and urls.startswith("http"):
+        return _rebase(urls, base)
+    return urls
+
+
+class CcxtFetcher:
+    """Thread-safe: each thread gets its own ccxt instance; markets and the budget are shared."""
+
+    def __init__(
+        self,
+        exchange_id: str = "binance",
+        *,
+        exchange_url: str | None = None,
+        api_key: str | None = None,
+        secret: str | None = None,
+        settle_ms: int = 1000,
+        timeout_ms: int = 10_000,
+        max_retries: int = 5,
+        weight_limit: int | None = None,
+        max_rate_limit_wait_s: float = 600.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if exchange_id != "binance":
+            raise ConfigError(f"unsupported exchange {exchange_id!r}: only binance is supported")
+        self.exchange_id = exchange_id
+        self._url = exchange_url
+        self._key, self._secret = api_key, secret
+        self.settle_ms = settle_ms
+        self._timeout = timeout_ms
+        self._max_retries = max_retries
+        self._weight_override = weight_limit
+        self._max_rl_wait = max_rate_limit_wait_s
+        self._sleep = sleep
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._markets: dict | None = None
+        self._currencies = None
+        self._offset_ms = 0
+        self.budget: WeightBudget | None = None
+        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0}
+
+    # --- ccxt instances -----------------------------------------------------------------------
+    def _new_exchange(self) -> ccxt.Exchange:
+        config = {
+            "enableRateLimit": True,
+            "timeout": self._timeout,
+            "options": {
+                "fetchMarkets": {"types": ["spot"]},
+                "fetchCurrencies": False,
+                "fetchMargins": False,
+            },
+        }
+        if self._key and self._secret:
+            config["apiKey"], config["secret"] = self._key, self._secret
+        ex = ccxt.binance(config)
+        if self._url:
+            ex.urls["api"] = _rebase_all(ex.urls["api"], self._url)
+        return ex
+
+    def _ex(self) -> ccxt.Exchange:
+        ex = getattr(self._local, "ex", None)
+        if ex is None:
+            self.load()
+            ex = self._new_exchange()
+            ex.set_markets(self._markets, self._currencies)
+            self._local.ex = ex
+        return ex
+
+    def now_ms(self) -> int:
+        """The exchange's clock, estimated from ours and the measured offset."""
+        return int(time.time() * 1000) + self._offset_ms
+
+    def load(self) -> None:
+        """Load spot markets, the exchange's weight budget and its clock offset (once)."""
+        with self._lock:
+            if self._markets is not None:
+                return
+            ex = self._new_exchange()
+            ex.enableLastJsonResponse = True
+            self._call(lambda: ex.load_markets(), ex, weight=0)
+            info = ex.last_json_response if isinstance(ex.last_json_response, dict) else {}
+            ex.enableLastJsonResponse = False
+            limit, window = 6000, 60_000
+            for rl in info.get("rateLimits", []):
+                if rl.get("rateLimitType") == "REQUEST_WEIGHT":
+                    limit = int(rl["limit"])
+                    window = _INTERVAL_MS.get(rl.get("interval"), 60_000) * int(rl.get("intervalNum", 1))
+                    break
+            if self._weight_override:
+                limit = self._weight_override
+            self.budget = WeightBudget(limit, window, self.now_ms, self._sleep)
+            self._sync_clock(ex)
+            self._markets, self._currencies = ex.markets, ex.currencies
+            self._local.ex = ex
+
+    def _sync_clock(self, ex: ccxt.Exchange) -> None:
+        before = time.time() * 1000
+        server = int(self._call(lambda: ex.public_get_time(), ex, weight=TIME_WEIGHT)["serverTime"])
+        after = time.time() * 1000
+        self._offset_ms = int(server - (before + after) / 2)
+
+    # --- requests -----------------------------------------------------------------------------
+    def _call(self, fn: Callable, ex: ccxt.Exchange, weight: int):
+        attempt = 0
+        rl_waited = 0.0
+        while True:
+            if weight and self.budget is not None:
+                self.budget.acquire(weight)
+            try:
+                self.stats["requests"] += 1
+                result = fn()
+                self._observe(ex)
+                return result
+            except ccxt.DDoSProtection as exc:  # 429, 418 and code -1003
+                self._observe(ex)
+                self.stats["rate_limited"] += 1
+                wait = self._retry_after(ex, default=1.0 + attempt)
+                rl_waited += wait
+                if rl_waited > self._max_rl_wait:
+                    raise RateLimited(
+                        f"{self.exchange_id} kept refusing requests for rate limits "
+                        f"({rl_waited:.0f}s waited)"
+                    ) from exc
+                log.warning("%s rate limit answer; waiting %.1fs as Retry-After asks",
+                            self.exchange_id, wait)
+                self._sleep(wait)
+            except (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.NetworkError) as exc:
+                attempt += 1
+                if attempt > self._max_retries:
+                    raise ExchangeUnavailable(
+                        f"{self.exchange_id} unreachable at {self._where()}: "
+                        f"{type(exc).__name__} after {attempt} attempts"
+                    ) from exc
+                self.stats["retries"] += 1
+                wait = min(10.0, 0.2 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
+                log.warning("%s %s; retry %d/%d in %.1fs", self.exchange_id,
+                            type(exc).__name__, attempt, self._max_retries, wait)
+                self._sleep(wait)
+            except ccxt.BadSymbol as exc:
+                raise BadSymbol(f"{self.exchange_id} does not list this symbol: {exc}") from exc
+            except ccxt.BadRequest as exc:
+                raise ExchangeRejected(f"{self.exchange_id} rejected the request: {exc}") from exc
+            except ccxt.AuthenticationError as exc:
+                raise ConfigError(f"{self.exchange_id} rejected the API key: {exc}") from exc
+            except ccxt.BaseError as exc:
+                raise ExchangeUnavailable(f"{self.exchange_id} error: {exc}") from exc
+
+    def _where(self) -> str:
+        return self._url or "the default endpoint"
+
+    def _observe(self, ex: ccxt.Exchange) -> None:
+        headers = ex.last_response_headers or {}
+        if self.budget is None:
+            return
+        for name, value in headers.items():
+            if _WEIGHT_HEADER.match(name):
+                try:
+                    self.budget.observe(int(value), self.now_ms())
+                except ValueError:
+                    pass
+                return
+
+    @staticmethod
+    def _retry_after(ex: ccxt.Exchange, default: float) -> float:
+        headers = ex.last_response_headers or {}
+        value = headers.get("Retry-After") if hasattr(headers, "get") else None
+        try:
+            return max(0.0, float(value)) if value is not None else default
+        except ValueError:
+            return default
+
+    # --- the Fetcher interface ----------------------------------------------------------------
+    def check_symbols(self, symbols: Iterable[str]) -> None:
+        self.load()
+        for s in symbols:
+            market = self._markets.get(s)
+            if market is None or not market.get("spot"):
+                raise BadSymbol(f"unknown symbol {s!r}: {self.exchange_id} spot does not list it")
+
+    def market_id(self, symbol: str) -> str:
+        self.check_symbols([symbol])
+        return self._markets[symbol]["id"]
+
+    def closed_end(self, tf: Timeframe) -> int:
+        """The newest boundary whose candle is final by the exchange's clock."""
+        self.load()
+        return tf.floor(self.now_ms() - self.settle_ms)
+
+    def fetch_range(
+        self, symbol: str, tf: Timeframe, start: int, end: int, source: str = "backfill"
+    ) -> Iterator[list[Candle]]:
+        mid = self.market_id(symbol)
+        ex = self._ex()
+        # The newest candle closes at `end`; wait for it to settle rather than store a moving one.
+        wait_ms = end + self.settle_ms - self.now_ms()
+        if 0 < wait_ms <= tf.ms + self.settle_ms:
+            self._sleep(wait_ms / 1000)
+        end = min(end, self.closed_end(tf))
+        t = start
+        while t < end:
+            params = {"symbol": mid, "interval": tf.name, "startTime": t,
+                      "endTime": end - 1, "limit": PAGE}
+            rows = self._call(lambda: ex.public_get_klines(params), ex, weight=KLINES_WEIGHT)
+            final_before = self.now_ms() - self.settle_ms
+            page: list[Candle] = []
+            for row in rows:
+                ot = int(row[0])
+                if ot < t or ot >= end:
+                    continue
+                if ot + tf.ms > final_before:  # defensive: never keep a candle still moving
+                    log.warning("%s %s %d not final yet; left for the next run", symbol, tf, ot)
+                    end = ot
+                    break
+                page.append(from_kline(row, exchange=self.exchange_id, symbol=symbol,
+                                       timeframe=tf.name, source=source))
+            if page:
+                yield page
+            if len(rows) < PAGE or not page:
+                return
+            t = page[-1].open_time + tf.ms
+
+

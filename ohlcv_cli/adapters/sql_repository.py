@@ -1,0 +1,251 @@
+"""The repository: candles in PostgreSQL or SQLite through SQLAlchemy.
+
+PostgreSQL writes go COPY -> temporary table -> INSERT ... ON CONFLICT DO UPDATE (only where a value
+differs); SQLite uses an executemany upsert. Nothing here ever deletes or truncates user data.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from ohlcv_cli.adapters.sql_schema import storage_error
+from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.core.timeframes import Timeframe
+from ohlcv_cli.core.timeutil import dt_to_ms, ms_to_dt
+
+VALUE_COLS = (
+    "open", "high", "low", "close", "volume", "quote_volume", "trades",
+    "taker_buy_base_volume", "taker_buy_quote_volume",
+)
+ALL_COLS = ("exchange", "symbol", "timeframe", "open_time", *VALUE_COLS, "source")
+KEY_COLS = ("exchange", "symbol", "timeframe", "open_time")
+
+_PG_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS candles_stage (
+    exchange text, symbol text, timeframe text, open_ms bigint,
+    open numeric, high numeric, low numeric, close numeric, volume numeric, quote_volume numeric,
+    trades bigint, taker_buy_base_volume numeric, taker_buy_quote_volume numeric, source text
+) ON COMMIT DELETE ROWS
+"""
+_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*VALUE_COLS, "source"))
+_DIFF_OLD = ", ".join(f"candles.{c}" for c in VALUE_COLS)
+_DIFF_NEW = ", ".join(f"EXCLUDED.{c}" for c in VALUE_COLS)
+_PG_MERGE = f"""
+INSERT INTO candles ({", ".join(ALL_COLS)})
+SELECT exchange, symbol, timeframe, timestamptz 'epoch' + open_ms * interval '1 millisecond',
+       {", ".join(VALUE_COLS)}, source
+FROM candles_stage
+ON CONFLICT ({", ".join(KEY_COLS)}) DO UPDATE SET {_SET}, ingested_at = now()
+WHERE ({_DIFF_OLD}) IS DISTINCT FROM ({_DIFF_NEW})
+"""
+_SQLITE_UPSERT = f"""
+INSERT INTO candles ({", ".join(ALL_COLS)}, ingested_at)
+VALUES ({", ".join("?" for _ in ALL_COLS)}, strftime('%Y-%m-%d %H:%M:%f', 'now'))
+ON CONFLICT ({", ".join(KEY_COLS)}) DO UPDATE SET {_SET}, ingested_at = excluded.ingested_at
+WHERE ({_DIFF_OLD}) IS NOT ({_DIFF_NEW})
+"""
+
+
+def _sqlite_time(ms: int) -> str:
+    return ms_to_dt(ms).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _from_sqlite_time(text: str) -> int:
+    return dt_to_ms(datetime.fromisoformat(text).replace(tzinfo=timezone.utc))
+
+
+def _dec(value) -> str:
+    """A stored decimal as text, with its scale (format avoids Decimal's 0E-8 exponent form)."""
+    return value if isinstance(value, str) else format(value, "f")
+
+
+def dedupe(candles: Iterable[Candle]) -> list[Candle]:
+    """One candle per key (the last one wins), sorted by key: one statement can't update a row twice."""
+    by_key = {(c.exchange, c.symbol, c.timeframe, c.open_time): c for c in candles}
+    return [by_key[k] for k in sorted(by_key)]
+
+
+class SqlCandleRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # SQLite has one writer at a time; serialising here avoids "database is locked".
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+
+    # --- time codec ---------------------------------------------------------------------------
+    def ts(self, ms: int):
+        return _sqlite_time(ms) if self.dialect == "sqlite" else ms_to_dt(ms)
+
+    def ms(self, value) -> int:
+        if isinstance(value, str):
+            return _from_sqlite_time(value)
+        return dt_to_ms(value)
+
+    # --- writes -------------------------------------------------------------------------------
+    def upsert(self, candles: Iterable[Candle]) -> int:
+        rows = dedupe(candles)
+        if not rows:
+            return 0
+        try:
+            if self.dialect == "postgresql":
+                return self._upsert_pg(rows)
+            with self._write_lock:
+                return self._upsert_sqlite(rows)
+        except sa_exc.SQLAlchemyError as exc:
+            raise storage_error(exc, self.engine) from None
+
+    def _upsert_pg(self, rows: list[Candle]) -> int:
+        with self.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            with raw.cursor() as cur:
+                cur.execute(_PG_STAGE)
+                with cur.copy(
+                    "COPY candles_stage (exchange, symbol, timeframe, open_ms, open, high, low,"
+                    " close, volume, quote_volume, trades, taker_buy_base_volume,"
+                    " taker_buy_quote_volume, source) FROM STDIN"
+                ) as copy:
+                    for c in rows:
+                        copy.write_row((
+                            c.exchange, c.symbol, c.timeframe, c.open_time, c.open, c.high, c.low,
+                            c.close, c.volume, c.quote_volume, c.trades, c.taker_buy_base_volume,
+                            c.taker_buy_quote_volume, c.source,
+                        ))
+                cur.execute(_PG_MERGE)
+                return max(cur.rowcount, 0)
+
+    def _upsert_sqlite(self, rows: list[Candle]) -> int:
+        params = [
+            (c.exchange, c.symbol, c.timeframe, _sqlite_time(c.open_time), c.open, c.high, c.low,
+             c.close, c.volume, c.quote_volume, c.trades, c.taker_buy_base_volume,
+             c.taker_buy_quote_volume, c.source)
+            for c in rows
+        ]
+        with self.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            cur = raw.cursor()
+            before = raw.total_changes
+            cur.executemany(_SQLITE_UPSERT, params)
+            written = raw.total_changes - before
+            cur.close()
+            return written
+
+    # --- reads --------------------------------------------------------------------------------
+    def _key(self, exchange: str, symbol: str, timeframe: str) -> dict:
+        return {"e": exchange, "s": symbol, "tf": timeframe}
+
+    def latest_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
+        sql = sa.text(
+            "SELECT max(open_time) FROM candles WHERE exchange = :e AND symbol = :s AND timeframe = :tf"
+        )
+        value = self._scalar(sql, self._key(exchange, symbol, timeframe))
+        return None if value is None else self.ms(value)
+
+    def span(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
+             ) -> tuple[int, int | None, int | None]:
+        """(count, first open time, last open time) of stored candles in [start, end)."""
+        sql = sa.text(
+            "SELECT count(*), min(open_time), max(open_time) FROM candles WHERE exchange = :e"
+            " AND symbol = :s AND timeframe = :tf AND open_time >= :a AND open_time < :b"
+        )
+        params = {**self._key(exchange, symbol, tf.name), "a": self.ts(start), "b": self.ts(end)}
+        try:
+            with self.engine.connect() as conn:
+                n, lo, hi = conn.execute(sql, params).one()
+        except sa_exc.SQLAlchemyError as exc:
+            raise storage_error(exc, self.engine) from None
+        return n, (None if lo is None else self.ms(lo)), (None if hi is None else self.ms(hi))
+
+    def missing_ranges(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
+                       ) -> list[tuple[int, int]]:
+        """Holes in [start, end) found in SQL: a count on the primary key, then (only if the count
+        falls short) a window function over the same index, never a per-candle loop."""
+        start, end = tf.ceil(start), tf.ceil(end)
+        if end <= start:
+            return []
+        n, first, last = self.span(exchange, symbol, tf, start, end)
+        if n == 0:
+            return [(start, end)]
+        out: list[tuple[int, int]] = []
+        if first > start:
+            out.append((start, first))
+        if n < tf.count(first, last + tf.ms):
+            out.extend(self._inner_gaps(exchange, symbol, tf, first, last + tf.ms))
+        if last + tf.ms < end:
+            out.append((last + tf.ms, end))
+        return out
+
+    def _inner_gaps(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
+                    ) -> list[tuple[int, int]]:
+        if self.dialect == "postgresql":
+            sql = sa.text(
+                "SELECT prev, open_time FROM (SELECT open_time, lag(open_time) OVER (ORDER BY open_time)"
+                " AS prev FROM candles WHERE exchange = :e AND symbol = :s AND timeframe = :tf"
+                " AND open_time >= :a AND open_time < :b) x"
+                " WHERE open_time - prev > :step ORDER BY open_time"
+            )
+            step = ms_to_dt(tf.ms) - ms_to_dt(0)
+        else:
+            sql = sa.text(
+                "SELECT prev, open_time FROM (SELECT open_time, lag(open_time) OVER (ORDER BY open_time)"
+                " AS prev FROM candles WHERE exchange = :e AND symbol = :s AND timeframe = :tf"
+                " AND open_time >= :a AND open_time < :b) x"
+                " WHERE (unixepoch(open_time) - unixepoch(prev)) * 1000 > :step ORDER BY open_time"
+            )
+            step = tf.ms
+        params = {**self._key(exchange, symbol, tf.name), "a": self.ts(start), "b": self.ts(end),
+                  "step": step}
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sql, params).all()
+        except sa_exc.SQLAlchemyError as exc:
+            raise storage_error(exc, self.engine) from None
+        return [(self.ms(prev) + tf.ms, self.ms(cur)) for prev, cur in rows]
+
+    def candles(self, exchange: str, symbol: str, timeframe: str, start: int | None = None,
+                end: int | None = None) -> list[Candle]:
+        """Stored candles, oldest first, with their values as the exact decimal strings."""
+        sql = (
+            f"SELECT {', '.join(ALL_COLS)} FROM candles WHERE exchange = :e AND symbol = :s"
+            " AND timeframe = :tf"
+        )
+        params = self._key(exchange, symbol, timeframe)
+        if start is not None:
+            sql += " AND open_time >= :a"
+            params["a"] = self.ts(start)
+        if end is not None:
+            sql += " AND open_time < :b"
+            params["b"] = self.ts(end)
+        sql += " ORDER BY open_time"
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.text(sql), params).all()
+        except sa_exc.SQLAlchemyError as exc:
+            raise storage_error(exc, self.engine) from None
+        return [
+            Candle(r[0], r[1], r[2], self.ms(r[3]), *(_dec(v) for v in r[4:10]), int(r[10]),
+                   _dec(r[11]), _dec(r[12]), r[13])
+            for r in rows
+        ]
+
+    def count(self, exchange: str | None = None, symbol: str | None = None,
+              timeframe: str | None = None) -> int:
+        clauses, params = [], {}
+        for col, val in (("exchange", exchange), ("symbol", symbol), ("timeframe", timeframe)):
+            if val is not None:
+                clauses.append(f"{col} = :{col}")
+                params[col] = val
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return int(self._scalar(sa.text(f"SELECT count(*) FROM candles{where}"), params))
+
+    def _scalar(self, sql, params: dict):
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(sql, params).scalar()
+        except sa_exc.SQLAlchemyError as exc:
+            raise storage_error(exc, self.engine) from None

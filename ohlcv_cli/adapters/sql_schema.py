@@ -1,0 +1,97 @@
+"""Engine creation and the Alembic schema: upgrade, current revision, and the up-to-date check."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from ohlcv_cli.core.errors import ConfigError, SchemaOutOfDate, StorageError
+from ohlcv_cli.core.settings import redact_url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the URL; a malformed URL or a missing driver is a ConfigError."""
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn, _record) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"invalid database URL {redact_url(url)!r}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def storage_error(exc: BaseException, engine: Engine) -> StorageError:
+    where = redact_url(engine.url.render_as_string(hide_password=False))
+    return StorageError(f"database error at {where}: {_first_line(exc)}")
+
+
+def _script_location() -> str:
+    """The checkout's alembic/ when run from source, else the copy packaged in the wheel."""
+    checkout = Path(__file__).resolve().parents[2] / "alembic"
+    if (checkout / "env.py").is_file():
+        return str(checkout)
+    return str(Path(list(importlib.import_module("ohlcv_cli.migrations").__path__)[0]))
+
+
+def _config(connection=None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", _script_location())
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except sa_exc.SQLAlchemyError as exc:
+        raise storage_error(exc, engine) from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Run the migrations; returns (revision before, revision after)."""
+    before = current_revision(engine)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_config(conn), revision)
+    except sa_exc.SQLAlchemyError as exc:
+        raise storage_error(exc, engine) from None
+    return before, current_revision(engine)
+
+
+def ensure_current(engine: Engine, auto_upgrade: bool = False) -> None:
+    """Stop with one clear line if the schema is missing or old (or upgrade it, if allowed)."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if auto_upgrade:
+        upgrade(engine)
+        return
+    state = "missing" if current is None else f"at revision {current}, expected {head}"
+    raise SchemaOutOfDate(f"database schema is {state}: run `ohlcv db upgrade`")

@@ -1,0 +1,1 @@
+"""Core: the candle model, timeframe arithmetic, settings and errors. Imports nothing of ours."""

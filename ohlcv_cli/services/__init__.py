@@ -1,0 +1,1 @@
+"""Services: one use case per module. They know collaborators only by the interfaces in core.ports."""

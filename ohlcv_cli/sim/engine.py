@@ -1,0 +1,234 @@
+"""Deterministic candle generation with Binance's semantics (pure, no I/O).
+
+Every final candle is a function of (symbol, timeframe, open time) and the configuration, so a test
+or benchmark can recompute any range exactly. Prices are integer ticks of 0.01, volumes integer
+units of 1e-8, rendered as Binance renders them: decimal strings with eight decimals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MASK = (1 << 64) - 1
+INTERVALS = {
+    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
+}
+OFFSETS = {"1w": 4 * 86_400_000}
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a cheap, well-spread hash of a 64-bit integer."""
+    x = (x + 0x9E3779B97F4A7C15) & MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+
+
+def _seed_of(text: str) -> int:
+    h = 1469598103934665603
+    for ch in text.encode():
+        h = ((h ^ ch) * 1099511628211) & MASK
+    return h
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    base: str
+    quote: str
+    price: int  # typical price in ticks of 0.01
+    listed_at: int | None = None  # ms; no candle opens before it
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.base}/{self.quote}"
+
+    @property
+    def market_id(self) -> str:
+        return f"{self.base}{self.quote}"
+
+
+def default_symbols(extra: int = 0) -> list[SymbolSpec]:
+    specs = [
+        SymbolSpec("BTC", "USDT", 6_500_000), SymbolSpec("ETH", "USDT", 350_000),
+        SymbolSpec("BNB", "USDT", 60_000), SymbolSpec("SOL", "USDT", 15_000),
+        SymbolSpec("XRP", "USDT", 5_000), SymbolSpec("ADA", "USDT", 4_000),
+        SymbolSpec("DOGE", "USDT", 2_000), SymbolSpec("LTC", "USDT", 9_000),
+        SymbolSpec("ETH", "BTC", 5_000),
+    ]
+    specs += [SymbolSpec(f"SIM{i:03d}", "USDT", 10_000 + 137 * i) for i in range(extra)]
+    return specs
+
+
+@dataclass
+class SimConfig:
+    symbols: list[SymbolSpec] = field(default_factory=default_symbols)
+    latency_ms: float = 0.0
+    share_429: float = 0.0  # share of klines requests answered 429 at random
+    share_5xx: float = 0.0  # share of klines requests answered 503 at random
+    weight_limit: int | None = None  # None: unthrottled (advertises a very large budget)
+    weight_window_s: int = 60
+    ban_after: int = 3  # requests over the limit, after a 429, before a 418
+    ban_seconds: float = 5.0
+    maintenance: list[tuple[int, int]] = field(default_factory=list)  # [start, end) ms
+    zero_volume_share: float = 0.0
+    settle_lag_ms: int = 0  # after a close, the closed candle still moves for this long
+    clock_offset_ms: int = 0  # the exchange's clock minus ours
+    seed: int = 7
+
+    def spec(self, market_id: str) -> SymbolSpec | None:
+        for s in self.symbols:
+            if s.market_id == market_id:
+                return s
+        return None
+
+
+def _p(ticks: int) -> str:
+    return f"{ticks // 100}.{ticks % 100:02d}000000"
+
+
+def _q(units: int) -> str:
+    return f"{units // 100_000_000}.{units % 100_000_000:08d}"
+
+
+class CandleEngine:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self._zero_cut = int(config.zero_volume_share * 1_000_000)
+
+    # --- availability -------------------------------------------------------------------------
+    def next_available(self, spec: SymbolSpec, t: int, tf: int) -> int:
+        """The first open time >= t (aligned) at which the exchange has a candle."""
+        while True:
+            moved = False
+            if spec.listed_at is not None and t < spec.listed_at:
+                t = _align_up(spec.listed_at, tf, self._offset(tf))
+                moved = True
+            for start, end in self.config.maintenance:
+                # a candle exists only if it opens outside the window
+                if start <= t < end:
+                    t = _align_up(end, tf, self._offset(tf))
+                    moved = True
+            if not moved:
+                return t
+
+    @staticmethod
+    def _offset(tf: int) -> int:
+        return 4 * 86_400_000 if tf == 604_800_000 else 0
+
+    # --- values -------------------------------------------------------------------------------
+    def close_of(self, spec: SymbolSpec, seed: int, t: int, tf: int) -> int:
+        """The close at open time t: a zero-volume candle keeps the previous close."""
+        for _ in range(64):
+            h = _mix(seed ^ (t * 0x9E3779B97F4A7C15 & MASK) ^ tf)
+            if not (self._zero_cut and (h >> 44) % 1_000_000 < self._zero_cut):
+                wave = (t // tf) % 2000
+                wave = wave if wave < 1000 else 2000 - wave
+                span = max(spec.price // 200, 10)
+                return spec.price + (wave * span) // 1000 + (h % (2 * span + 1)) - span
+            t -= tf
+        return spec.price
+
+    def final_row(self, spec: SymbolSpec, t: int, tf: int) -> list:
+        seed = _seed_of(spec.market_id) ^ self.config.seed
+        return self._rows(spec, seed, [t], tf)[0]
+
+    def _rows(self, spec: SymbolSpec, seed: int, times: list[int], tf: int) -> list[list]:
+        """Final rows for ascending open times; the previous close is carried, not recomputed."""
+        out = []
+        prev_t = None
+        prev_close = 0
+        span_c = max(spec.price // 200, 10)
+        span_hl = max(spec.price // 400, 5)
+        price = spec.price
+        zero_cut = self._zero_cut
+        for t in times:
+            open_ = prev_close if prev_t == t - tf else self.close_of(spec, seed, t - tf, tf)
+            h = _mix(seed ^ (t * 0x9E3779B97F4A7C15 & MASK) ^ tf)
+            if zero_cut and (h >> 44) % 1_000_000 < zero_cut:
+                p = _p(open_)
+                out.append([t, p, p, p, p, "0.00000000", t + tf - 1, "0.00000000", 0,
+                            "0.00000000", "0.00000000", "0"])
+                prev_t, prev_close = t, open_
+                continue
+            wave = (t // tf) % 2000
+            wave = wave if wave < 1000 else 2000 - wave
+            close = price + (wave * span_c) // 1000 + (h % (2 * span_c + 1)) - span_c
+            high = max(open_, close) + (h >> 11) % span_hl
+            low = max(1, min(open_, close) - (h >> 23) % span_hl)
+            volume = (h >> 29) % 50_000_000_000 + 1_000
+            quote = volume * close // 100
+            share = (h >> 37) % 101
+            out.append([t, _p(open_), _p(high), _p(low), _p(close), _q(volume), t + tf - 1,
+                        _q(quote), (h >> 47) % 5000 + 1, _q(volume * share // 100),
+                        _q(quote * share // 100), "0"])
+            prev_t, prev_close = t, close
+        return out
+
+    def _live(self, row: list, tf: int, now: int) -> list:
+        """The candle as the exchange shows it at `now`: in progress or still moving."""
+        t = row[0]
+        close_time = t + tf
+        if now >= close_time + self.config.settle_lag_ms:
+            return row
+        if now >= close_time:
+            # closed but not final yet: a few trades are still being booked
+            return row[:5] + [_shrink(row[5]), row[6], _shrink(row[7]), max(0, row[8] - 1)] + row[9:]
+        frac_num = max(0, now - t)
+        vol = int(row[5].replace(".", "")) * frac_num // tf
+        quote = int(row[7].replace(".", "")) * frac_num // tf
+        return [t, row[1], row[2], row[3], row[1], _q(vol), row[6], _q(quote),
+                row[8] * frac_num // tf, "0.00000000", "0.00000000", "0"]
+
+    def klines(self, spec: SymbolSpec, tf: int, start: int | None, end: int | None,
+               limit: int, now: int) -> list[list]:
+        """Binance /klines: oldest from startTime, else newest up to endTime (or now)."""
+        off = self._offset(tf)
+        last_open = _align_down(now, tf, off)
+        if end is not None:
+            last_open = min(last_open, _align_down(end, tf, off))
+        times: list[int] = []
+        if start is not None:
+            t = self.next_available(spec, _align_up(start, tf, off), tf)
+            while t <= last_open and len(times) < limit:
+                times.append(t)
+                t = self.next_available(spec, t + tf, tf)
+        else:
+            t = last_open
+            floor = spec.listed_at or 0
+            while t >= floor and len(times) < limit:
+                if self.next_available(spec, t, tf) == t:
+                    times.append(t)
+                t -= tf
+            times.reverse()
+        seed = _seed_of(spec.market_id) ^ self.config.seed
+        rows = self._rows(spec, seed, times, tf)
+        # only the newest candles can still be open or moving
+        for i in range(len(rows) - 1, -1, -1):
+            if rows[i][0] + tf + self.config.settle_lag_ms <= now:
+                break
+            rows[i] = self._live(rows[i], tf, now)
+        return rows
+
+
+def _shrink(q: str) -> str:
+    units = int(q.replace(".", ""))
+    return _q(max(0, units - units // 1000 - 1))
+
+
+def _align_up(t: int, tf: int, off: int = 0) -> int:
+    return -((-(t - off)) // tf) * tf + off
+
+
+def _align_down(t: int, tf: int, off: int = 0) -> int:
+    return (t - off) // tf * tf + off
+
+
+def encode_rows(rows: list[list]) -> bytes:
+    """JSON for kline rows, written directly: the simulator must never be the bottleneck."""
+    parts = [
+        f'[{r[0]},"{r[1]}","{r[2]}","{r[3]}","{r[4]}","{r[5]}",{r[6]},"{r[7]}",{r[8]},"{r[9]}","{r[10]}","0"]'
+        for r in rows
+    ]
+    return ("[" + ",".join(parts) + "]").encode()

@@ -1,0 +1,292 @@
+"""The simulator's HTTP server: Binance's spot REST paths, weights, limits, errors and faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from ohlcv_cli.sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/exchangeInfo": 20, "/api/v3/klines": 2}
+UNTHROTTLED_LIMIT = 100_000_000
+
+
+class _Weights:
+    """Fixed windows aligned to the exchange clock, as Binance counts request weight."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.window = -1
+        self.used = 0
+        self.over = 0
+        self.banned_until = 0.0
+        self.stats = {"requests": 0, "klines": 0, "rejected_429": 0, "rejected_418": 0,
+                      "injected_429": 0, "injected_5xx": 0, "windows": {}}
+
+    @property
+    def window_ms(self) -> int:
+        return self.config.weight_window_s * 1000
+
+    def header_name(self) -> str:
+        s = self.config.weight_window_s
+        if s % 86400 == 0:
+            return f"X-MBX-USED-WEIGHT-{s // 86400}D"
+        if s % 3600 == 0:
+            return f"X-MBX-USED-WEIGHT-{s // 3600}H"
+        if s % 60 == 0:
+            return f"X-MBX-USED-WEIGHT-{s // 60}M"
+        return f"X-MBX-USED-WEIGHT-{s}S"
+
+    def charge(self, weight: int, now_ms: int) -> tuple[int, int | None, float]:
+        """Returns (used, status to refuse with or None, retry-after seconds)."""
+        with self.lock:
+            self.stats["requests"] += 1
+            window = now_ms // self.window_ms
+            if window != self.window:
+                self.window, self.used, self.over = window, 0, 0
+            reset_in = ((window + 1) * self.window_ms - now_ms) / 1000
+            if self.banned_until > now_ms:
+                self.stats["rejected_418"] += 1
+                return self.used, 418, (self.banned_until - now_ms) / 1000
+            limit = self.config.weight_limit
+            if limit is not None and self.used + weight > limit:
+                self.over += 1
+                if self.over > self.config.ban_after:
+                    self.banned_until = now_ms + self.config.ban_seconds * 1000
+                    self.stats["rejected_418"] += 1
+                    return self.used, 418, self.config.ban_seconds
+                self.stats["rejected_429"] += 1
+                return self.used, 429, reset_in
+            self.used += weight
+            self.stats["windows"][window] = self.used
+            return self.used, None, 0.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def log_message(self, fmt: str, *args) -> None:  # quiet: the access log would cost time
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        sim = self.server.sim
+        parts = urlsplit(self.path)
+        path = parts.path
+        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if sim.config.latency_ms:
+            time.sleep(sim.config.latency_ms / 1000)
+        now = sim.now_ms()
+        if path == "/sim/stats":
+            return self._json(200, sim.stats())
+        weight = WEIGHTS.get(path)
+        if weight is None:
+            return self._send(404, b"<html><body>404 Not Found</body></html>", "text/html")
+        used, refuse, retry = sim.weights.charge(weight, now)
+        headers = {sim.weights.header_name(): str(used)}
+        if refuse is not None:
+            headers["Retry-After"] = str(max(1, int(retry + 0.999)))
+            msg = ("Way too much request weight used; IP banned until %d." % (now + retry * 1000)
+                   if refuse == 418 else
+                   "Too much request weight used; current limit is %d request weight per %d "
+                   "SECOND. Please use WebSocket Streams for live updates to avoid polling the API."
+                   % (sim.config.weight_limit or 0, sim.config.weight_window_s))
+            return self._json(refuse, {"code": -1003, "msg": msg}, headers)
+        if path == "/api/v3/ping":
+            return self._json(200, {}, headers)
+        if path == "/api/v3/time":
+            return self._json(200, {"serverTime": now}, headers)
+        if path == "/api/v3/exchangeInfo":
+            return self._json(200, sim.exchange_info(now), headers)
+        return self._klines(params, now, headers)
+
+    def _klines(self, params: dict, now: int, headers: dict) -> None:
+        sim = self.server.sim
+        fault = sim.draw_fault()
+        if fault == 429:
+            sim.weights.stats["injected_429"] += 1
+            headers["Retry-After"] = "1"
+            return self._json(429, {"code": -1003, "msg": "Too many requests (injected)."}, headers)
+        if fault == 503:
+            sim.weights.stats["injected_5xx"] += 1
+            return self._send(503, b"Service Unavailable", "text/plain", headers)
+        sym = params.get("symbol")
+        if not sym:
+            return self._error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.", headers)
+        spec = sim.config.spec(sym)
+        if spec is None:
+            return self._error(-1121, "Invalid symbol.", headers)
+        tf = INTERVALS.get(params.get("interval", ""))
+        if tf is None:
+            return self._error(-1120, "Invalid interval.", headers)
+        try:
+            limit = int(params.get("limit", 500))
+            start = int(params["startTime"]) if "startTime" in params else None
+            end = int(params["endTime"]) if "endTime" in params else None
+        except ValueError:
+            return self._error(-1100, "Illegal characters found in a parameter.", headers)
+        if not 1 <= limit <= 1000:
+            return self._error(-1130, "Invalid data sent for a parameter.", headers)
+        if start is not None and end is not None and start > end:
+            return self._error(-1023, "Start time is greater than end time.", headers)
+        sim.weights.stats["klines"] += 1
+        rows = sim.engine.klines(spec, tf, start, end, limit, now)
+        self._send(200, encode_rows(rows), "application/json;charset=UTF-8", headers)
+
+    def _error(self, code: int, msg: str, headers: dict) -> None:
+        self._json(400, {"code": code, "msg": msg}, headers)
+
+    def _json(self, status: int, body, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json;charset=UTF-8", headers)
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    sim: "SimServer"
+
+
+class SimServer:
+    """Start with `start()` (a background thread) or `serve_forever()`; `url` is the base URL."""
+
+    def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.config = config or SimConfig()
+        self.engine = CandleEngine(self.config)
+        self.weights = _Weights(self.config)
+        self._rng = random.Random(self.config.seed)
+        self._rng_lock = threading.Lock()
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.sim = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.config.clock_offset_ms
+
+    def draw_fault(self) -> int | None:
+        c = self.config
+        if not (c.share_429 or c.share_5xx):
+            return None
+        with self._rng_lock:
+            x = self._rng.random()
+        if x < c.share_429:
+            return 429
+        if x < c.share_429 + c.share_5xx:
+            return 503
+        return None
+
+    def final_row(self, symbol: str, timeframe: str, open_time: int) -> list:
+        """The final candle the exchange will serve for this open time (for checks)."""
+        spec = next(s for s in self.config.symbols if s.symbol == symbol)
+        return self.engine.final_row(spec, open_time, INTERVALS[timeframe])
+
+    def final_rows(self, symbol: str, timeframe: str, start: int, end: int) -> list[list]:
+        """Every final candle the exchange has with open time in [start, end)."""
+        spec = next(s for s in self.config.symbols if s.symbol == symbol)
+        tf = INTERVALS[timeframe]
+        out = []
+        t = self.engine.next_available(spec, start, tf)
+        while t < end:
+            out.append(self.engine.final_row(spec, t, tf))
+            t = self.engine.next_available(spec, t + tf, tf)
+        return out
+
+    def exchange_info(self, now: int) -> dict:
+        limit = self.config.weight_limit or UNTHROTTLED_LIMIT
+        s = self.config.weight_window_s
+        interval, num = ("MINUTE", s // 60) if s % 60 == 0 else ("SECOND", s)
+        return {
+            "timezone": "UTC",
+            "serverTime": now,
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": interval, "intervalNum": num, "limit": limit},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+            ],
+            "exchangeFilters": [],
+            "symbols": [_symbol_info(spec) for spec in self.config.symbols],
+        }
+
+    def stats(self) -> dict:
+        w = self.weights
+        with w.lock:
+            out = {k: v for k, v in w.stats.items() if k != "windows"}
+            out["windows"] = {str(k): v for k, v in w.stats["windows"].items()}
+        out["weight_limit"] = self.config.weight_limit
+        out["weight_window_s"] = self.config.weight_window_s
+        return out
+
+    def start(self) -> "SimServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "SimServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _symbol_info(spec) -> dict:
+    return {
+        "symbol": spec.market_id,
+        "status": "TRADING",
+        "baseAsset": spec.base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": spec.quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "baseCommissionPrecision": 8,
+        "quoteCommissionPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+        "icebergAllowed": True,
+        "ocoAllowed": True,
+        "otoAllowed": True,
+        "quoteOrderQtyMarketAllowed": True,
+        "allowTrailingStop": True,
+        "cancelReplaceAllowed": True,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000", "tickSize": "0.01000000"},
+            {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
+            {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True, "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+        ],
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+        "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+    }
