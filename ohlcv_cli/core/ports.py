@@ -11,6 +11,9 @@ from ohlcv_cli.core.timeframes import Timeframe
 class Fetcher(Protocol):
     exchange_id: str
 
+    def now_ms(self) -> int:
+        """The exchange's clock."""
+
     def check_symbols(self, symbols: Iterable[str]) -> None:
         """Raise BadSymbol for the first symbol the exchange does not list."""
 

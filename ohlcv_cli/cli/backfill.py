@@ -1,0 +1,97 @@
+"""`ohlcv backfill`: fill the store's missing candles in a window."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ohlcv_cli.cli.common import (
+    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, console, err_console, make_engine_for,
+    make_fetcher, open_repository, settings,
+)
+from ohlcv_cli.core.errors import ConfigError, PartialFailure
+from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.core.timeutil import iso, parse_iso
+from ohlcv_cli.services.backfill import Backfill, BackfillResult
+
+log = logging.getLogger("ohlcv.backfill")
+
+
+def backfill(
+    ctx: typer.Context,
+    days: Annotated[Optional[int], typer.Option("--days", help="Days back from now [env: BACKFILL_DAYS]")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="ISO start (inclusive), UTC if no zone")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="ISO end (exclusive); default: now")] = None,
+    symbols: SymbolsOpt = None,
+    timeframe: TimeframeOpt = None,
+    database_url: DatabaseOpt = None,
+    exchange_url: ExchangeUrlOpt = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Symbols fetched at once [env: BACKFILL_CONCURRENCY]")] = None,
+) -> None:
+    """Fetch every candle the database is missing in the window, then print a summary."""
+    if days is not None and start is not None:
+        raise ConfigError("use either --days or --start/--end, not both")
+    if end is not None and start is None:
+        raise ConfigError("--end needs --start")
+    if days is not None and days <= 0:
+        raise ConfigError(f"--days must be a positive whole number, got {days}")
+    s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
+                 database_url=database_url, exchange_url=exchange_url,
+                 backfill_concurrency=concurrency)
+    tf = parse_timeframe(s.timeframe)
+    start_ms = parse_iso(start, "--start") if start else None
+    end_ms = parse_iso(end, "--end") if end else None
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ConfigError(f"--start {start} is not before --end {end}")
+    engine = make_engine_for(s)
+    fetcher = make_fetcher(s)
+    fetcher.check_symbols(s.symbols)
+    repo = open_repository(s, engine)
+    with _progress(s.symbols) as progress:
+        result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
+                          batch_size=s.backfill_batch_size, progress=progress).run(
+            s.symbols, tf, days=None if start_ms else s.backfill_days, start=start_ms, end=end_ms)
+    console.print(summary_table(result))
+    failures = [r for r in result.symbols if r.error]
+    if failures:
+        for r in failures:
+            err_console.print(f"error: {r.symbol}: {r.error}", markup=False, highlight=False)
+        raise PartialFailure(f"{len(failures)} of {len(result.symbols)} symbols failed")
+
+
+def summary_table(result: BackfillResult) -> Table:
+    table = Table(title=f"backfill {result.timeframe} {iso(result.start)} → {iso(result.end)} UTC")
+    for col in ("symbol", "written", "range", "no candles at exchange", "seconds", "status"):
+        table.add_column(col, justify="right" if col in ("written", "no candles at exchange", "seconds") else "left")
+    for r in result.symbols:
+        table.add_row(
+            r.symbol, str(r.written), f"{iso(r.start)} → {iso(r.end)}", str(r.exchange_missing),
+            f"{r.seconds:.1f}", "ok" if r.error is None else "FAILED",
+        )
+    return table
+
+
+@contextmanager
+def _progress(symbols) -> Iterator:
+    """A Rich bar per symbol on a terminal; plain log lines every 10 % otherwise."""
+    if err_console.is_terminal:
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err_console, transient=False)
+        tasks = {s: bars.add_task(s, total=None) for s in symbols}
+        with bars:
+            yield lambda sym, done, total: bars.update(tasks[sym], completed=done, total=total or 1)
+        return
+    last: dict[str, int] = {}
+
+    def plain(sym: str, done: int, total: int) -> None:
+        step = (10 * done // total) if total else 10
+        if last.get(sym) != step:
+            last[sym] = step
+            log.info("%s: %d/%d candles", sym, done, total)
+
+    yield plain

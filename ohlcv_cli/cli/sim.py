@@ -1,0 +1,65 @@
+"""`ohlcv sim`: run the Binance-compatible simulator."""
+
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from ohlcv_cli.cli.common import console
+from ohlcv_cli.core.errors import ConfigError
+from ohlcv_cli.core.timeutil import parse_iso
+
+
+def sim(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port)")] = 8900,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Delay added to every answer")] = 0.0,
+    share_429: Annotated[float, typer.Option("--share-429", help="Share of klines answers that are 429")] = 0.0,
+    share_5xx: Annotated[float, typer.Option("--share-5xx", help="Share of klines answers that are 503")] = 0.0,
+    weight_limit: Annotated[Optional[int], typer.Option("--weight-limit", help="Request weight allowed per window (default: unthrottled)")] = None,
+    weight_window: Annotated[int, typer.Option("--weight-window", help="Weight window in seconds")] = 60,
+    maintenance: Annotated[Optional[List[str]], typer.Option("--maintenance", help="START/END (ISO): no candles in between; repeatable")] = None,
+    listing: Annotated[Optional[List[str]], typer.Option("--listing", help="SYMBOL=ISO: no candles before; repeatable")] = None,
+    zero_volume_share: Annotated[float, typer.Option("--zero-volume-share", help="Share of candles with no trades")] = 0.0,
+    settle_lag_ms: Annotated[int, typer.Option("--settle-lag-ms", help="After a close the candle still moves this long")] = 0,
+    extra_symbols: Annotated[int, typer.Option("--extra-symbols", help="Also list SIM000/USDT ... SIMnnn/USDT")] = 0,
+    clock_offset_ms: Annotated[int, typer.Option("--clock-offset-ms", help="Exchange clock minus ours")] = 0,
+) -> None:
+    """Serve Binance's spot REST API (ping, time, exchangeInfo, klines) with deterministic candles."""
+    from dataclasses import replace
+
+    from ohlcv_cli.sim import SimConfig, SimServer, default_symbols
+
+    windows = []
+    for item in maintenance or []:
+        a, sep, b = item.partition("/")
+        if not sep:
+            raise ConfigError(f"--maintenance {item!r}: use START/END, e.g. 2024-01-01T10:00/2024-01-01T12:00")
+        windows.append((parse_iso(a, "maintenance start"), parse_iso(b, "maintenance end")))
+    specs = default_symbols(extra_symbols)
+    for item in listing or []:
+        sym, sep, when = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--listing {item!r}: use SYMBOL=ISO, e.g. SOL/USDT=2024-01-01")
+        idx = next((i for i, sp in enumerate(specs) if sp.symbol == sym.upper()), None)
+        if idx is None:
+            raise ConfigError(f"--listing: the simulator does not list {sym!r}")
+        specs[idx] = replace(specs[idx], listed_at=parse_iso(when, "listing time"))
+    config = SimConfig(
+        symbols=specs, latency_ms=latency_ms, share_429=share_429, share_5xx=share_5xx,
+        weight_limit=weight_limit, weight_window_s=weight_window, maintenance=windows,
+        zero_volume_share=zero_volume_share, settle_lag_ms=settle_lag_ms,
+        clock_offset_ms=clock_offset_ms,
+    )
+    try:
+        server = SimServer(config, host=host, port=port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    console.print(f"simulator listening on http://{host}:{server.port} "
+                  f"({len(specs)} symbols); use --exchange-url http://{host}:{server.port}",
+                  markup=False, highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass

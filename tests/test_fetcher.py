@@ -1,0 +1,87 @@
+"""The ccxt fetcher against the simulator over HTTP: exact fields, closed candles only, faults."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
+from ohlcv_cli.core.errors import BadSymbol, ExchangeUnavailable
+from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.core.timeutil import parse_iso
+
+M1 = parse_timeframe("1m")
+S1 = parse_timeframe("1s")
+T0 = parse_iso("2024-03-01")
+
+
+def rows_of(candles):
+    return [[c.open_time, c.open, c.high, c.low, c.close, c.volume, c.open_time + 59_999,
+             c.quote_volume, c.trades, c.taker_buy_base_volume, c.taker_buy_quote_volume, "0"]
+            for c in candles]
+
+
+def fetch_all(fetcher, symbol, tf, start, end):
+    return [c for page in fetcher.fetch_range(symbol, tf, start, end) for c in page]
+
+
+def test_every_field_is_the_exchange_string(sim):
+    f = CcxtFetcher(exchange_url=sim.url, settle_ms=0)
+    got = fetch_all(f, "BTC/USDT", M1, T0, T0 + 2500 * 60_000)
+    assert len(got) == 2500
+    assert rows_of(got) == sim.final_rows("BTC/USDT", "1m", T0, T0 + 2500 * 60_000)
+    assert f.stats["requests"] >= 3  # pages of 1000
+
+
+def test_only_settled_candles_are_returned(sim_factory):
+    sim = sim_factory(settle_lag_ms=700)
+    f = CcxtFetcher(exchange_url=sim.url, settle_ms=900)
+    for _ in range(3):
+        end = S1.floor(f.now_ms())  # the newest boundary: its candle has only just closed
+        got = fetch_all(f, "ETH/USDT", S1, end - 5000, end)
+        assert [c.open_time for c in got] == list(range(end - 5000, end, 1000))
+        for c in got:
+            final = sim.final_row("ETH/USDT", "1s", c.open_time)
+            assert (c.volume, c.trades, c.close) == (final[5], final[8], final[4])
+
+
+def test_faults_are_survived_with_nothing_missing(sim_factory):
+    sim = sim_factory(share_429=0.2, share_5xx=0.2)
+    f = CcxtFetcher(exchange_url=sim.url, settle_ms=0, max_retries=10, sleep=lambda s: time.sleep(min(s, 0.05)))
+    got = fetch_all(f, "SOL/USDT", M1, T0, T0 + 8000 * 60_000)
+    assert len(got) == 8000
+    stats = sim.stats()
+    assert stats["injected_429"] > 0 and stats["injected_5xx"] > 0
+    assert f.stats["rate_limited"] > 0 and f.stats["retries"] > 0
+
+
+def test_weight_budget_is_kept_without_429(sim_factory):
+    sim = sim_factory(weight_limit=60, weight_window_s=2)
+    f = CcxtFetcher(exchange_url=sim.url, settle_ms=0)
+    got = fetch_all(f, "BNB/USDT", M1, T0, T0 + 40_000 * 60_000)  # 40 requests, ~2 windows
+    assert len(got) == 40_000
+    assert sim.stats()["rejected_429"] == 0 and sim.stats()["rejected_418"] == 0
+    assert f.budget.limit == 60 and f.budget.window_ms == 2000
+    assert f.budget.waited_s > 0
+
+
+def test_unknown_symbol_and_unreachable_exchange(sim):
+    f = CcxtFetcher(exchange_url=sim.url)
+    with pytest.raises(BadSymbol, match="NOPE/USDT"):
+        f.check_symbols(["NOPE/USDT"])
+    dead = CcxtFetcher(exchange_url="http://127.0.0.1:9", max_retries=1, sleep=lambda s: None)
+    with pytest.raises(ExchangeUnavailable, match="unreachable at http://127.0.0.1:9"):
+        dead.check_symbols(["BTC/USDT"])
+
+
+def test_listing_inside_the_range_is_not_an_error(sim_factory):
+    from dataclasses import replace
+
+    from ohlcv_cli.sim import default_symbols
+
+    specs = [replace(s, listed_at=T0 + 90 * 60_000) if s.symbol == "ADA/USDT" else s for s in default_symbols()]
+    sim = sim_factory(symbols=specs)
+    f = CcxtFetcher(exchange_url=sim.url, settle_ms=0)
+    got = fetch_all(f, "ADA/USDT", M1, T0, T0 + 1500 * 60_000)
+    assert got[0].open_time == T0 + 90 * 60_000 and len(got) == 1410
