@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,7 +69,7 @@ GOOD = Candle("binance", "BTC/USDT", "1m", 0, "10.00", "12.50", "9.00", "11.00",
 def test_validation_names_the_broken_rule(change, reason):
     assert validate(GOOD) is GOOD
     with pytest.raises(InvalidMessage, match=reason):
-        validate(dataclasses.replace(GOOD, **change))
+        validate(GOOD._replace(**change))
 
 
 def test_settings_read_seed_variables_and_dotenv(monkeypatch, tmp_path):

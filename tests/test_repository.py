@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from ohlcv_cli.adapters.sql_schema import current_revision, ensure_current, head_revision, make_engine
@@ -34,7 +32,7 @@ def test_upsert_is_exact_and_idempotent(db_url, repo_for, sim_factory):
 def test_duplicates_in_one_batch_and_changed_values(db_url, repo_for, sim):
     repo = repo_for(db_url)
     batch = candles(sim, n=10)
-    changed = dataclasses.replace(batch[3], close="1.23400000", source="repair")
+    changed = batch[3]._replace(close="1.23400000", source="repair")
     assert repo.upsert(batch + [batch[3], changed]) == 10  # last one wins, one row per key
     stored = repo.candles("binance", "BTC/USDT", "1m")
     assert stored[3] == changed and len(stored) == 10

@@ -10,6 +10,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Iterable
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -60,6 +61,51 @@ def _from_sqlite_time(text: str) -> int:
     return dt_to_ms(datetime.fromisoformat(text).replace(tzinfo=timezone.utc))
 
 
+_COPY_COLS = (
+    "exchange, symbol, timeframe, {time}, open, high, low, close, volume, quote_volume, trades,"
+    " taker_buy_base_volume, taker_buy_quote_volume, source"
+)
+_CHUNK = 5000
+
+
+def _copy_rows(copy, rows: list[Candle], time_as_ms: bool) -> None:
+    """Write rows in COPY's text format, a chunk at a time: several times faster than
+    write_row. Values that would need escaping (never seen from an exchange) take write_row."""
+    for i in range(0, len(rows), _CHUNK):
+        part = rows[i:i + _CHUNK]
+        if time_as_ms:
+            lines = [
+                f"{c[0]}\t{c[1]}\t{c[2]}\t{c[3]}\t{c[4]}\t{c[5]}\t{c[6]}\t{c[7]}\t{c[8]}\t{c[9]}"
+                f"\t{c[10]}\t{c[11]}\t{c[12]}\t{c[13]}\n" for c in part
+            ]
+        else:
+            lines = [
+                f"{c[0]}\t{c[1]}\t{c[2]}\t{_pg_time(c[3])}\t{c[4]}\t{c[5]}\t{c[6]}\t{c[7]}\t{c[8]}"
+                f"\t{c[9]}\t{c[10]}\t{c[11]}\t{c[12]}\t{c[13]}\n" for c in part
+            ]
+        chunk = "".join(lines)
+        if "\\" in chunk or chunk.count("\t") != 13 * len(part) or chunk.count("\n") != len(part):
+            for c in part:
+                copy.write_row((*c[:3], c[3] if time_as_ms else ms_to_dt(c[3]), *c[4:]))
+        else:
+            copy.write(chunk)
+
+
+_DAYS: dict[int, str] = {}
+
+
+def _pg_time(ms: int) -> str:
+    """timestamptz text for COPY; the date part is cached since strftime per row is slow."""
+    day, rem = divmod(ms, 86_400_000)
+    date = _DAYS.get(day)
+    if date is None:
+        date = _DAYS[day] = f"{ms_to_dt(day * 86_400_000):%Y-%m-%d}"
+    sec, milli = divmod(rem, 1000)
+    h, sec = divmod(sec, 3600)
+    m, sec = divmod(sec, 60)
+    return f"{date} {h:02d}:{m:02d}:{sec:02d}.{milli:03d}+00"
+
+
 def _dec(value) -> str:
     """A stored decimal as text, with its scale (format avoids Decimal's 0E-8 exponent form)."""
     return value if isinstance(value, str) else format(value, "f")
@@ -88,34 +134,45 @@ class SqlCandleRepository:
         return dt_to_ms(value)
 
     # --- writes -------------------------------------------------------------------------------
-    def upsert(self, candles: Iterable[Candle]) -> int:
+    def upsert(self, candles: Iterable[Candle], expect_new: bool = False) -> int:
+        """Insert or update; returns rows written. `expect_new` (backfill of missing ranges) tries a
+        direct COPY into the table first and falls back to the upsert if any row exists already."""
         rows = dedupe(candles)
         if not rows:
             return 0
         try:
             if self.dialect == "postgresql":
+                if expect_new:
+                    written = self._copy_new_pg(rows)
+                    if written is not None:
+                        return written
                 return self._upsert_pg(rows)
             with self._write_lock:
                 return self._upsert_sqlite(rows)
         except sa_exc.SQLAlchemyError as exc:
             raise storage_error(exc, self.engine) from None
 
+    def _copy_new_pg(self, rows: list[Candle]) -> int | None:
+        """COPY straight into candles (about twice as fast); None if a row already exists, in
+        which case the transaction is rolled back whole."""
+        try:
+            with self.engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cur, cur.copy(
+                    f"COPY candles ({_COPY_COLS.format(time='open_time')}) FROM STDIN"
+                ) as copy:
+                    _copy_rows(copy, rows, time_as_ms=False)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            return None
+
     def _upsert_pg(self, rows: list[Candle]) -> int:
         with self.engine.begin() as conn:
             raw = conn.connection.driver_connection
             with raw.cursor() as cur:
                 cur.execute(_PG_STAGE)
-                with cur.copy(
-                    "COPY candles_stage (exchange, symbol, timeframe, open_ms, open, high, low,"
-                    " close, volume, quote_volume, trades, taker_buy_base_volume,"
-                    " taker_buy_quote_volume, source) FROM STDIN"
-                ) as copy:
-                    for c in rows:
-                        copy.write_row((
-                            c.exchange, c.symbol, c.timeframe, c.open_time, c.open, c.high, c.low,
-                            c.close, c.volume, c.quote_volume, c.trades, c.taker_buy_base_volume,
-                            c.taker_buy_quote_volume, c.source,
-                        ))
+                with cur.copy(f"COPY candles_stage ({_COPY_COLS.format(time='open_ms')}) FROM STDIN") as copy:
+                    _copy_rows(copy, rows, time_as_ms=True)
                 cur.execute(_PG_MERGE)
                 return max(cur.rowcount, 0)
 

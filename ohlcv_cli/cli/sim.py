@@ -25,11 +25,13 @@ def sim(
     settle_lag_ms: Annotated[int, typer.Option("--settle-lag-ms", help="After a close the candle still moves this long")] = 0,
     extra_symbols: Annotated[int, typer.Option("--extra-symbols", help="Also list SIM000/USDT ... SIMnnn/USDT")] = 0,
     clock_offset_ms: Annotated[int, typer.Option("--clock-offset-ms", help="Exchange clock minus ours")] = 0,
+    precompute: Annotated[Optional[str], typer.Option("--precompute", help="TIMEFRAME:START/END: render these final candles of every symbol before serving (benchmarks)")] = None,
 ) -> None:
     """Serve Binance's spot REST API (ping, time, exchangeInfo, klines) with deterministic candles."""
     from dataclasses import replace
 
     from ohlcv_cli.sim import SimConfig, SimServer, default_symbols
+    from ohlcv_cli.sim.engine import INTERVALS
 
     windows = []
     for item in maintenance or []:
@@ -52,10 +54,20 @@ def sim(
         zero_volume_share=zero_volume_share, settle_lag_ms=settle_lag_ms,
         clock_offset_ms=clock_offset_ms,
     )
+    pre = None
+    if precompute:
+        tf_name, sep, span = precompute.partition(":")
+        a, sep2, b = span.partition("/")
+        if not (sep and sep2) or tf_name not in INTERVALS:
+            raise ConfigError(f"--precompute {precompute!r}: use TIMEFRAME:START/END, e.g. 1m:2024-01-01/2024-01-19")
+        pre = (INTERVALS[tf_name], parse_iso(a, "precompute start"), parse_iso(b, "precompute end"))
     try:
         server = SimServer(config, host=host, port=port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if pre is not None:
+        for spec in specs:
+            server.engine.precompute(spec, *pre)
     console.print(f"simulator listening on http://{host}:{server.port} "
                   f"({len(specs)} symbols); use --exchange-url http://{host}:{server.port}",
                   markup=False, highlight=False)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Protocol, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.timeframes import Timeframe
@@ -27,8 +28,9 @@ class Fetcher(Protocol):
 
 
 class CandleRepository(Protocol):
-    def upsert(self, candles: Iterable[Candle]) -> int:
-        """Insert or update; returns how many rows were written (new or changed)."""
+    def upsert(self, candles: Iterable[Candle], expect_new: bool = False) -> int:
+        """Insert or update; returns how many rows were written (new or changed). `expect_new`
+        hints that the rows are most likely absent (a faster path is tried first)."""
 
     def latest_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None: ...
 
@@ -36,3 +38,40 @@ class CandleRepository(Protocol):
         self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
     ) -> list[tuple[int, int]]:
         """[first, end) ranges inside [start, end) with no stored candle."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """What the store holds for one exchange, symbol and timeframe."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    stored: int
+    first: int  # open time of the oldest candle, ms
+    last: int  # open time of the newest candle, ms
+
+
+class GapRepository(Protocol):
+    """Ranges the exchange confirmed empty (table exchange_gaps) and summaries of the store."""
+
+    def first_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
+        """Open time of the oldest stored candle, or None."""
+
+    def exchange_gaps(
+        self, exchange: str, symbol: str, timeframe: str, start: int | None = None,
+        end: int | None = None,
+    ) -> list[tuple[int, int]]:
+        """Recorded [start, end) ranges without candles at the exchange that overlap
+        [start, end) (all when no bounds), oldest first, not clipped."""
+
+    def record_exchange_gaps(
+        self, exchange: str, symbol: str, timeframe: str, ranges: Iterable[tuple[int, int]]
+    ) -> int:
+        """Remember ranges the exchange has no candles for, merged with overlapping or adjacent
+        ranges already recorded; returns how many ranges were given."""
+
+    def series(
+        self, symbols: Sequence[str] | None = None, timeframe: str | None = None
+    ) -> list[SeriesSummary]:
+        """One summary per (exchange, symbol, timeframe) in the store, sorted."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ohlcv_cli.core.errors import ConfigError
 
@@ -10,9 +10,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def ms_to_dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(
-        microsecond=(ms % 1000) * 1000
-    )
+    return EPOCH + timedelta(milliseconds=ms)
 
 
 def dt_to_ms(dt: datetime) -> int:

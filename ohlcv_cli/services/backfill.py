@@ -106,7 +106,7 @@ class Backfill:
                     buffer.extend(page)
                     got += len(page)
                     if len(buffer) >= self.batch_size:
-                        r.written += self.repo.upsert(buffer)
+                        r.written += self.repo.upsert(buffer, expect_new=True)
                         buffer.clear()
                     self._report(symbol, done + got, r.missing)
                 r.fetched += got
@@ -114,7 +114,7 @@ class Backfill:
                 done += tf.count(a, b)
                 self._report(symbol, done, r.missing)
             if buffer:
-                r.written += self.repo.upsert(buffer)
+                r.written += self.repo.upsert(buffer, expect_new=True)
         except OhlcvError as exc:
             r.error = str(exc)
             log.error("%s: %s", symbol, exc)

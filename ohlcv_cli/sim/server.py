@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from ohlcv_cli.sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
+from ohlcv_cli.sim.engine import INTERVALS, CandleEngine, SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
         if start is not None and end is not None and start > end:
             return self._error(-1023, "Start time is greater than end time.", headers)
         sim.weights.stats["klines"] += 1
-        rows = sim.engine.klines(spec, tf, start, end, limit, now)
-        self._send(200, encode_rows(rows), "application/json;charset=UTF-8", headers)
+        body = sim.engine.klines_body(spec, tf, start, end, limit, now)
+        self._send(200, body, "application/json;charset=UTF-8", headers)
 
     def _error(self, code: int, msg: str, headers: dict) -> None:
         self._json(400, {"code": code, "msg": msg}, headers)
