@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     exchange_weight_limit: int | None = Field(None, gt=0)
     exchange_max_retries: int = Field(5, ge=0)
     backfill_concurrency: int = Field(4, gt=0, le=64)
-    backfill_batch_size: int = Field(20_000, gt=0)
+    backfill_batch_size: int = Field(10_000, gt=0)
 
     stream_max_catchup_minutes: int = Field(1440, gt=0)
     metrics_port: int | None = None

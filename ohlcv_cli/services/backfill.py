@@ -71,7 +71,7 @@ def window(tf: Timeframe, now_ms: int, days: float | None, start: int | None, en
 
 class Backfill:
     def __init__(self, fetcher: Fetcher, repo: CandleRepository, *, concurrency: int = 4,
-                 batch_size: int = 20_000, progress: Progress | None = None) -> None:
+                 batch_size: int = 10_000, progress: Progress | None = None) -> None:
         self.fetcher = fetcher
         self.repo = repo
         self.concurrency = concurrency

@@ -1,0 +1,26 @@
+"""`make bench`: every benchmark, figures printed as ratios against a baseline from the same run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    import backfill_bench
+
+    print("== backfill")
+    backfill_bench.main()
+    for name, title in (("consume_bench", "consume (Kafka -> PostgreSQL)"), ("gaps_bench", "gaps check")):
+        try:
+            module = __import__(name)
+        except ModuleNotFoundError:
+            continue
+        print(f"== {title}")
+        module.main()
+
+
+if __name__ == "__main__":
+    main()
