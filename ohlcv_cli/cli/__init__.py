@@ -9,9 +9,12 @@ import typer
 from typer.exceptions import TyperException
 
 from ohlcv_cli.cli import db as db_cli
+from ohlcv_cli.cli import gaps as gaps_cli
 from ohlcv_cli.cli.backfill import backfill
+from ohlcv_cli.cli import live
 from ohlcv_cli.cli.common import err_console, setup_logging
 from ohlcv_cli.cli.sim import sim
+from ohlcv_cli.cli.status import status
 from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.settings import load_settings
 
@@ -38,6 +41,12 @@ def _root(
 app.command()(backfill)
 app.command()(sim)
 app.add_typer(db_cli.app, name="db")
+app.command()(live.stream)
+app.command()(live.consume)
+app.command()(live.run)
+app.add_typer(live.topic_app, name="topic")
+app.add_typer(gaps_cli.app, name="gaps")
+app.command()(status)
 
 
 def _line(text: str) -> str:

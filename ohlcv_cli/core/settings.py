@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     topic_name: str = "binance-ohlcv"
     topic_partitions: int = Field(3, gt=0)
     consumer_group: str = "ohlcv-db"
+    kafka_timeout_seconds: float = Field(10.0, gt=0)
 
     database_url: SecretStr | None = None
     postgres_user: str = "postgres"

@@ -1,0 +1,231 @@
+"""Kafka through kafka-python: the topic admin, the candle publisher and the candle consumer.
+
+The only module that imports kafka. Every kafka-python exception is translated here into
+BrokerUnavailable (or InvalidMessage) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from ohlcv_cli.core import message
+from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.core.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _broker_error(exc: BaseException, broker: str, doing: str) -> BrokerUnavailable:
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    return BrokerUnavailable(f"Kafka broker {broker} unavailable while {doing}: {name}: {text}"[:300])
+
+
+def ensure_topic(broker: str, topic: str, partitions: int, *, timeout_s: float = 15) -> bool:
+    """Create the topic (and its dead-letter topic) when missing; True if anything was created."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=broker, client_id="ohlcv-admin",
+                                 request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+    except (KafkaError, ValueError) as exc:
+        raise _broker_error(exc, broker, "connecting") from None
+    created = False
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(t, partitions, 1) for t in (topic, f"{topic}.dlq") if t not in existing]
+        if wanted:
+            try:
+                admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
+                created = True
+                log.info("created topics %s with %d partitions", [t.name for t in wanted], partitions)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise _broker_error(exc, broker, "creating topics") from None
+    finally:
+        admin.close()
+    return created
+
+
+class KafkaPublisher:
+    """Idempotent producer, acks=all, key = symbol. `publish` returns only once the broker has
+    confirmed every candle; if it cannot, it raises and the caller must not move on."""
+
+    def __init__(self, broker: str, topic: str, *, timeout_s: float = 15, linger_ms: int = 5) -> None:
+        self.broker, self.topic = broker, topic
+        self._timeout_s = timeout_s
+        self._linger = linger_ms
+        self._producer: KafkaProducer | None = None
+
+    def _get(self) -> KafkaProducer:
+        if self._producer is None:
+            try:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.broker, client_id="ohlcv-stream", acks="all",
+                    enable_idempotence=True, linger_ms=self._linger, batch_size=256 * 1024,
+                    max_block_ms=int(self._timeout_s * 1000),
+                    request_timeout_ms=int(self._timeout_s * 1000),
+                    delivery_timeout_ms=int(self._timeout_s * 2000) + self._linger,
+                    reconnect_backoff_max_ms=2000,
+                    bootstrap_timeout_ms=int(self._timeout_s * 1000),
+                )
+            except (KafkaError, ValueError) as exc:
+                raise _broker_error(exc, self.broker, "connecting") from None
+        return self._producer
+
+    def publish(self, candles: Iterable[Candle], fetched_at: int | None = None) -> int:
+        candles = list(candles)
+        if not candles:
+            return 0
+        now = fetched_at or int(time.time() * 1000)
+        producer = self._get()
+        try:
+            futures = [producer.send(self.topic, key=message.key(c), value=message.encode(c, now))
+                       for c in candles]
+            producer.flush(timeout=self._timeout_s * 2)
+            for f in futures:
+                f.get(timeout=self._timeout_s)
+        except KafkaError as exc:
+            # The producer may hold half-sent state; a fresh one is safer after an outage.
+            self._reset()
+            raise _broker_error(exc, self.broker, "publishing") from None
+        return len(candles)
+
+    def send_dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
+                         origin: str) -> None:
+        producer = self._get()
+        headers = [("reason", reason.encode()[:1000]), ("origin", origin.encode())]
+        try:
+            producer.send(f"{self.topic}.dlq", key=key, value=value or b"", headers=headers)
+        except KafkaError as exc:
+            self._reset()
+            raise _broker_error(exc, self.broker, "sending to the dead-letter topic") from None
+
+    def flush(self) -> None:
+        if self._producer is None:
+            return
+        try:
+            self._producer.flush(timeout=self._timeout_s * 2)
+        except KafkaError as exc:
+            self._reset()
+            raise _broker_error(exc, self.broker, "flushing") from None
+
+    def _reset(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=0)
+            except Exception:  # closing a broken producer must not hide the real error
+                pass
+            self._producer = None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout=self._timeout_s)
+                self._producer.close(timeout=self._timeout_s)
+            except KafkaError as exc:
+                log.warning("closing the producer: %s", exc)
+            self._producer = None
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+
+class KafkaCandleSource:
+    """A consumer-group member that polls raw records and commits offsets only when told."""
+
+    def __init__(self, broker: str, topic: str, group: str, *, max_records: int = 5000,
+                 session_timeout_ms: int = 10_000, from_beginning: bool = True,
+                 timeout_s: float = 15) -> None:
+        self.broker, self.topic, self.group = broker, topic, group
+        self._max = max_records
+        try:
+            self._consumer = KafkaConsumer(
+                topic, bootstrap_servers=broker, group_id=group, client_id="ohlcv-consume",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest" if from_beginning else "latest",
+                max_poll_records=max_records, fetch_max_wait_ms=100,
+                max_partition_fetch_bytes=8 * 1024 * 1024, fetch_min_bytes=1,
+                session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=session_timeout_ms // 4,
+                max_poll_interval_ms=600_000, request_timeout_ms=max(30_000, session_timeout_ms + 5000),
+                bootstrap_timeout_ms=int(timeout_s * 1000),
+            )
+        except (KafkaError, ValueError) as exc:
+            raise _broker_error(exc, broker, "connecting") from None
+
+    def poll(self, timeout_ms: int = 500) -> list[Record]:
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max)
+        except KafkaError as exc:
+            raise _broker_error(exc, self.broker, "polling") from None
+        out = []
+        for tp, records in batches.items():
+            for r in records:
+                out.append(Record(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp))
+        return out
+
+    def commit(self, records: list[Record]) -> None:
+        """Commit the offset after the last record of each partition in `records`."""
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp not in offsets or offsets[tp].offset <= r.offset:
+                offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            raise _broker_error(exc, self.broker, "committing offsets") from None
+
+    def rewind(self, records: list[Record]) -> None:
+        """Seek each partition back to the first of `records`, so they are polled again."""
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        try:
+            for tp, offset in first.items():
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, offset)
+        except KafkaError as exc:
+            log.warning("rewinding: %s (uncommitted records are redelivered after a rebalance)", exc)
+
+    def lag(self) -> int | None:
+        """Messages behind the end of the assigned partitions (None if unknown)."""
+        try:
+            assigned = self._consumer.assignment()
+            if not assigned:
+                return None
+            ends = self._consumer.end_offsets(list(assigned))
+            return sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned)
+        except KafkaError:  # lag is a metric, never a reason to stop
+            return None
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as exc:
+            log.warning("closing the consumer: %s", exc)
+
+
+def check_broker_address(broker: str) -> str:
+    host, sep, port = broker.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"invalid KAFKA_BROKER {broker!r}: use host:port, e.g. 127.0.0.1:9092")
+    return broker

@@ -1,0 +1,222 @@
+"""`ohlcv stream`, `ohlcv consume`, `ohlcv run` and `ohlcv topic create`: the live pipeline."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated, Optional
+
+import typer
+
+from ohlcv_cli.cli.common import (
+    BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
+    console, make_engine_for, make_fetcher, open_repository, settings,
+)
+from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.ports import Metrics
+from ohlcv_cli.core.settings import Settings
+from ohlcv_cli.core.timeframes import parse_timeframe
+
+log = logging.getLogger("ohlcv.live")
+DEFAULT_BROKER = "127.0.0.1:9092"
+
+PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions if the topic is created [env: TOPIC_PARTITIONS]")]
+GroupOpt = Annotated[Optional[str], typer.Option("--group", help="Consumer group [env: CONSUMER_GROUP]")]
+MaxCyclesOpt = Annotated[Optional[int], typer.Option("--max-cycles", help="Stop after N cycles (testing)", hidden=True)]
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM set the event: the work at hand finishes, then the command exits 0."""
+    stop = threading.Event()
+
+    def handler(signum, _frame) -> None:
+        log.info("%s received: finishing the work at hand", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _metrics(port: int | None) -> Metrics:
+    if port is None:
+        return Metrics()
+    from ohlcv_cli.adapters.prometheus_metrics import serve
+
+    try:
+        return serve(port)
+    except OSError as exc:
+        from ohlcv_cli.core.errors import ConfigError
+
+        raise ConfigError(f"cannot serve metrics on port {port}: {exc.strerror or exc}") from None
+
+
+def _broker(s: Settings) -> str:
+    from ohlcv_cli.adapters.kafka_bus import check_broker_address
+
+    return check_broker_address(s.kafka_broker or DEFAULT_BROKER)
+
+
+def _stream_service(s: Settings, sink, repo, metrics: Metrics, stop: threading.Event):
+    from ohlcv_cli.services.stream import Stream
+
+    return Stream(make_fetcher(s), sink, s.symbols, parse_timeframe(s.timeframe), repo=repo,
+                  delay_s=s.realtime_delay_seconds,
+                  max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
+
+
+def stream(
+    ctx: typer.Context,
+    symbols: SymbolsOpt = None,
+    timeframe: TimeframeOpt = None,
+    kafka_broker: BrokerOpt = None,
+    topic: TopicOpt = None,
+    partitions: PartitionsOpt = None,
+    database_url: DatabaseOpt = None,
+    exchange_url: ExchangeUrlOpt = None,
+    metrics_port: MetricsOpt = None,
+    max_cycles: MaxCyclesOpt = None,
+) -> None:
+    """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
+    from ohlcv_cli.adapters.kafka_bus import KafkaPublisher, ensure_topic
+
+    s = settings(ctx, symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
+                 topic_name=topic, topic_partitions=partitions, database_url=database_url,
+                 exchange_url=exchange_url, metrics_port=metrics_port)
+    parse_timeframe(s.timeframe)
+    broker = _broker(s)
+    repo = open_repository(s, make_engine_for(s))
+    ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
+    stop = _stop_on_signals()
+    publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
+    service = _stream_service(s, publisher, repo, _metrics(s.metrics_port), stop)
+    try:
+        state = service.run(max_cycles=max_cycles)
+    finally:
+        publisher.close()
+    log.info("stream stopped after %d cycles, %d candles published", state.cycles, state.published)
+
+
+def consume(
+    ctx: typer.Context,
+    kafka_broker: BrokerOpt = None,
+    topic: TopicOpt = None,
+    group: GroupOpt = None,
+    database_url: DatabaseOpt = None,
+    metrics_port: MetricsOpt = None,
+    max_idle_polls: Annotated[Optional[int], typer.Option("--max-idle-polls", help="Stop after N empty polls (testing)", hidden=True)] = None,
+) -> None:
+    """Write candles from Kafka into the database; offsets are committed after the rows."""
+    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher
+    from ohlcv_cli.services.consume import Consume
+
+    s = settings(ctx, kafka_broker=kafka_broker, topic_name=topic, consumer_group=group,
+                 database_url=database_url, metrics_port=metrics_port)
+    broker = _broker(s)
+    repo = open_repository(s, make_engine_for(s))
+    stop = _stop_on_signals()
+    source = KafkaCandleSource(broker, s.topic_name, s.consumer_group, timeout_s=s.kafka_timeout_seconds)
+    dlq = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
+    try:
+        stats = Consume(source, repo, dlq, metrics=_metrics(s.metrics_port), stop=stop).run(
+            max_idle_polls=max_idle_polls)
+    finally:
+        source.close()
+        dlq.close()
+    log.info("consume stopped: %d messages, %d rows written, %d dead-lettered",
+             stats.messages, stats.stored, stats.dead_lettered)
+
+
+def run(
+    ctx: typer.Context,
+    days: Annotated[Optional[int], typer.Option("--days", help="Backfill this many days first [env: BACKFILL_DAYS]")] = None,
+    symbols: SymbolsOpt = None,
+    timeframe: TimeframeOpt = None,
+    kafka_broker: BrokerOpt = None,
+    topic: TopicOpt = None,
+    database_url: DatabaseOpt = None,
+    exchange_url: ExchangeUrlOpt = None,
+    metrics_port: MetricsOpt = None,
+    max_cycles: MaxCyclesOpt = None,
+) -> None:
+    """One process for one machine: backfill, then stream and consume (through Kafka when
+    KAFKA_BROKER is set, else straight into the database)."""
+    from ohlcv_cli.cli.backfill import summary_table
+    from ohlcv_cli.services.backfill import Backfill
+    from ohlcv_cli.services.stream import RepositorySink
+
+    if days is not None and days <= 0:
+        from ohlcv_cli.core.errors import ConfigError
+
+        raise ConfigError(f"--days must be a positive whole number, got {days}")
+    s = settings(ctx, backfill_days=days, symbols=symbols, timeframe=timeframe,
+                 kafka_broker=kafka_broker, topic_name=topic, database_url=database_url,
+                 exchange_url=exchange_url, metrics_port=metrics_port)
+    tf = parse_timeframe(s.timeframe)
+    engine = make_engine_for(s)
+    fetcher = make_fetcher(s)
+    fetcher.check_symbols(s.symbols)
+    repo = open_repository(s, engine)
+    metrics = _metrics(s.metrics_port)
+    result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
+                      batch_size=s.backfill_batch_size).run(s.symbols, tf, days=s.backfill_days)
+    console.print(summary_table(result))
+    stop = _stop_on_signals()
+    if not s.kafka_broker:
+        log.info("no KAFKA_BROKER: streaming straight into the database")
+        state = _stream_service(s, RepositorySink(repo, metrics), repo, metrics, stop).run(max_cycles=max_cycles)
+        log.info("run stopped after %d cycles, %d candles stored", state.cycles, state.published)
+        return
+    _run_through_kafka(s, repo, metrics, stop, max_cycles)
+
+
+def _run_through_kafka(s: Settings, repo, metrics: Metrics, stop: threading.Event,
+                       max_cycles: int | None) -> None:
+    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher, ensure_topic
+    from ohlcv_cli.services.consume import Consume
+
+    broker = _broker(s)
+    ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
+    publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
+    source = KafkaCandleSource(broker, s.topic_name, s.consumer_group, timeout_s=s.kafka_timeout_seconds)
+    consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop)
+    failure: list[BaseException] = []
+
+    def consume_loop() -> None:
+        try:
+            consumer.run()
+        except OhlcvError as exc:  # surfaced by the main thread below
+            failure.append(exc)
+            stop.set()
+
+    thread = threading.Thread(target=consume_loop, name="consume", daemon=True)
+    thread.start()
+    try:
+        _stream_service(s, publisher, repo, metrics, stop).run(max_cycles=max_cycles)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        source.close()
+        publisher.close()
+    if failure:
+        raise failure[0]
+
+
+def topic_create(
+    ctx: typer.Context,
+    kafka_broker: BrokerOpt = None,
+    topic: TopicOpt = None,
+    partitions: PartitionsOpt = None,
+) -> None:
+    """Create the topic and its dead-letter topic (`<topic>.dlq`) if they are missing."""
+    from ohlcv_cli.adapters.kafka_bus import ensure_topic
+
+    s = settings(ctx, kafka_broker=kafka_broker, topic_name=topic, topic_partitions=partitions)
+    created = ensure_topic(_broker(s), s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
+    console.print(f"topic {s.topic_name}: {'created' if created else 'already there'} "
+                  f"({s.topic_partitions} partitions when created)", markup=False)
+
+
+topic_app = typer.Typer(help="Kafka topic administration.", no_args_is_help=True)
+topic_app.command("create")(topic_create)

@@ -1,0 +1,181 @@
+"""Stream: fetch each candle as it closes and hand it to a sink (Kafka, or the database).
+
+Per symbol a watermark (the next open time to fetch) only moves past candles the sink has
+confirmed, so a slow cycle, an exchange error, a broker outage or a restart never loses a candle:
+the next cycle fetches everything from the watermark to the last closed candle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.core.errors import BrokerUnavailable, ExchangeUnavailable, StorageError
+from ohlcv_cli.core.ports import CandleRepository, CandleSink, Fetcher, Metrics
+from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
+from ohlcv_cli.core.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleReport:
+    cycle: int
+    candles: int = 0
+    behind: int = 0  # symbols whose newest closed candle is not there yet
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class StreamState:
+    watermarks: dict[str, int] = field(default_factory=dict)
+    cycles: int = 0
+    published: int = 0
+
+
+class Stream:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        sink: CandleSink,
+        symbols: Sequence[str],
+        tf: Timeframe,
+        *,
+        repo: CandleRepository | None = None,
+        delay_s: float = 1.0,
+        max_catchup_ms: int = 86_400_000,
+        workers: int = 8,
+        retry_s: float = 0.25,
+        metrics: Metrics | None = None,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.fetcher, self.sink, self.repo = fetcher, sink, repo
+        self.symbols = list(symbols)
+        self.tf = tf
+        self.delay_ms = int(delay_s * 1000)
+        self.max_catchup_ms = max_catchup_ms
+        self.workers = max(1, min(workers, len(self.symbols)))
+        self.retry_s = retry_s
+        self.metrics = metrics or Metrics()
+        self.stop = stop or threading.Event()
+        self._sleep = sleep or self.stop.wait
+        self.state = StreamState()
+
+    # --- start --------------------------------------------------------------------------------
+    def _last_closed_end(self) -> int:
+        """The boundary up to which candles are final: closed and `delay` old on the exchange clock."""
+        return self.tf.floor(self.fetcher.now_ms() - self.delay_ms)
+
+    def init_watermarks(self) -> dict[str, int]:
+        """Resume after the newest stored candle, at most `max_catchup` back; with nothing
+        stored, start with the last closed candle."""
+        self.fetcher.check_symbols(self.symbols)
+        end = self._last_closed_end()
+        floor = self.tf.ceil(end - self.max_catchup_ms)
+        for s in self.symbols:
+            latest = None
+            if self.repo is not None:
+                latest = self.repo.latest_open_time(self.fetcher.exchange_id, s, self.tf.name)
+            start = end - self.tf.ms if latest is None else max(latest + self.tf.ms, floor)
+            self.state.watermarks[s] = start
+            log.info("%s %s: streaming from %s%s", s, self.tf, iso(start),
+                     "" if latest is None else f" (newest stored {iso(latest)})")
+        return self.state.watermarks
+
+    # --- cycles -------------------------------------------------------------------------------
+    def _fetch(self, symbol: str, end: int) -> list[Candle]:
+        start = self.state.watermarks[symbol]
+        if start >= end:
+            return []
+        return [c for page in self.fetcher.fetch_range(symbol, self.tf, start, end, "stream")
+                for c in page]
+
+    def cycle(self, pool: ThreadPoolExecutor) -> CycleReport:
+        """Fetch everything from each watermark to the last closed candle; publish; advance."""
+        self.state.cycles += 1
+        report = CycleReport(self.state.cycles)
+        t0 = time.monotonic()
+        end = self._last_closed_end()
+        futures = {s: pool.submit(self._fetch, s, end) for s in self.symbols}
+        for symbol, fut in futures.items():
+            try:
+                candles = fut.result()
+            except ExchangeUnavailable as exc:
+                self.metrics.error("exchange")
+                report.error = str(exc)
+                continue
+            if candles:
+                self.metrics.fetched(symbol, len(candles))
+                try:
+                    self.sink.publish(candles)
+                except (BrokerUnavailable, StorageError) as exc:
+                    self.metrics.error("broker" if isinstance(exc, BrokerUnavailable) else "storage")
+                    report.error = str(exc)
+                    break  # the sink is down: nothing else will get through this cycle
+                self.metrics.published(symbol, len(candles))
+                self.state.watermarks[symbol] = candles[-1].open_time + self.tf.ms
+                report.candles += len(candles)
+            if self.state.watermarks[symbol] < end:
+                report.behind += 1
+        self.state.published += report.candles
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def run(self, max_cycles: int | None = None) -> StreamState:
+        """Cycle at each close plus the delay until `stop` is set (finishing the cycle at hand)."""
+        if not self.state.watermarks:
+            self.init_watermarks()
+        backoff = 0.5
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="stream") as pool:
+            while not self.stop.is_set():
+                report = self.cycle(pool)
+                lag_s = (self.fetcher.now_ms() - self._last_closed_end()) / 1000
+                log.info("cycle %d: %d candles published, %d symbols waiting, %.3fs, lag %.2fs%s",
+                         report.cycle, report.candles, report.behind, report.seconds, lag_s,
+                         f", error: {report.error}" if report.error else "")
+                if max_cycles is not None and self.state.cycles >= max_cycles:
+                    break
+                if report.error:
+                    # exchange or sink down: back off, then retry from the same watermarks
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+                if report.behind:
+                    # a closed candle the exchange does not have yet: retry shortly, never skip
+                    next_due = self._due(self._last_closed_end() + self.tf.ms)
+                    if next_due > self.retry_s:
+                        self._sleep(self.retry_s)
+                        continue
+                self._sleep(max(0.0, self._due(self._last_closed_end() + self.tf.ms)))
+        return self.state
+
+    def _due(self, boundary: int) -> float:
+        """Seconds until `boundary` plus the delay, on the exchange's clock."""
+        return (boundary + self.delay_ms - self.fetcher.now_ms()) / 1000
+
+
+class RepositorySink:
+    """The sink of `ohlcv run` without Kafka: candles go straight into the database."""
+
+    def __init__(self, repo: CandleRepository, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.repo = repo
+        self.metrics = metrics or Metrics()
+        self._clock = clock
+
+    def publish(self, candles, fetched_at: int | None = None) -> int:
+        candles = list(candles)
+        written = self.repo.upsert(candles)
+        now = self._clock()
+        for c in candles:
+            self.metrics.latency(now - (c.open_time + parse_timeframe(c.timeframe).ms) / 1000)
+        self.metrics.stored(written)
+        return len(candles)
