@@ -120,3 +120,28 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd=None)
         [sys.executable, "-m", "ohlcv_cli", *args], capture_output=True, text=True,
         env=full_env, timeout=timeout, cwd=cwd,
     )
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """A real Apache Kafka broker (KRaft, one node) for the session; OHLCV_TEST_KAFKA_BROKER
+    names an existing one instead (then the tests that restart the broker are skipped)."""
+    external = os.environ.get("OHLCV_TEST_KAFKA_BROKER")
+    if external:
+        yield external, None
+        return
+    from broker import KafkaBroker, free_port
+
+    broker = KafkaBroker(free_port(), free_port(), tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    yield broker.bootstrap, broker
+    broker.stop()
+
+
+_topic_ids = itertools.count()
+
+
+@pytest.fixture
+def topic(kafka) -> str:
+    """A fresh topic name per test (created by the code under test)."""
+    return f"candles-{os.getpid()}-{next(_topic_ids)}"
