@@ -7,7 +7,7 @@ OHLCV := $(VENV)/bin/ohlcv
 KAFKA_PORT ?= 9092
 SIM_PORT ?= 8900
 
-.PHONY: install test demo bench lint kafka kafka-stop pg pg-stop sim clean
+.PHONY: install test demo bench lint kafka kafka-stop pg pg-stop sim clean up down logs ps
 
 install: $(VENV)/.installed
 
@@ -51,3 +51,22 @@ pg-stop:
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache build dist *.egg-info ohlcv.db ohlcv.db-*
+
+# The Docker Compose stack (docker/docker-compose.yml; README "Deploy with Docker Compose").
+# `up` copies .env.example to .env when there is no .env yet, then builds and starts everything.
+# `make logs SERVICES="stream consume"` follows only those services.
+COMPOSE = docker compose -f docker/docker-compose.yml $(if $(wildcard .env),--env-file .env)
+SERVICES ?=
+
+up:
+	@test -f .env || { cp .env.example .env && echo "created .env from .env.example: review it (POSTGRES_PASSWORD, SYMBOLS, ...)"; }
+	docker compose -f docker/docker-compose.yml --env-file .env up -d --build
+
+down:
+	$(COMPOSE) down
+
+logs:
+	$(COMPOSE) logs -f --tail=200 $(SERVICES)
+
+ps:
+	$(COMPOSE) ps -a

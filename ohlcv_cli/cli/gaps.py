@@ -1,0 +1,225 @@
+"""`ohlcv gaps check` and `ohlcv gaps repair`: completeness of the store, for cron."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ohlcv_cli.cli.common import (
+    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, console, err_console, make_engine_for,
+    make_fetcher, open_repository, settings,
+)
+from ohlcv_cli.core.errors import ConfigError
+from ohlcv_cli.core.settings import Settings
+from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
+from ohlcv_cli.core.timeutil import iso, parse_iso
+from ohlcv_cli.services.gaps import GapCheck, GapRepair, GapReport, RepairReport, count
+
+app = typer.Typer(help="Find and repair missing candles (exit 0: complete, 1: gaps, 2: error).",
+                  no_args_is_help=True)
+
+DaysOpt = Annotated[Optional[int], typer.Option(
+    "--days", help="Days back from the last closed candle [env: BACKFILL_DAYS]")]
+StartOpt = Annotated[Optional[str], typer.Option(
+    "--start", help="ISO start (inclusive), UTC if no zone")]
+EndOpt = Annotated[Optional[str], typer.Option(
+    "--end", help="ISO end (exclusive); default: the last closed candle minus the grace")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+MAX_RANGE_LINES = 10
+
+
+def _args(ctx: typer.Context, days, start, end, symbols, timeframe, database_url, exchange_url
+          ) -> tuple[Settings, Timeframe, dict]:
+    if days is not None and start is not None:
+        raise ConfigError("use either --days or --start/--end, not both")
+    if end is not None and start is None:
+        raise ConfigError("--end needs --start")
+    if days is not None and days <= 0:
+        raise ConfigError(f"--days must be a positive whole number, got {days}")
+    s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
+                 database_url=database_url, exchange_url=exchange_url)
+    tf = parse_timeframe(s.timeframe)
+    start_ms = parse_iso(start, "--start") if start else None
+    end_ms = parse_iso(end, "--end") if end else None
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ConfigError(f"--start {start} is not before --end {end}")
+    window = {"delay_ms": int(s.realtime_delay_seconds * 1000),
+              "days": None if start_ms is not None else s.backfill_days,
+              "start": start_ms, "end": end_ms}
+    return s, tf, window
+
+
+def _stores(s: Settings):
+    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+
+    engine = make_engine_for(s)
+    return open_repository(s, engine), SqlGapRepository(engine)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    days: DaysOpt = None, start: StartOpt = None, end: EndOpt = None,
+    symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
+    database_url: DatabaseOpt = None, exchange_url: ExchangeUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report missing closed candles per symbol; needs only the database (exit 1 on gaps)."""
+    s, tf, window = _args(ctx, days, start, end, symbols, timeframe, database_url, exchange_url)
+    repo, gaps = _stores(s)
+    report = GapCheck(repo, gaps, s.exchange).run(s.symbols, tf, int(time.time() * 1000), **window)
+    if as_json:
+        typer.echo(json.dumps(check_json(report, tf), indent=2))
+    else:
+        console.print(check_table(report, tf))
+        console.print(_check_summary(report), markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def repair(
+    ctx: typer.Context,
+    days: DaysOpt = None, start: StartOpt = None, end: EndOpt = None,
+    symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
+    database_url: DatabaseOpt = None, exchange_url: ExchangeUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch the missing candles; remember the ranges the exchange has none for (exit 1 if some
+    are still missing)."""
+    s, tf, window = _args(ctx, days, start, end, symbols, timeframe, database_url, exchange_url)
+    repo, gaps = _stores(s)
+    fetcher = make_fetcher(s)
+    report = GapRepair(fetcher, repo, gaps, batch_size=s.backfill_batch_size).run(
+        s.symbols, tf, **window)
+    if as_json:
+        typer.echo(json.dumps(repair_json(report, tf), indent=2))
+    else:
+        console.print(repair_table(report, tf))
+    for r in report.symbols:
+        if r.error:
+            err_console.print(f"error: {r.symbol}: {r.error}", markup=False, highlight=False,
+                              soft_wrap=True)
+    if not as_json:
+        console.print(_repair_summary(report, tf), markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --- output -----------------------------------------------------------------------------------
+def _span(tf: Timeframe, a: int, b: int) -> str:
+    """A missing range by its first and last missing open time, and its length in candles."""
+    return f"{iso(a)} → {iso(b - tf.ms)} ({tf.count(a, b)})"
+
+
+def _lines(tf: Timeframe, ranges, limit: int = MAX_RANGE_LINES) -> str:
+    lines = [_span(tf, a, b) for a, b in ranges[:limit]]
+    if len(ranges) > limit:
+        lines.append(f"… {len(ranges) - limit} more ranges (--json lists all)")
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    """Rounded down, so that a store missing one candle never shows 100.00 %."""
+    return f"{int(value * 100) / 100:.2f}"
+
+
+def _status(g) -> str:
+    if g.empty:
+        return "no candles stored"
+    return "gaps" if g.missing else "ok"
+
+
+def check_table(report: GapReport, tf: Timeframe) -> Table:
+    table = Table(title=f"gaps {report.timeframe} {iso(report.start)} → {iso(report.end)} UTC "
+                        f"(end exclusive)")
+    table.add_column("symbol")
+    table.add_column("status")
+    table.add_column("missing ranges: first → last open time (candles)")
+    for col in ("missing", "expected", "coverage %"):
+        table.add_column(col, justify="right")
+    for g in report.symbols:
+        ranges = _lines(tf, g.missing)
+        if g.empty:
+            ranges = f"all, {_span(tf, g.start, g.end)}"
+        table.add_row(g.symbol, _status(g), ranges or "-", str(g.missing_candles), str(g.expected),
+                      _pct(g.coverage))
+    return table
+
+
+def _check_summary(report: GapReport) -> str:
+    if report.ok:
+        return f"complete: no closed candle missing in {len(report.symbols)} symbols"
+    bad = [g for g in report.symbols if g.missing]
+    empty = [g.symbol for g in bad if g.empty]
+    text = (f"gaps: {report.missing_candles} candles missing in {len(bad)} of "
+            f"{len(report.symbols)} symbols")
+    if empty:
+        text += f"; no candles stored at all for {', '.join(empty)}"
+    return text
+
+
+def _iso_z(ms: int) -> str:
+    return iso(ms).replace(" ", "T") + "Z"
+
+
+def _ranges_json(tf: Timeframe, ranges) -> list[dict]:
+    return [{"first": _iso_z(a), "last": _iso_z(b - tf.ms), "candles": tf.count(a, b)}
+            for a, b in ranges]
+
+
+def check_json(report: GapReport, tf: Timeframe) -> dict:
+    return {
+        "exchange": report.exchange, "timeframe": report.timeframe,
+        "start": _iso_z(report.start), "end": _iso_z(report.end), "ok": report.ok,
+        "missing_candles": report.missing_candles,
+        "symbols": [{
+            "symbol": g.symbol, "status": _status(g), "start": _iso_z(g.start),
+            "end": _iso_z(g.end), "expected": g.expected, "missing_candles": g.missing_candles,
+            "coverage": g.coverage, "missing": _ranges_json(tf, g.missing),
+            "exchange_gaps": _ranges_json(tf, g.exchange_gaps),
+        } for g in report.symbols],
+    }
+
+
+def repair_table(report: RepairReport, tf: Timeframe) -> Table:
+    table = Table(title=f"gaps repair {report.timeframe} {iso(report.start)} → "
+                        f"{iso(report.end)} UTC (end exclusive)")
+    table.add_column("symbol")
+    table.add_column("missing", justify="right")
+    table.add_column("written", justify="right")
+    table.add_column("no data at the exchange: first → last open time (candles)")
+    table.add_column("still missing", justify="right")
+    table.add_column("status")
+    for r in report.symbols:
+        status = "FAILED" if r.error else ("incomplete" if r.still_missing else "ok")
+        table.add_row(r.symbol, str(count(tf, r.missing)), str(r.written),
+                      _lines(tf, r.exchange_empty) or "-", str(r.still_missing_candles), status)
+    return table
+
+
+def _repair_summary(report: RepairReport, tf: Timeframe) -> str:
+    written = sum(r.written for r in report.symbols)
+    empty = sum(count(tf, r.exchange_empty) for r in report.symbols)
+    text = f"repaired: {written} candles written, {empty} confirmed missing at the exchange"
+    still = sum(r.still_missing_candles for r in report.symbols)
+    if still:
+        text += f"; still missing: {still} candles"
+    return text
+
+
+def repair_json(report: RepairReport, tf: Timeframe) -> dict:
+    return {
+        "exchange": report.exchange, "timeframe": report.timeframe,
+        "start": _iso_z(report.start), "end": _iso_z(report.end), "ok": report.ok,
+        "symbols": [{
+            "symbol": r.symbol, "missing": _ranges_json(tf, r.missing), "fetched": r.fetched,
+            "written": r.written, "exchange_empty": _ranges_json(tf, r.exchange_empty),
+            "still_missing": _ranges_json(tf, r.still_missing), "error": r.error,
+        } for r in report.symbols],
+    }

@@ -1,0 +1,49 @@
+"""Status: what the store holds per symbol and timeframe, how complete and how fresh it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ohlcv_cli.core.ports import GapRepository
+from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.services.gaps import clip, count
+
+
+@dataclass
+class SeriesStatus:
+    exchange: str
+    symbol: str
+    timeframe: str
+    first: int  # open time of the oldest stored candle, ms
+    last: int  # open time of the newest
+    stored: int
+    expected: int  # candles from first to last, without the ranges the exchange confirmed empty
+    exchange_gap_ranges: int
+    exchange_gap_candles: int
+    age_ms: int  # since the newest candle closed
+
+    @property
+    def coverage(self) -> float:
+        if self.expected <= 0:
+            return 100.0
+        return min(100.0, 100.0 * self.stored / self.expected)
+
+
+class Status:
+    def __init__(self, gaps: GapRepository) -> None:
+        self.gaps = gaps
+
+    def run(self, now_ms: int, symbols: Sequence[str] | None = None,
+            timeframe: str | None = None) -> list[SeriesStatus]:
+        out = []
+        for s in self.gaps.series(symbols, timeframe):
+            tf = parse_timeframe(s.timeframe)
+            end = s.last + tf.ms
+            known = self.gaps.exchange_gaps(s.exchange, s.symbol, s.timeframe)
+            inside = count(tf, clip(known, s.first, end))
+            out.append(SeriesStatus(
+                s.exchange, s.symbol, s.timeframe, s.first, s.last, s.stored,
+                tf.count(s.first, end) - inside, len(known), count(tf, known), now_ms - end,
+            ))
+        return out
