@@ -85,6 +85,11 @@ def test_exchange_gaps_and_listing_are_not_errors(pg_url, repo_for, sim_factory)
     assert repo.count(symbol="BTC/USDT") == 1440 - 100
     line = next(ln for ln in r.stdout.splitlines() if "DOGE/USDT" in ln)
     assert "400" in line  # minutes the exchange has no candles for
+    # the empty ranges are remembered (table exchange_gaps): a rerun asks the exchange nothing
+    requests = sim.stats()["klines"]
+    again = run_cli("backfill", "--start", "2024-04-01", "--end", "2024-04-02", "--symbols", "DOGE/USDT,BTC/USDT",
+                    env={"DATABASE_URL": pg_url, "OHLCV_EXCHANGE_URL": sim.url})
+    assert again.returncode == 0 and sim.stats()["klines"] == requests
 
 
 def test_faults_survived_nothing_missing(pg_url, repo_for, sim_factory):

@@ -65,6 +65,9 @@ GOOD = Candle("binance", "BTC/USDT", "1m", 0, "10.00", "12.50", "9.00", "11.00",
     ({"trades": -1}, "trades must be"),
     ({"source": "mystery"}, "unknown source"),
     ({"taker_buy_base_volume": "9"}, "taker_buy_base_volume exceeds"),
+    # beyond a float's precision: the tie falls back to exact decimals
+    ({"high": "9.000000000000000001", "low": "9.000000000000000002", "open": "9.000000000000000001",
+      "close": "9.000000000000000001"}, "high 9.000000000000000001 < low"),
 ])
 def test_validation_names_the_broken_rule(change, reason):
     assert validate(GOOD) is GOOD

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -136,16 +135,6 @@ class KafkaPublisher:
             self._producer = None
 
 
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-
-
 class KafkaCandleSource:
     """A consumer-group member that polls raw records and commits offsets only when told."""
 
@@ -168,32 +157,33 @@ class KafkaCandleSource:
         except (KafkaError, ValueError) as exc:
             raise _broker_error(exc, broker, "connecting") from None
 
-    def poll(self, timeout_ms: int = 500) -> list[Record]:
+    def poll(self, timeout_ms: int = 500) -> list:
+        """kafka-python's ConsumerRecords (topic, partition, offset, key, value), as they come."""
         try:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max)
         except KafkaError as exc:
             raise _broker_error(exc, self.broker, "polling") from None
-        out = []
-        for tp, records in batches.items():
-            for r in records:
-                out.append(Record(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp))
+        out: list = []
+        for records in batches.values():
+            out.extend(records)
         return out
 
-    def commit(self, records: list[Record]) -> None:
+    def commit(self, records: list) -> None:
         """Commit the offset after the last record of each partition in `records`."""
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        last: dict[tuple[str, int], int] = {}
         for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if tp not in offsets or offsets[tp].offset <= r.offset:
-                offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
-        if not offsets:
+            key = (r.topic, r.partition)
+            if last.get(key, -1) < r.offset:
+                last[key] = r.offset
+        if not last:
             return
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o + 1, "", -1) for (t, p), o in last.items()}
         try:
             self._consumer.commit(offsets)
         except KafkaError as exc:
             raise _broker_error(exc, self.broker, "committing offsets") from None
 
-    def rewind(self, records: list[Record]) -> None:
+    def rewind(self, records: list) -> None:
         """Seek each partition back to the first of `records`, so they are polled again."""
         first: dict[TopicPartition, int] = {}
         for r in records:

@@ -91,19 +91,19 @@ def _copy_rows(copy, rows: list[Candle], time_as_ms: bool) -> None:
             copy.write(chunk)
 
 
-_DAYS: dict[int, str] = {}
+_HOURS: dict[int, str] = {}
 
 
 def _pg_time(ms: int) -> str:
-    """timestamptz text for COPY; the date part is cached since strftime per row is slow."""
-    day, rem = divmod(ms, 86_400_000)
-    date = _DAYS.get(day)
-    if date is None:
-        date = _DAYS[day] = f"{ms_to_dt(day * 86_400_000):%Y-%m-%d}"
-    sec, milli = divmod(rem, 1000)
-    h, sec = divmod(sec, 3600)
-    m, sec = divmod(sec, 60)
-    return f"{date} {h:02d}:{m:02d}:{sec:02d}.{milli:03d}+00"
+    """timestamptz text for COPY; the date and hour are cached since strftime per row is slow."""
+    hour, rem = divmod(ms, 3_600_000)
+    prefix = _HOURS.get(hour)
+    if prefix is None:
+        if len(_HOURS) > 100_000:
+            _HOURS.clear()
+        prefix = _HOURS[hour] = f"{ms_to_dt(hour * 3_600_000):%Y-%m-%d %H}:"
+    m, rem = divmod(rem, 60_000)
+    return f"{prefix}{m:02d}:{rem // 1000:02d}.{rem % 1000:03d}+00"
 
 
 def _dec(value) -> str:

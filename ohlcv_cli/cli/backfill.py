@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, console, err_console, make_engine_for,
+    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, console, err_console, gap_repository,
+    make_engine_for,
     make_fetcher, open_repository, settings,
 )
 from ohlcv_cli.core.errors import ConfigError, PartialFailure
@@ -54,7 +55,8 @@ def backfill(
     repo = open_repository(s, engine)
     with _progress(s.symbols) as progress:
         result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
-                          batch_size=s.backfill_batch_size, progress=progress).run(
+                          batch_size=s.backfill_batch_size, progress=progress,
+                          gaps=gap_repository(repo)).run(
             s.symbols, tf, days=None if start_ms else s.backfill_days, start=start_ms, end=end_ms)
     console.print(summary_table(result))
     failures = [r for r in result.symbols if r.error]

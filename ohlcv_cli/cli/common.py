@@ -81,6 +81,13 @@ def open_repository(s: Settings, engine=None):
     return SqlCandleRepository(engine)
 
 
+def gap_repository(repo):
+    """The exchange-gaps store on the same engine as the candle repository."""
+    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+
+    return SqlGapRepository(repo.engine)
+
+
 def make_engine_for(s: Settings):
     from ohlcv_cli.adapters.sql_schema import make_engine
 

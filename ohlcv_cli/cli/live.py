@@ -11,7 +11,7 @@ import typer
 
 from ohlcv_cli.cli.common import (
     BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
-    console, make_engine_for, make_fetcher, open_repository, settings,
+    console, gap_repository, make_engine_for, make_fetcher, open_repository, settings,
 )
 from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.ports import Metrics
@@ -160,7 +160,8 @@ def run(
     repo = open_repository(s, engine)
     metrics = _metrics(s.metrics_port)
     result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
-                      batch_size=s.backfill_batch_size).run(s.symbols, tf, days=s.backfill_days)
+                      batch_size=s.backfill_batch_size, gaps=gap_repository(repo)).run(
+        s.symbols, tf, days=s.backfill_days)
     console.print(summary_table(result))
     stop = _stop_on_signals()
     if not s.kafka_broker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple, Sequence
 
@@ -51,32 +52,61 @@ def from_kline(
     )
 
 
+_PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
+_EIGHT_DECIMALS = re.compile(r"(?:\d+(?:\.\d+)?\x00){7}\d+(?:\.\d+)?")
+
+
+def _decimal_problem(name: str, raw: object) -> str:
+    """Why a value is not a plain non-negative decimal string (the slow path, bad input only)."""
+    if raw is None:
+        return f"{name} missing"
+    if not isinstance(raw, str):
+        return f"{name} must be a decimal string, got {type(raw).__name__}"
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        return f"{name} is not a decimal: {raw!r}"
+    if not value.is_finite():
+        return f"{name} is not finite: {raw!r}"
+    if value < 0:
+        return f"{name} is negative: {raw}"
+    return f"{name} is not a plain decimal: {raw!r}"
+
+
+def _lt(a: str, fa: float, b: str, fb: float) -> bool:
+    """a < b for plain decimal strings: floats order them exactly unless they tie; a tie between
+    different strings is settled by Decimal."""
+    return fa < fb or (fa == fb and a != b and Decimal(a) < Decimal(b))
+
+
 def validate(c: Candle) -> Candle:
-    """Check a candle's invariants; raise InvalidMessage naming the first one broken."""
-    dec = {}
-    for name in DECIMAL_FIELDS:
-        raw = getattr(c, name)
-        if not isinstance(raw, str):
-            raise InvalidMessage(f"{name} must be a decimal string, got {type(raw).__name__}")
-        try:
-            value = Decimal(raw)
-        except InvalidOperation:
-            raise InvalidMessage(f"{name} is not a decimal: {raw!r}") from None
-        if not value.is_finite():
-            raise InvalidMessage(f"{name} is not finite: {raw!r}")
-        if value < 0:
-            raise InvalidMessage(f"{name} is negative: {raw}")
-        dec[name] = value
+    """Check a candle's invariants; raise InvalidMessage naming the first one broken.
+
+    Hot in the consumer (one call per message), so the common case avoids Decimal: one regex for
+    the form of all eight decimals, floats for the order (exact for plain decimals except on ties,
+    which fall back to Decimal)."""
+    fields = (c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.taker_buy_base_volume,
+              c.taker_buy_quote_volume)
+    try:
+        ok = _EIGHT_DECIMALS.fullmatch("\x00".join(fields)) is not None
+    except TypeError:
+        ok = False
+    if not ok:
+        for name, raw in zip(DECIMAL_FIELDS, fields):
+            if not (isinstance(raw, str) and _PLAIN_DECIMAL.fullmatch(raw)):
+                raise InvalidMessage(_decimal_problem(name, raw))
+        raise InvalidMessage("a decimal field holds a NUL character")
     if isinstance(c.trades, bool) or not isinstance(c.trades, int) or c.trades < 0:
         raise InvalidMessage(f"trades must be a non-negative integer, got {c.trades!r}")
     if isinstance(c.open_time, bool) or not isinstance(c.open_time, int) or c.open_time < 0:
         raise InvalidMessage(f"open_time must be a non-negative integer, got {c.open_time!r}")
-    if dec["high"] < dec["low"]:
+    fo, fh, fl, fc = float(c.open), float(c.high), float(c.low), float(c.close)
+    if _lt(c.high, fh, c.low, fl):
         raise InvalidMessage(f"high {c.high} < low {c.low}")
-    for name in ("open", "close"):
-        if not dec["low"] <= dec[name] <= dec["high"]:
-            raise InvalidMessage(f"{name} {getattr(c, name)} outside low..high")
-    if dec["taker_buy_base_volume"] > dec["volume"]:
+    for name, v, fv in (("open", c.open, fo), ("close", c.close, fc)):
+        if _lt(v, fv, c.low, fl) or _lt(c.high, fh, v, fv):
+            raise InvalidMessage(f"{name} {v} outside low..high")
+    if _lt(c.volume, float(c.volume), c.taker_buy_base_volume, float(c.taker_buy_base_volume)):
         raise InvalidMessage("taker_buy_base_volume exceeds volume")
     if c.source not in SOURCES:
         raise InvalidMessage(f"unknown source {c.source!r}")

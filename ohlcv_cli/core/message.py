@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 
+import orjson
+
 from ohlcv_cli.core.candle import DECIMAL_FIELDS, Candle, validate
-from ohlcv_cli.core.errors import InvalidMessage
+from ohlcv_cli.core.errors import BadTimeframe, InvalidMessage
 from ohlcv_cli.core.timeframes import parse_timeframe
 
 SCHEMA_VERSION = 1
-_STRINGS = ("exchange", "symbol", "timeframe", "source", *DECIMAL_FIELDS)
+_STRINGS = ("exchange", "symbol", "timeframe", "source")  # decimals: validate() checks them
 _INTS = ("open_time", "trades")
 
 
@@ -53,8 +55,8 @@ def decode(value: bytes | None) -> tuple[Candle, int | None]:
     if value is None:
         raise InvalidMessage("empty message (tombstone)")
     try:
-        doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
         raise InvalidMessage("not JSON") from None
     if not isinstance(doc, dict):
         raise InvalidMessage("not a JSON object")
@@ -70,14 +72,15 @@ def decode(value: bytes | None) -> tuple[Candle, int | None]:
             raise InvalidMessage(f"{name} missing or not an integer")
     try:
         tf = parse_timeframe(doc["timeframe"])
-    except Exception:
+    except BadTimeframe:
         raise InvalidMessage(f"unknown timeframe {doc['timeframe']!r}") from None
     if not tf.is_aligned(doc["open_time"]):
         raise InvalidMessage(f"open_time {doc['open_time']} is not on a {tf.name} boundary")
+    get = doc.get
     c = Candle(
-        doc["exchange"], doc["symbol"], doc["timeframe"], doc["open_time"], doc["open"],
-        doc["high"], doc["low"], doc["close"], doc["volume"], doc["quote_volume"], doc["trades"],
-        doc["taker_buy_base_volume"], doc["taker_buy_quote_volume"], doc["source"],
+        doc["exchange"], doc["symbol"], doc["timeframe"], doc["open_time"], get("open"),
+        get("high"), get("low"), get("close"), get("volume"), get("quote_volume"), doc["trades"],
+        get("taker_buy_base_volume"), get("taker_buy_quote_volume"), doc["source"],
     )
     validate(c)
     fetched = doc.get("fetched_at")

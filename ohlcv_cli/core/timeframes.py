@@ -48,10 +48,17 @@ class Timeframe:
         return self.name
 
 
+_PARSED: dict[str, Timeframe] = {}
+
+
 def parse_timeframe(name: str) -> Timeframe:
+    tf = _PARSED.get(name)
+    if tf is not None:
+        return tf
     ms = _LENGTHS.get(name)
     if ms is None:
         raise BadTimeframe(
             f"unsupported timeframe {name!r}; use one of {', '.join(SUPPORTED)}"
         )
-    return Timeframe(name, ms, _OFFSETS.get(name, 0))
+    tf = _PARSED[name] = Timeframe(name, ms, _OFFSETS.get(name, 0))
+    return tf

@@ -10,7 +10,8 @@ from typing import Callable, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import ConfigError, OhlcvError
-from ohlcv_cli.core.ports import CandleRepository, Fetcher
+from ohlcv_cli.core.ports import CandleRepository, Fetcher, GapRepository
+from ohlcv_cli.core.ranges import subtract, uncovered
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.timeutil import iso
 
@@ -71,9 +72,11 @@ def window(tf: Timeframe, now_ms: int, days: float | None, start: int | None, en
 
 class Backfill:
     def __init__(self, fetcher: Fetcher, repo: CandleRepository, *, concurrency: int = 4,
-                 batch_size: int = 10_000, progress: Progress | None = None) -> None:
+                 batch_size: int = 10_000, progress: Progress | None = None,
+                 gaps: GapRepository | None = None) -> None:
         self.fetcher = fetcher
         self.repo = repo
+        self.gaps = gaps  # ranges the exchange confirmed empty: skipped, and learnt
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.progress = progress
@@ -96,25 +99,36 @@ class Backfill:
         exchange = self.fetcher.exchange_id
         try:
             ranges = self.repo.missing_ranges(exchange, symbol, tf, start, end)
+            if self.gaps is not None:
+                known = self.gaps.exchange_gaps(exchange, symbol, tf.name, start, end)
+                ranges = subtract(ranges, known)
             r.missing = sum(tf.count(a, b) for a, b in ranges)
+            empty: list[tuple[int, int]] = []
             self._report(symbol, 0, r.missing)
             done = 0
             buffer: list[Candle] = []
             for a, b in ranges:
                 got = 0
+                times: list[int] = []
                 for page in self.fetcher.fetch_range(symbol, tf, a, b, source):
                     buffer.extend(page)
                     got += len(page)
+                    times.extend(c.open_time for c in page)
                     if len(buffer) >= self.batch_size:
                         r.written += self.repo.upsert(buffer, expect_new=True)
                         buffer.clear()
                     self._report(symbol, done + got, r.missing)
                 r.fetched += got
                 r.exchange_missing += tf.count(a, b) - got
+                settled = self.fetcher.closed_end(tf)
+                empty.extend(g for g in uncovered(tf, a, b, times) if g[1] <= settled)
                 done += tf.count(a, b)
                 self._report(symbol, done, r.missing)
             if buffer:
                 r.written += self.repo.upsert(buffer, expect_new=True)
+            if self.gaps is not None and empty:
+                # recorded after the candles around them are stored: a rerun skips them
+                self.gaps.record_exchange_gaps(exchange, symbol, tf.name, empty)
         except OhlcvError as exc:
             r.error = str(exc)
             log.error("%s: %s", symbol, exc)

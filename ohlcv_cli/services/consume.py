@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,7 +73,8 @@ class Consume:
         backoff = 0.5
         while True:
             try:
-                return self.repo.upsert(candles)
+                # new rows are the common case; a redelivered batch falls back to the upsert
+                return self.repo.upsert(candles, expect_new=True)
             except StorageError as exc:
                 self.metrics.error("storage")
                 self.stats.db_retries += 1
@@ -83,20 +85,20 @@ class Consume:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
 
-    def handle(self, records: list) -> int:
-        """Store one polled batch, dead-letter the invalid, then commit. Returns rows written."""
-        if not records:
-            return 0
-        t0 = time.monotonic()
+    def _prepare(self, records: list) -> tuple[list[Candle], int]:
+        """Decode; dead-letter the invalid (confirmed before any offset is committed)."""
         candles, bad = self.decode(records)
         for r, reason in bad:
             origin = f"{r.topic}/{r.partition}/{r.offset}"
             log.warning("dead-lettering %s: %s", origin, reason)
             self.dlq.send_dead_letter(r.value, r.key, reason, origin)
         if bad:
-            self.dlq.flush()  # confirmed on the DLQ before their offsets are committed
+            self.dlq.flush()
             self.metrics.dead_lettered(len(bad))
-        written = self._store(candles) if candles else 0
+        return candles, len(bad)
+
+    def _finish(self, records: list, candles: list[Candle], written: int, bad: int, t0: float) -> None:
+        """After the rows are committed: commit the offsets, count, log."""
         self.source.commit(records)
         now = self._clock()
         for c in candles:
@@ -105,47 +107,85 @@ class Consume:
         self.stats.batches += 1
         self.stats.messages += len(records)
         self.stats.stored += written
-        self.stats.dead_lettered += len(bad)
+        self.stats.dead_lettered += bad
         lag = None
         if time.monotonic() - self._lag_at >= self.lag_every_s:  # a broker round trip: not per batch
             self._lag_at = time.monotonic()
             lag = self.source.lag()
             if lag is not None:
                 self.metrics.lag(lag)
-        newest = max((c.open_time for c in candles), default=None)
+        newest = candles[-1] if candles else None
         log.info("batch %d: %d messages, %d rows written, %d dead-lettered, %.3fs%s%s",
-                 self.stats.batches, len(records), written, len(bad), time.monotonic() - t0,
+                 self.stats.batches, len(records), written, bad, time.monotonic() - t0,
                  "" if lag is None else f", lag {lag}",
-                 "" if newest is None else
-                 f", close-to-stored {now - (newest + parse_timeframe(candles[-1].timeframe).ms) / 1000:.2f}s")
+                 "" if newest is None else ", close-to-stored %.2fs" % (
+                     now - (newest.open_time + parse_timeframe(newest.timeframe).ms) / 1000))
+
+    def handle(self, records: list) -> int:
+        """Store one polled batch, dead-letter the invalid, then commit. Returns rows written."""
+        if not records:
+            return 0
+        t0 = time.monotonic()
+        candles, bad = self._prepare(records)
+        written = self._store(candles) if candles else 0
+        self._finish(records, candles, written, bad, t0)
         return written
 
     def run(self, max_idle_polls: int | None = None) -> ConsumeStats:
-        """Poll, store, commit until `stop` (finishing the batch at hand)."""
+        """Poll, store, commit until `stop` (finishing the batch at hand).
+
+        Pipelined: while one batch is written (in a thread; the driver waits on the server with
+        the GIL released) the next is polled and decoded. Offsets are committed from this thread
+        only, and only after their batch's database commit."""
         idle = 0
         backoff = 0.5
-        while not self.stop.is_set():
+        inflight = None  # (records, candles, future, bad, t0)
+
+        def settle() -> None:
+            nonlocal inflight
+            if inflight is not None:
+                records, candles, fut, bad, t0 = inflight
+                inflight = None
+                self._finish(records, candles, fut.result(), bad, t0)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="store") as writer:
             try:
-                records = self.source.poll(self.poll_timeout_ms)
-            except BrokerUnavailable as exc:
-                self.metrics.error("broker")
-                log.warning("%s; retry in %.1fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
-                continue
-            backoff = 0.5
-            if not records:
-                idle += 1
-                if max_idle_polls is not None and idle >= max_idle_polls:
-                    break
-                continue
-            idle = 0
-            try:
-                self.handle(records)
-            except BrokerUnavailable as exc:
-                # dead-letter or commit failed: read the batch again rather than skip it
-                self.metrics.error("broker")
-                log.warning("%s; the batch will be read again", exc)
-                self.source.rewind(records)
-                self.stop.wait(backoff)
+                while not self.stop.is_set():
+                    try:
+                        records = self.source.poll(self.poll_timeout_ms)
+                    except BrokerUnavailable as exc:
+                        self.metrics.error("broker")
+                        log.warning("%s; retry in %.1fs", exc, backoff)
+                        self.stop.wait(backoff)
+                        backoff = min(backoff * 2, self.max_backoff_s)
+                        continue
+                    backoff = 0.5
+                    held = list(inflight[0]) if inflight else []
+                    try:
+                        settle()
+                        if not records:
+                            idle += 1
+                            if max_idle_polls is not None and idle >= max_idle_polls:
+                                break
+                            continue
+                        idle = 0
+                        t0 = time.monotonic()
+                        candles, bad = self._prepare(records)
+                        fut = writer.submit(self._store, candles) if candles else _done(0)
+                        inflight = (records, candles, fut, bad, t0)
+                    except BrokerUnavailable as exc:
+                        # dead-letter or commit failed: read these batches again, skip nothing
+                        self.metrics.error("broker")
+                        log.warning("%s; the batch will be read again", exc)
+                        inflight = None
+                        self.source.rewind(held + records)
+                        self.stop.wait(backoff)
+            finally:
+                settle()
         return self.stats
+
+
+def _done(value):
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
