@@ -1,38 +1,55 @@
 #!/usr/bin/env bash
-# make demo: the simulator, a two-day backfill of three symbols into the embedded SQLite default,
-# the summary and a few rows. Needs no service.
+# make demo: the whole job with no service installed. The simulator; a two-day backfill of three
+# symbols into the embedded SQLite default; then `ohlcv run` with 1s candles for about half a
+# minute (backfill, then stream straight into the database); then what is stored.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OHLCV=${OHLCV:-.venv/bin/ohlcv}
 SIM_PORT=${SIM_PORT:-8900}
+RUN_SECONDS=${RUN_SECONDS:-30}
 DEMO_DIR=${DEMO_DIR:-.cache/demo}
+ROOT=$(pwd)
 mkdir -p "$DEMO_DIR"
 rm -f "$DEMO_DIR"/ohlcv.db*
-ROOT=$(pwd)
 
-"$OHLCV" sim --port "$SIM_PORT" --zero-volume-share 0.01 >"$DEMO_DIR/sim.log" 2>&1 &
+"$ROOT/$OHLCV" sim --port "$SIM_PORT" --zero-volume-share 0.01 --settle-lag-ms 300 >"$DEMO_DIR/sim.log" 2>&1 &
 SIM_PID=$!
 trap 'kill $SIM_PID 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
+for _ in $(seq 100); do
   grep -q "listening" "$DEMO_DIR/sim.log" 2>/dev/null && break
+  kill -0 $SIM_PID 2>/dev/null || break
   sleep 0.1
 done
 grep -q "listening" "$DEMO_DIR/sim.log" || { echo "error: the simulator did not start:"; cat "$DEMO_DIR/sim.log"; exit 1; }
 
 export OHLCV_EXCHANGE_URL="http://127.0.0.1:$SIM_PORT"
 export SYMBOLS="BTC/USDT,ETH/USDT,SOL/USDT"
+export LOG_LEVEL=WARNING
 cd "$DEMO_DIR"
-echo "== ohlcv backfill --days 2 (into ./ohlcv.db, the embedded default)"
+
+echo "== ohlcv backfill --days 2   (1m candles into ./ohlcv.db, the embedded default)"
 "$ROOT/$OHLCV" backfill --days 2
+echo
+START=$("$ROOT/$PY" -c "import datetime as d; print((d.datetime.now(d.timezone.utc) - d.timedelta(minutes=2)).strftime('%Y-%m-%dT%H:%M:%SZ'))")
+echo "== ohlcv run --timeframe 1s --start $START   (backfill, then stream each second; stopped after ${RUN_SECONDS}s)"
+LOG_LEVEL=INFO timeout --preserve-status -s INT "$RUN_SECONDS" "$ROOT/$OHLCV" run --timeframe 1s --start "$START" 2>run.log
+# the window to check ends where the stream stopped: candles closing after that were never due
+END=$("$ROOT/$PY" -c "import datetime as d; print((d.datetime.now(d.timezone.utc) - d.timedelta(seconds=2)).strftime('%Y-%m-%dT%H:%M:%SZ'))")
+grep -c "cycle" run.log | xargs -I{} echo "{} stream cycles; the last ones:"
+grep "cycle" run.log | tail -n 3
+echo
+echo "== ohlcv status"
+"$ROOT/$OHLCV" status
+echo
+echo "== ohlcv gaps check --timeframe 1s --start $START --end $END   (exit 0: no gaps)"
+"$ROOT/$OHLCV" gaps check --timeframe 1s --start "$START" --end "$END"
 echo
 echo "== a few rows (sqlite3 ohlcv.db)"
 "$ROOT/$PY" - <<'PY'
 import sqlite3
 conn = sqlite3.connect("ohlcv.db")
-cols = "symbol, open_time, open, high, low, close, volume, trades, source"
+cols = "symbol, timeframe, open_time, open, high, low, close, volume, trades, source"
 print(cols)
-for row in conn.execute(f"SELECT {cols} FROM candles ORDER BY open_time DESC, symbol LIMIT 6"):
+for row in conn.execute(f"SELECT {cols} FROM candles WHERE timeframe = '1s' ORDER BY open_time DESC, symbol LIMIT 6"):
     print(" | ".join(str(v) for v in row))
-for sym, n, lo, hi in conn.execute("SELECT symbol, count(*), min(open_time), max(open_time) FROM candles GROUP BY symbol"):
-    print(f"{sym}: {n} candles, {lo} .. {hi}")
 PY

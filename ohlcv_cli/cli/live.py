@@ -13,10 +13,11 @@ from ohlcv_cli.cli.common import (
     BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
     console, gap_repository, make_engine_for, make_fetcher, open_repository, settings,
 )
-from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.errors import ConfigError, OhlcvError
 from ohlcv_cli.core.ports import Metrics
 from ohlcv_cli.core.settings import Settings
 from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.core.timeutil import parse_iso
 
 log = logging.getLogger("ohlcv.live")
 DEFAULT_BROKER = "127.0.0.1:9092"
@@ -47,8 +48,6 @@ def _metrics(port: int | None) -> Metrics:
     try:
         return serve(port)
     except OSError as exc:
-        from ohlcv_cli.core.errors import ConfigError
-
         raise ConfigError(f"cannot serve metrics on port {port}: {exc.strerror or exc}") from None
 
 
@@ -131,6 +130,7 @@ def consume(
 def run(
     ctx: typer.Context,
     days: Annotated[Optional[int], typer.Option("--days", help="Backfill this many days first [env: BACKFILL_DAYS]")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="Backfill from this ISO time instead of --days")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
     kafka_broker: BrokerOpt = None,
@@ -147,9 +147,10 @@ def run(
     from ohlcv_cli.services.stream import RepositorySink
 
     if days is not None and days <= 0:
-        from ohlcv_cli.core.errors import ConfigError
-
         raise ConfigError(f"--days must be a positive whole number, got {days}")
+    if days is not None and start is not None:
+        raise ConfigError("use either --days or --start, not both")
+    start_ms = parse_iso(start, "--start") if start else None
     s = settings(ctx, backfill_days=days, symbols=symbols, timeframe=timeframe,
                  kafka_broker=kafka_broker, topic_name=topic, database_url=database_url,
                  exchange_url=exchange_url, metrics_port=metrics_port)
@@ -161,7 +162,7 @@ def run(
     metrics = _metrics(s.metrics_port)
     result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
                       batch_size=s.backfill_batch_size, gaps=gap_repository(repo)).run(
-        s.symbols, tf, days=s.backfill_days)
+        s.symbols, tf, days=None if start_ms else s.backfill_days, start=start_ms)
     console.print(summary_table(result))
     stop = _stop_on_signals()
     if not s.kafka_broker:
