@@ -7,24 +7,16 @@ import time
 
 import psycopg
 
-from common import OHLCV, Sim, run_measured, start_pg
+from common import OHLCV, Sim, fresh_db, run_measured, start_pg
 
 from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
-from ohlcv_cli.adapters.sql_schema import make_engine, upgrade
+from ohlcv_cli.adapters.sql_schema import make_engine
 
 SYMBOLS = 20
 DAYS = 18
 START = "2024-01-01"
 END = "2024-01-19"
 SEED_SAMPLE = 20_000
-
-
-def _fresh_db(cluster, name: str) -> str:
-    url = cluster.create_database(name)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
 
 
 def _seed_way(url: str, candles) -> float:
@@ -51,7 +43,7 @@ def main() -> dict:
         symbols = ",".join(f"SIM{i:03d}/USDT" for i in range(SYMBOLS))
         sim = Sim("--extra-symbols", str(SYMBOLS), "--precompute", f"1m:{START}/2024-02-06")
         try:
-            url = _fresh_db(cluster, "bench_backfill")
+            url = fresh_db(cluster, "bench_backfill")
             env = {"DATABASE_URL": url, "OHLCV_EXCHANGE_URL": sim.url, "LOG_LEVEL": "WARNING"}
             r, wall, rss = run_measured([*OHLCV, "backfill", "--start", START, "--end", END,
                                          "--symbols", symbols], env)
@@ -65,7 +57,7 @@ def main() -> dict:
                   f"PostgreSQL with fsync on): {n} candles in {wall:.1f} s = {rate:,.0f} candles/s, peak RSS {rss:.0f} MiB")
             sample = repo.candles("binance", "SIM000/USDT", "1m")[:SEED_SAMPLE]
             engine.dispose()
-            seed_url = _fresh_db(cluster, "bench_seed")
+            seed_url = fresh_db(cluster, "bench_seed")
             seed_rate = _seed_way(seed_url, sample)
             print(f"the seed's way (one INSERT + one commit per candle, {len(sample)} of the same candles): "
                   f"{seed_rate:,.0f} candles/s -> backfill is {rate / seed_rate:.1f}x the seed's way")
@@ -75,7 +67,7 @@ def main() -> dict:
             few = ",".join(f"SIM{i:03d}/USDT" for i in range(5))
             peaks = []
             for days, end in ((9, "2024-01-10"), (36, "2024-02-06")):
-                u = _fresh_db(cluster, f"bench_mem_{days}")
+                u = fresh_db(cluster, f"bench_mem_{days}")
                 r, _, rss = run_measured([*OHLCV, "backfill", "--start", START, "--end", end, "--symbols", few],
                                          {**env, "DATABASE_URL": u})
                 if r.returncode:
@@ -91,7 +83,7 @@ def main() -> dict:
         # weight budget: the simulator enforces 160 weight per 2 s window (80 klines requests)
         sim = Sim("--extra-symbols", "10", "--weight-limit", "160", "--weight-window", "2")
         try:
-            url = _fresh_db(cluster, "bench_budget")
+            url = fresh_db(cluster, "bench_budget")
             ten = ",".join(f"SIM{i:03d}/USDT" for i in range(10))
             r, wall, _ = run_measured([*OHLCV, "backfill", "--start", START, "--end", "2024-01-31",
                                        "--symbols", ten],

@@ -19,6 +19,17 @@ from cluster import PgCluster, free_port  # noqa: E402
 OHLCV = [sys.executable, "-m", "ohlcv_cli"]
 
 
+def fresh_db(cluster: PgCluster, name: str) -> str:
+    """A new database in the cluster, migrated by the same code as `ohlcv db upgrade`."""
+    from ohlcv_cli.adapters.sql_schema import make_engine, upgrade
+
+    url = cluster.create_database(name)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
 def start_pg() -> PgCluster:
     """fsync stays on: the seed's one-commit-per-row baseline must pay what it pays in production."""
     return PgCluster(durable=True).start()

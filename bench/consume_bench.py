@@ -15,12 +15,12 @@ from pathlib import Path
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from common import OHLCV, ROOT, Sim, start_pg
+from common import OHLCV, ROOT, Sim, fresh_db, start_pg
 
 from broker import KafkaBroker, free_port
 from ohlcv_cli.adapters.kafka_bus import ensure_topic
 from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
-from ohlcv_cli.adapters.sql_schema import make_engine, upgrade
+from ohlcv_cli.adapters.sql_schema import make_engine
 from ohlcv_cli.core import message
 from ohlcv_cli.core.candle import from_kline
 from ohlcv_cli.sim import SimServer
@@ -123,16 +123,8 @@ def _seed_way(broker: str, topic: str, url: str) -> float:
     return rate
 
 
-def _fresh_db(cluster, name: str) -> str:
-    url = cluster.create_database(name)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
-
-
 def _latency(broker: str, cluster) -> None:
-    url = _fresh_db(cluster, "bench_latency")
+    url = fresh_db(cluster, "bench_latency")
     sim = Sim("--settle-lag-ms", "300")
     symbols = "BTC/USDT,ETH/USDT,BNB/USDT,SOL/USDT,XRP/USDT,ADA/USDT,DOGE/USDT,LTC/USDT,ETH/BTC"
     env = {**os.environ, "DATABASE_URL": url, "KAFKA_BROKER": broker, "TOPIC_NAME": "latency",
@@ -166,11 +158,11 @@ def main() -> dict:
         print(f"topic pre-filled with {n} candles in {time.perf_counter() - t0:.1f} s")
         ceiling = _client_ceiling(broker.bootstrap, topic, n)
         print(f"kafka-python alone (fetch + JSON decode, crc32c in C): {ceiling:,.0f} messages/s")
-        url = _fresh_db(cluster, "bench_consume")
+        url = fresh_db(cluster, "bench_consume")
         ours = _ours(broker.bootstrap, topic, url, n)
         print(f"ohlcv consume (decode, validate, COPY upsert, commit after the rows): {ours:,.0f} candles/s "
               f"= {ours / ceiling:.0%} of the client's ceiling")
-        seed_url = _fresh_db(cluster, "bench_consume_seed")
+        seed_url = fresh_db(cluster, "bench_consume_seed")
         seed = _seed_way(broker.bootstrap, topic, seed_url)
         print(f"the seed's way (auto-commit, a connection and a commit per message, {SEED_SAMPLE} messages): "
               f"{seed:,.0f} candles/s -> ohlcv consume is {ours / seed:.0f}x the seed's way")

@@ -20,7 +20,7 @@ import ccxt
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import (
-    BadSymbol, ConfigError, ExchangeRejected, ExchangeUnavailable, OhlcvError, RateLimited,
+    BadSymbol, ConfigError, ExchangeRejected, ExchangeUnavailable, RateLimited,
 )
 from ohlcv_cli.core.timeframes import Timeframe
 

@@ -11,13 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, console, err_console, gap_repository,
-    make_engine_for,
-    make_fetcher, open_repository, settings,
+    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, check_window_flags, console,
+    err_console, gap_repository, make_engine_for, make_fetcher, open_repository, parse_window,
+    settings,
 )
-from ohlcv_cli.core.errors import ConfigError, PartialFailure
+from ohlcv_cli.core.errors import PartialFailure
 from ohlcv_cli.core.timeframes import parse_timeframe
-from ohlcv_cli.core.timeutil import iso, parse_iso
+from ohlcv_cli.core.timeutil import iso
 from ohlcv_cli.services.backfill import Backfill, BackfillResult
 
 log = logging.getLogger("ohlcv.backfill")
@@ -35,20 +35,12 @@ def backfill(
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Symbols fetched at once [env: BACKFILL_CONCURRENCY]")] = None,
 ) -> None:
     """Fetch every candle the database is missing in the window, then print a summary."""
-    if days is not None and start is not None:
-        raise ConfigError("use either --days or --start/--end, not both")
-    if end is not None and start is None:
-        raise ConfigError("--end needs --start")
-    if days is not None and days <= 0:
-        raise ConfigError(f"--days must be a positive whole number, got {days}")
+    check_window_flags(days, start, end)
     s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
                  database_url=database_url, exchange_url=exchange_url,
                  backfill_concurrency=concurrency)
     tf = parse_timeframe(s.timeframe)
-    start_ms = parse_iso(start, "--start") if start else None
-    end_ms = parse_iso(end, "--end") if end else None
-    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-        raise ConfigError(f"--start {start} is not before --end {end}")
+    start_ms, end_ms = parse_window(start, end)
     engine = make_engine_for(s)
     fetcher = make_fetcher(s)
     fetcher.check_symbols(s.symbols)

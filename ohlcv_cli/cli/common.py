@@ -10,7 +10,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.settings import Settings, load_settings
+from ohlcv_cli.core.timeutil import parse_iso
 
 # Off a terminal (cron, pipes, CI) tables get room instead of wrapping at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -31,6 +33,25 @@ BrokerOpt = Annotated[Optional[str], typer.Option(
 TopicOpt = Annotated[Optional[str], typer.Option("--topic", help="Kafka topic [env: TOPIC_NAME]")]
 MetricsOpt = Annotated[Optional[int], typer.Option(
     "--metrics-port", help="Serve Prometheus metrics on this port [env: METRICS_PORT]")]
+
+
+def check_window_flags(days: int | None, start: str | None, end: str | None) -> None:
+    """--days, or --start [--end]: the combinations a window accepts."""
+    if days is not None and start is not None:
+        raise ConfigError("use either --days or --start/--end, not both")
+    if end is not None and start is None:
+        raise ConfigError("--end needs --start")
+    if days is not None and days <= 0:
+        raise ConfigError(f"--days must be a positive whole number, got {days}")
+
+
+def parse_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """--start and --end as epoch ms; start must come first."""
+    start_ms = parse_iso(start, "--start") if start else None
+    end_ms = parse_iso(end, "--end") if end else None
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ConfigError(f"--start {start} is not before --end {end}")
+    return start_ms, end_ms
 
 
 def settings(ctx: typer.Context, **flags: Any) -> Settings:

@@ -10,13 +10,12 @@ import typer
 from rich.table import Table
 
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, console, err_console, make_engine_for,
-    make_fetcher, open_repository, settings,
+    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, check_window_flags, console,
+    err_console, make_engine_for, make_fetcher, open_repository, parse_window, settings,
 )
-from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.settings import Settings
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
-from ohlcv_cli.core.timeutil import iso, parse_iso
+from ohlcv_cli.core.timeutil import iso
 from ohlcv_cli.services.gaps import GapCheck, GapRepair, GapReport, RepairReport, count
 
 app = typer.Typer(help="Find and repair missing candles (exit 0: complete, 1: gaps, 2: error).",
@@ -35,19 +34,11 @@ MAX_RANGE_LINES = 10
 
 def _args(ctx: typer.Context, days, start, end, symbols, timeframe, database_url, exchange_url
           ) -> tuple[Settings, Timeframe, dict]:
-    if days is not None and start is not None:
-        raise ConfigError("use either --days or --start/--end, not both")
-    if end is not None and start is None:
-        raise ConfigError("--end needs --start")
-    if days is not None and days <= 0:
-        raise ConfigError(f"--days must be a positive whole number, got {days}")
+    check_window_flags(days, start, end)
     s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
                  database_url=database_url, exchange_url=exchange_url)
     tf = parse_timeframe(s.timeframe)
-    start_ms = parse_iso(start, "--start") if start else None
-    end_ms = parse_iso(end, "--end") if end else None
-    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-        raise ConfigError(f"--start {start} is not before --end {end}")
+    start_ms, end_ms = parse_window(start, end)
     window = {"delay_ms": int(s.realtime_delay_seconds * 1000),
               "days": None if start_ms is not None else s.backfill_days,
               "start": start_ms, "end": end_ms}
