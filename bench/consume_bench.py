@@ -74,13 +74,14 @@ def _client_ceiling(broker: str, topic: str, n: int) -> float:
     return rate
 
 
-def _ours(broker: str, topic: str, url: str, n: int) -> float:
-    """`ohlcv consume` as a process; throughput from its first stored row to its last."""
+def _ours(broker: str, topic: str, url: str, n: int, workers: int = 1) -> float:
+    """`ohlcv consume --workers N`; throughput from the first stored row to the last."""
     engine = make_engine(url)
     repo = SqlCandleRepository(engine)
     env = {**os.environ, "DATABASE_URL": url, "KAFKA_BROKER": broker, "TOPIC_NAME": topic,
-           "CONSUMER_GROUP": "bench", "LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([*OHLCV, "consume"], env=env, stderr=subprocess.PIPE, text=True)
+           "CONSUMER_GROUP": f"bench-{workers}", "LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([*OHLCV, "consume", "--workers", str(workers)], env=env,
+                            stderr=subprocess.PIPE, text=True)
     first = None
     count = 0
     while count < n:
@@ -162,12 +163,16 @@ def main() -> dict:
         ours = _ours(broker.bootstrap, topic, url, n)
         print(f"ohlcv consume (decode, validate, COPY upsert, commit after the rows): {ours:,.0f} candles/s "
               f"= {ours / ceiling:.0%} of the client's ceiling")
+        url3 = fresh_db(cluster, "bench_consume_3")
+        ours3 = _ours(broker.bootstrap, topic, url3, n, workers=3)
+        print(f"ohlcv consume --workers 3 (three group members, one per process): {ours3:,.0f} candles/s "
+              f"= {ours3 / ceiling:.0%} of the single client's ceiling")
         seed_url = fresh_db(cluster, "bench_consume_seed")
         seed = _seed_way(broker.bootstrap, topic, seed_url)
         print(f"the seed's way (auto-commit, a connection and a commit per message, {SEED_SAMPLE} messages): "
               f"{seed:,.0f} candles/s -> ohlcv consume is {ours / seed:.0f}x the seed's way")
         _latency(broker.bootstrap, cluster)
-        return {"ceiling": ceiling, "ours": ours, "seed": seed}
+        return {"ceiling": ceiling, "ours": ours, "ours3": ours3, "seed": seed}
     finally:
         broker.stop()
         cluster.destroy()

@@ -211,6 +211,33 @@ def test_two_consumers_in_one_group_store_every_candle_once(pg_url, repo_for, si
     assert sum(counts) == total and min(counts) > 0, counts  # shared, and each message once
 
 
+def test_consume_workers_share_the_topic_from_one_command(pg_url, repo_for, sim, kafka, topic, tmp_path):
+    broker, _ = kafka
+    assert run_cli("topic", "create", "--kafka-broker", broker, "--topic", topic, "--partitions", "4").returncode == 0
+    from ohlcv_cli.core.candle import from_kline
+
+    t0 = 1_704_067_200_000
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    sent = []
+    for s in ("BTC/USDT", "ETH/USDT", "BNB/USDT", "SOL/USDT"):
+        for x in sim.final_rows(s, "1m", t0, t0 + 500 * 60_000):
+            c = from_kline(x, exchange="binance", symbol=s, timeframe="1m", source="stream")
+            producer.send(topic, key=message.key(c), value=message.encode(c, 1))
+            sent.append(c)
+    producer.flush()
+    producer.close()
+    p = Proc(tmp_path, "workers", "consume", "--workers", "2", "--max-idle-polls", "20",
+             env={"DATABASE_URL": pg_url, "KAFKA_BROKER": broker, "TOPIC_NAME": topic, "CONSUMER_GROUP": "workers"})
+    assert p.p.wait(120) == 0, p.text()[-2000:]
+    repo = repo_for(pg_url)
+    assert repo.count() == len(sent)
+    assert repo.candles("binance", "SOL/USDT", "1m") == [c for c in sent if c.symbol == "SOL/USDT"]
+    counts = [int(x.split(" messages")[0]) for x in p.text().split("consume stopped: ")[1:]]
+    # two group members ran and stopped cleanly; together they read every message once (which of
+    # them got which partitions depends on who joined first)
+    assert len(counts) == 2 and sum(counts) == len(sent), counts
+
+
 def test_run_without_kafka_backfills_then_streams_into_the_database(sim_factory, repo_for, tmp_path):
     sim = sim_factory()
     env = {"OHLCV_EXCHANGE_URL": sim.url, "TIMEFRAME": "1s", "SYMBOLS": "BTC/USDT", "REALTIME_DELAY_SECONDS": "0.5",

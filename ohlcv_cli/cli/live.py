@@ -104,6 +104,7 @@ def consume(
     group: GroupOpt = None,
     database_url: DatabaseOpt = None,
     metrics_port: MetricsOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Consumer processes in the group, this one included [env: CONSUMER_WORKERS]")] = None,
     max_idle_polls: Annotated[Optional[int], typer.Option("--max-idle-polls", help="Stop after N empty polls (testing)", hidden=True)] = None,
 ) -> None:
     """Write candles from Kafka into the database; offsets are committed after the rows."""
@@ -111,10 +112,13 @@ def consume(
     from ohlcv_cli.services.consume import Consume
 
     s = settings(ctx, kafka_broker=kafka_broker, topic_name=topic, consumer_group=group,
-                 database_url=database_url, metrics_port=metrics_port)
+                 database_url=database_url, metrics_port=metrics_port, consumer_workers=workers)
     broker = _broker(s)
     repo = open_repository(s, make_engine_for(s))
     stop = _stop_on_signals()
+    # More group members in processes of their own: the per-message work is Python, bound to one
+    # core per process by the GIL. This process is the first member.
+    children = _spawn_consumers(s, s.consumer_workers - 1, max_idle_polls)
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group, timeout_s=s.kafka_timeout_seconds)
     dlq = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     try:
@@ -123,8 +127,41 @@ def consume(
     finally:
         source.close()
         dlq.close()
+        failed = _stop_children(children)
     log.info("consume stopped: %d messages, %d rows written, %d dead-lettered",
              stats.messages, stats.stored, stats.dead_lettered)
+    if failed:
+        raise OhlcvError(f"{failed} of {len(children)} consumer worker processes failed")
+
+
+def _spawn_consumers(s: Settings, n: int, max_idle_polls: int | None) -> list:
+    """Start n more `ohlcv consume` processes with the same settings (passed by environment)."""
+    import os
+    import subprocess
+    import sys
+
+    if n <= 0:
+        return []
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BROKER": _broker(s), "TOPIC_NAME": s.topic_name, "CONSUMER_GROUP": s.consumer_group,
+        "DATABASE_URL": s.db_url(), "KAFKA_TIMEOUT_SECONDS": str(s.kafka_timeout_seconds),
+        "LOG_LEVEL": s.log_level, "LOG_FORMAT": s.log_format, "CONSUMER_WORKERS": "1",
+    })
+    env.pop("METRICS_PORT", None)  # one port per host: the first process serves the metrics
+    args = [sys.executable, "-m", "ohlcv_cli", "consume"]
+    if max_idle_polls is not None:
+        args += ["--max-idle-polls", str(max_idle_polls)]
+    log.info("starting %d more consumer processes", n)
+    return [subprocess.Popen(args, env=env) for _ in range(n)]
+
+
+def _stop_children(children: list) -> int:
+    """SIGTERM (each finishes its batch and commits), wait; returns how many failed."""
+    for p in children:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    return sum(1 for p in children if p.wait(120) != 0)
 
 
 def run(

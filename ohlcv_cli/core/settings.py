@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(3, gt=0)
     consumer_group: str = "ohlcv-db"
     kafka_timeout_seconds: float = Field(10.0, gt=0)
+    consumer_workers: int = Field(1, gt=0, le=64)
 
     database_url: SecretStr | None = None
     postgres_user: str = "postgres"
