@@ -96,18 +96,26 @@ def validate(c: Candle) -> Candle:
             if not (isinstance(raw, str) and _PLAIN_DECIMAL.fullmatch(raw)):
                 raise InvalidMessage(_decimal_problem(name, raw))
         raise InvalidMessage("a decimal field holds a NUL character")
-    if isinstance(c.trades, bool) or not isinstance(c.trades, int) or c.trades < 0:
+    if type(c.trades) is not int or c.trades < 0:  # bool is not int here, on purpose
         raise InvalidMessage(f"trades must be a non-negative integer, got {c.trades!r}")
-    if isinstance(c.open_time, bool) or not isinstance(c.open_time, int) or c.open_time < 0:
+    if type(c.open_time) is not int or c.open_time < 0:
         raise InvalidMessage(f"open_time must be a non-negative integer, got {c.open_time!r}")
     fo, fh, fl, fc = float(c.open), float(c.high), float(c.low), float(c.close)
-    if _lt(c.high, fh, c.low, fl):
-        raise InvalidMessage(f"high {c.high} < low {c.low}")
-    for name, v, fv in (("open", c.open, fo), ("close", c.close, fc)):
-        if _lt(v, fv, c.low, fl) or _lt(c.high, fh, v, fv):
-            raise InvalidMessage(f"{name} {v} outside low..high")
-    if _lt(c.volume, float(c.volume), c.taker_buy_base_volume, float(c.taker_buy_base_volume)):
-        raise InvalidMessage("taker_buy_base_volume exceeds volume")
+    fv, ft = float(c.volume), float(c.taker_buy_base_volume)
+    # one chained comparison settles the common case; a failure or a tie takes the exact path
+    if not (fl < fo < fh and fl < fc < fh and ft < fv):
+        _check_order_exactly(c, fo, fh, fl, fc, fv, ft)
     if c.source not in SOURCES:
         raise InvalidMessage(f"unknown source {c.source!r}")
     return c
+
+
+def _check_order_exactly(c: Candle, fo: float, fh: float, fl: float, fc: float, fv: float,
+                         ft: float) -> None:
+    if _lt(c.high, fh, c.low, fl):
+        raise InvalidMessage(f"high {c.high} < low {c.low}")
+    for name, v, fx in (("open", c.open, fo), ("close", c.close, fc)):
+        if _lt(v, fx, c.low, fl) or _lt(c.high, fh, v, fx):
+            raise InvalidMessage(f"{name} {v} outside low..high")
+    if _lt(c.volume, fv, c.taker_buy_base_volume, ft):
+        raise InvalidMessage("taker_buy_base_volume exceeds volume")

@@ -63,12 +63,13 @@ def decode(value: bytes | None) -> tuple[Candle, int | None]:
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidMessage(f"unknown schema_version {version!r}")
-    for name in _STRINGS:
-        if not isinstance(doc.get(name), str):
-            raise InvalidMessage(f"{name} missing or not a string")
+    get = doc.get
+    if not (type(get("exchange")) is str and type(get("symbol")) is str
+            and type(get("timeframe")) is str and type(get("source")) is str):
+        name = next(n for n in _STRINGS if not isinstance(get(n), str))
+        raise InvalidMessage(f"{name} missing or not a string")
     for name in _INTS:
-        v = doc.get(name)
-        if isinstance(v, bool) or not isinstance(v, int):
+        if type(get(name)) is not int:  # bool is not int here, on purpose
             raise InvalidMessage(f"{name} missing or not an integer")
     try:
         tf = parse_timeframe(doc["timeframe"])
@@ -76,7 +77,6 @@ def decode(value: bytes | None) -> tuple[Candle, int | None]:
         raise InvalidMessage(f"unknown timeframe {doc['timeframe']!r}") from None
     if not tf.is_aligned(doc["open_time"]):
         raise InvalidMessage(f"open_time {doc['open_time']} is not on a {tf.name} boundary")
-    get = doc.get
     c = Candle(
         doc["exchange"], doc["symbol"], doc["timeframe"], doc["open_time"], get("open"),
         get("high"), get("low"), get("close"), get("volume"), get("quote_volume"), doc["trades"],
