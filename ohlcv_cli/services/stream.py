@@ -84,6 +84,10 @@ class Stream:
             if self.repo is not None:
                 latest = self.repo.latest_open_time(self.fetcher.exchange_id, s, self.tf.name)
             start = end - self.tf.ms if latest is None else max(latest + self.tf.ms, floor)
+            if latest is not None and latest + self.tf.ms < floor:
+                log.warning("%s %s: %s to %s is older than the maximum catch-up and is left to "
+                            "`ohlcv backfill` or `ohlcv gaps repair`", s, self.tf,
+                            iso(latest + self.tf.ms), iso(floor))
             self.state.watermarks[s] = start
             log.info("%s %s: streaming from %s%s", s, self.tf, iso(start),
                      "" if latest is None else f" (newest stored {iso(latest)})")
