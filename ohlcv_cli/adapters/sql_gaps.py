@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
+from ohlcv_cli.adapters.sql_repository import from_db_time, to_db_time
 from ohlcv_cli.adapters.sql_schema import storage_error
 from ohlcv_cli.core.ports import SeriesSummary
-from ohlcv_cli.core.timeutil import dt_to_ms, ms_to_dt
 
 _KEY = "exchange = :e AND symbol = :s AND timeframe = :tf"
 
@@ -29,14 +28,11 @@ class SqlGapRepository:
 
     # --- time codec: timestamptz in PostgreSQL, ISO text in SQLite (as in candles) -------------
     def ts(self, ms: int):
-        dt = ms_to_dt(ms)
-        return dt.strftime("%Y-%m-%d %H:%M:%S") if self.dialect == "sqlite" else dt
+        return to_db_time(self.dialect, ms)
 
     @staticmethod
     def ms(value) -> int:
-        if isinstance(value, str):
-            return dt_to_ms(datetime.fromisoformat(value).replace(tzinfo=timezone.utc))
-        return dt_to_ms(value)
+        return from_db_time(value)
 
     def _rows(self, sql, params: dict) -> list:
         try:

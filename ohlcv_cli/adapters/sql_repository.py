@@ -57,8 +57,16 @@ def _sqlite_time(ms: int) -> str:
     return ms_to_dt(ms).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _from_sqlite_time(text: str) -> int:
-    return dt_to_ms(datetime.fromisoformat(text).replace(tzinfo=timezone.utc))
+def to_db_time(dialect: str, ms: int):
+    """A time parameter for the schema's time columns: timestamptz, or ISO text in SQLite."""
+    return _sqlite_time(ms) if dialect == "sqlite" else ms_to_dt(ms)
+
+
+def from_db_time(value) -> int:
+    """Epoch ms from a time column (a datetime, or SQLite's ISO text, UTC)."""
+    if isinstance(value, str):
+        return dt_to_ms(datetime.fromisoformat(value).replace(tzinfo=timezone.utc))
+    return dt_to_ms(value)
 
 
 _COPY_COLS = (
@@ -126,12 +134,11 @@ class SqlCandleRepository:
 
     # --- time codec ---------------------------------------------------------------------------
     def ts(self, ms: int):
-        return _sqlite_time(ms) if self.dialect == "sqlite" else ms_to_dt(ms)
+        return to_db_time(self.dialect, ms)
 
-    def ms(self, value) -> int:
-        if isinstance(value, str):
-            return _from_sqlite_time(value)
-        return dt_to_ms(value)
+    @staticmethod
+    def ms(value) -> int:
+        return from_db_time(value)
 
     # --- writes -------------------------------------------------------------------------------
     def upsert(self, candles: Iterable[Candle], expect_new: bool = False) -> int:
