@@ -12,7 +12,7 @@ DECIMAL_FIELDS = (
     "open", "high", "low", "close", "volume", "quote_volume",
     "taker_buy_base_volume", "taker_buy_quote_volume",
 )
-SOURCES = ("backfill", "stream", "repair")
+SOURCES = ("backfill", "stream", "repair", "archive")
 
 
 class Candle(NamedTuple):

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     exchange_max_retries: int = Field(5, ge=0)
     backfill_concurrency: int = Field(4, gt=0, le=64)
     backfill_batch_size: int = Field(10_000, gt=0)
+    backfill_in_flight: int = Field(16, gt=0, le=256)  # REST pages in flight across symbols
+    backfill_source: str = "auto"  # auto | rest | archive
+    archive_url: str = Field("https://data.binance.vision",
+                             validation_alias=AliasChoices("OHLCV_ARCHIVE_URL", "archive_url"))
+    archive_concurrency: int = Field(4, gt=0, le=64)
 
     stream_max_catchup_minutes: int = Field(1440, gt=0)
     metrics_port: int | None = None
@@ -76,6 +81,21 @@ class Settings(BaseSettings):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:8900")
+        return v.rstrip("/")
+
+    @field_validator("backfill_source")
+    @classmethod
+    def _check_source(cls, v: str) -> str:
+        if v not in ("auto", "rest", "archive"):
+            raise ValueError("must be 'auto', 'rest' or 'archive'")
+        return v
+
+    @field_validator("archive_url")
+    @classmethod
+    def _check_archive_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://data.binance.vision")
         return v.rstrip("/")
 
     @field_validator("log_format")
@@ -124,7 +144,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-_ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL"}
+_ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL", "archive_url": "OHLCV_ARCHIVE_URL"}
 
 
 def load_settings(**overrides: Any) -> Settings:

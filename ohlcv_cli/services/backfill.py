@@ -14,6 +14,7 @@ from ohlcv_cli.core.ports import CandleRepository, Fetcher, GapRepository
 from ohlcv_cli.core.ranges import subtract, uncovered
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.timeutil import iso
+from ohlcv_cli.services.paging import PagedFetch
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,9 @@ def window(tf: Timeframe, now_ms: int, days: float | None, start: int | None, en
 class Backfill:
     def __init__(self, fetcher: Fetcher, repo: CandleRepository, *, concurrency: int = 4,
                  batch_size: int = 10_000, progress: Progress | None = None,
-                 gaps: GapRepository | None = None) -> None:
+                 gaps: GapRepository | None = None, in_flight: int = 1) -> None:
         self.fetcher = fetcher
+        self.in_flight = in_flight  # > 1: pages in flight across symbols (services.paging)
         self.repo = repo
         self.gaps = gaps  # ranges the exchange confirmed empty: skipped, and learnt
         self.concurrency = concurrency
@@ -87,6 +89,12 @@ class Backfill:
         self.fetcher.check_symbols(symbols)
         start, end = window(tf, self.fetcher.now_ms(), days, start, end)
         result = BackfillResult(tf.name, start, end)
+        if self.in_flight > 1:
+            result.symbols = [SymbolResult(s, start, end) for s in symbols]
+            PagedFetch(self.fetcher, self.repo, self.gaps, in_flight=self.in_flight,
+                       batch_size=self.batch_size, progress=self.progress).run(
+                result.symbols, tf, source)
+            return result
         workers = max(1, min(self.concurrency, len(symbols)))
         with ThreadPoolExecutor(workers, thread_name_prefix="backfill") as pool:
             futures = [pool.submit(self._one, s, tf, start, end, source) for s in symbols]

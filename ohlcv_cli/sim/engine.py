@@ -76,6 +76,7 @@ class SimConfig:
     settle_lag_ms: int = 0  # after a close, the closed candle still moves for this long
     clock_offset_ms: int = 0  # the exchange's clock minus ours
     seed: int = 7
+    archive_faults: list[str] = field(default_factory=list)  # see sim/archive.py
 
     def spec(self, market_id: str) -> SymbolSpec | None:
         for s in self.symbols:

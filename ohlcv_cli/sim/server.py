@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from ohlcv_cli.sim.archive import ArchiveSim
 from ohlcv_cli.sim.engine import INTERVALS, CandleEngine, SimConfig
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
         now = sim.now_ms()
         if path == "/sim/stats":
             return self._json(200, sim.stats())
+        if path.startswith("/data/"):  # the public archive (data.binance.vision), sim/archive.py
+            return self._send(*sim.archive.handle(path))
         weight = WEIGHTS.get(path)
         if weight is None:
             return self._send(404, b"<html><body>404 Not Found</body></html>", "text/html")
@@ -173,6 +176,7 @@ class SimServer:
         self.weights = _Weights(self.config)
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
+        self.archive = ArchiveSim(self)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.sim = self
         self._thread: threading.Thread | None = None
@@ -239,6 +243,7 @@ class SimServer:
             out["windows"] = {str(k): v for k, v in w.stats["windows"].items()}
         out["weight_limit"] = self.config.weight_limit
         out["weight_window_s"] = self.config.weight_window_s
+        out.update(self.archive.stats())
         return out
 
     def start(self) -> "SimServer":

@@ -1,0 +1,110 @@
+"""Archive files into the candles table: PostgreSQL parses the CSV itself.
+
+PostgreSQL: COPY ... (FORMAT csv) of the file's bytes into a temporary staging table with
+Binance's 12 columns, then one INSERT ... SELECT that converts the open time (ms or µs, per file),
+adds exchange, symbol, timeframe and source 'archive', keeps only the file's period, with the same
+ON CONFLICT rule as the repository's upsert (a row changes only where a value differs). One
+transaction per file: a file that PostgreSQL cannot parse leaves no row. SQLite: the rows are
+parsed here and go through the repository's upsert.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from ohlcv_cli.adapters.sql_repository import (
+    ALL_COLS, KEY_COLS, VALUE_COLS, SqlCandleRepository,
+)
+from ohlcv_cli.adapters.sql_schema import storage_error
+from ohlcv_cli.core.archive import ArchiveFile, ArchiveRejected
+from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.core.timeframes import Timeframe
+
+log = logging.getLogger(__name__)
+
+SOURCE = "archive"
+_BATCH = 20_000
+
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS archive_stage (
+    open_time bigint, open numeric, high numeric, low numeric, close numeric, volume numeric,
+    close_time bigint, quote_volume numeric, trades bigint, taker_buy_base_volume numeric,
+    taker_buy_quote_volume numeric, ignore text
+) ON COMMIT DELETE ROWS
+"""
+_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*VALUE_COLS, "source"))
+_DIFF_OLD = ", ".join(f"candles.{c}" for c in VALUE_COLS)
+_DIFF_NEW = ", ".join(f"EXCLUDED.{c}" for c in VALUE_COLS)
+_MERGE = f"""
+INSERT INTO candles ({", ".join(ALL_COLS)})
+SELECT %(e)s, %(s)s, %(tf)s, timestamptz 'epoch' + (open_time / %(div)s) * interval '1 millisecond',
+       {", ".join(VALUE_COLS)}, '{SOURCE}'
+FROM archive_stage
+WHERE open_time >= %(a)s AND open_time < %(b)s AND open_time %% %(step)s = 0
+ON CONFLICT ({", ".join(KEY_COLS)}) DO UPDATE SET {_SET}, ingested_at = now()
+WHERE ({_DIFF_OLD}) IS DISTINCT FROM ({_DIFF_NEW})
+"""
+
+
+class SqlArchiveWriter:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._repo = SqlCandleRepository(engine)
+
+    def write_archive(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe) -> int:
+        if self.dialect == "postgresql":
+            return self._write_pg(file, exchange, symbol, tf)
+        return self._write_rows(file, exchange, symbol, tf)
+
+    def _write_pg(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe) -> int:
+        div = file.time_divisor
+        params = {"e": exchange, "s": symbol, "tf": tf.name, "div": div,
+                  "a": file.period.start * div, "b": file.period.end * div, "step": tf.ms * div}
+        header = "true" if file.header else "false"
+        try:
+            with self.engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cur:
+                    cur.execute(_STAGE)
+                    with cur.copy(f"COPY archive_stage FROM STDIN (FORMAT csv, HEADER {header})"
+                                  ) as copy:
+                        for block in file.chunks():
+                            copy.write(block)
+                    cur.execute(_MERGE, params)
+                    return max(cur.rowcount, 0)
+        except (psycopg.errors.DataError, psycopg.errors.CardinalityViolation,
+                psycopg.errors.BadCopyFileFormat) as exc:
+            raise ArchiveRejected(f"{file.name}: PostgreSQL cannot read it: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        except sa_exc.DBAPIError as exc:
+            orig = getattr(exc, "orig", None)
+            if isinstance(orig, (psycopg.errors.DataError, psycopg.errors.CardinalityViolation)):
+                raise ArchiveRejected(f"{file.name}: PostgreSQL cannot read it: "
+                                      f"{str(orig).splitlines()[0]}") from None
+            raise storage_error(exc, self.engine) from None
+        except sa_exc.SQLAlchemyError as exc:
+            raise storage_error(exc, self.engine) from None
+
+    def _write_rows(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe) -> int:
+        """SQLite: rows parsed here, written in batches (memory stays flat for 1s files). A row
+        that cannot be read stops the file; what is missing after it is left to REST."""
+        a, b = file.period.start, file.period.end
+        written = 0
+        batch: list[Candle] = []
+        try:
+            for r in file.rows():
+                ot = r[0]
+                if a <= ot < b and ot % tf.ms == 0:
+                    batch.append(Candle(exchange, symbol, tf.name, ot, r[1], r[2], r[3], r[4],
+                                        r[5], r[7], int(r[8]), r[9], r[10], SOURCE))
+                    if len(batch) >= _BATCH:
+                        written += self._repo.upsert(batch, expect_new=True)
+                        batch = []
+        except (ValueError, IndexError) as exc:
+            raise ArchiveRejected(f"{file.name}: unreadable row: {exc}") from None
+        return written + self._repo.upsert(batch, expect_new=True)

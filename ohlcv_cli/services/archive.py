@@ -1,0 +1,260 @@
+"""The archive pass: what the store is missing, from Binance's public archive, verified.
+
+Each missing range is cut into whole months (monthly files), whole days (daily files) and the rest
+(core.archive.plan). A monthly file that is not published falls back to the month's daily files; a
+daily file that is not published, a file rejected for its checksum (after one retry) and a file the
+spot-check against REST disagrees with are simply not written. The REST backfill that runs next
+computes the missing ranges again from the store, so whatever the archive did not supply, and only
+that, comes from REST, and an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from ohlcv_cli.core.archive import (
+    ArchiveError, ArchiveFile, ArchiveMissing, ArchiveRejected, ArchiveSource, ArchiveWriter,
+    Period, plan,
+)
+from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.ports import Fetcher
+from ohlcv_cli.core.ranges import Range, count, subtract
+from ohlcv_cli.core.timeframes import Timeframe
+from ohlcv_cli.services.backfill import Backfill, BackfillResult, window
+
+log = logging.getLogger(__name__)
+
+SPOT_CHECK = 1000  # candles compared with REST per file: one request
+
+# progress(symbol, candles done, candles to do, files done, files to do)
+ArchiveProgress = Callable[[str, int, int, int, int], None]
+
+
+class MarketFetcher(Fetcher, Protocol):
+    def market_id(self, symbol: str) -> str:
+        """The exchange's id of the symbol (BTC/USDT -> BTCUSDT)."""
+
+
+@dataclass
+class ArchiveSymbolResult:
+    symbol: str
+    missing: int = 0  # candles missing in the window before the pass
+    files: int = 0  # files written
+    candles: int = 0  # rows written from the archive
+    not_published: int = 0  # 404 (a month falls back to its days; a day to REST)
+    rejected: int = 0  # failed the checksum or could not be read, twice
+    disagreed: int = 0  # the spot-check against REST found a difference
+    unavailable: int = 0  # the archive host kept failing
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def files_rejected(self) -> int:
+        return self.rejected + self.disagreed
+
+
+@dataclass
+class _State:
+    result: ArchiveSymbolResult
+    market_id: str
+    files_total: int = 0
+    files_done: int = 0
+    done: int = 0
+    t0: float = field(default_factory=time.monotonic)
+
+
+class ArchivePass:
+    def __init__(self, archive: ArchiveSource, writer: ArchiveWriter, fetcher: MarketFetcher, *,
+                 verify: bool = True, concurrency: int = 4,
+                 progress: ArchiveProgress | None = None, rng: random.Random | None = None
+                 ) -> None:
+        self.archive = archive
+        self.writer = writer
+        self.fetcher = fetcher
+        self.verify = verify
+        self.concurrency = max(1, concurrency)
+        self.progress = progress
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self._lock = threading.Lock()
+
+    def run(self, tf: Timeframe, missing: dict[str, list[Range]]) -> dict[str, ArchiveSymbolResult]:
+        """Fill what the archive has of each symbol's missing ranges; one result per symbol."""
+        now = self.fetcher.now_ms()
+        states: dict[str, _State] = {}
+        jobs: list[tuple[str, Period]] = []
+        for symbol, ranges in missing.items():
+            periods, _ = plan(tf, ranges, now)
+            st = _State(ArchiveSymbolResult(symbol, count(tf, ranges)),
+                        self.fetcher.market_id(symbol) if periods else "")
+            st.files_total = len(periods)
+            states[symbol] = st
+            jobs.extend((symbol, p) for p in periods)
+            self._report(st)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="archive") as pool:
+            pending: dict[Future, tuple[str, Period]] = {
+                pool.submit(self._one, states[s], tf, p): (s, p) for s, p in jobs}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    symbol, period = pending.pop(fut)
+                    st = states[symbol]
+                    days = fut.result()
+                    if days:  # an unpublished month: its days instead
+                        with self._lock:
+                            st.files_total += len(days)
+                        for d in days:
+                            pending[pool.submit(self._one, st, tf, d)] = (symbol, d)
+        for st in states.values():
+            st.result.seconds = time.monotonic() - st.t0
+            r = st.result
+            log.info("%s %s archive: %d files, %d candles; %d not published, %d rejected, "
+                     "%d disagreed with REST", r.symbol, tf, r.files, r.candles, r.not_published,
+                     r.rejected, r.disagreed)
+        return {s: st.result for s, st in states.items()}
+
+    # --- one file -------------------------------------------------------------------------------
+    def _one(self, st: _State, tf: Timeframe, period: Period) -> list[Period]:
+        """Fetch, verify and write one file; returns the days to try instead of a missing month."""
+        r = st.result
+        if r.error is not None:
+            return []
+        written = 0
+        try:
+            file = self.archive.fetch(st.market_id, tf.name, period)
+            try:
+                if self.verify and not self._spot_check(r.symbol, tf, file):
+                    with self._lock:
+                        r.disagreed += 1
+                    log.warning("%s %s: archive file %s disagrees with the REST API; its range "
+                                "comes from REST", r.symbol, tf, file.name)
+                    return []
+                written = self.writer.write_archive(file, self.fetcher.exchange_id, r.symbol, tf)
+            finally:
+                file.close()
+            with self._lock:
+                r.files += 1
+                r.candles += written
+        except ArchiveMissing:
+            with self._lock:
+                r.not_published += 1
+            if period.kind == "monthly":
+                log.info("%s %s: no monthly file for %s; trying its daily files", r.symbol, tf,
+                         period.label)
+                return period.days()
+            log.info("%s %s: no daily file for %s; REST will fetch it", r.symbol, tf, period.label)
+        except ArchiveRejected as exc:
+            with self._lock:
+                r.rejected += 1
+            log.warning("%s %s: archive file rejected, its range comes from REST: %s",
+                        r.symbol, tf, exc)
+        except ArchiveError as exc:
+            with self._lock:
+                r.unavailable += 1
+            log.warning("%s %s: %s; the range comes from REST", r.symbol, tf, exc)
+        except OhlcvError as exc:
+            with self._lock:
+                if r.error is None:
+                    r.error = str(exc)
+            log.error("%s: %s", r.symbol, exc)
+        finally:
+            with self._lock:
+                st.files_done += 1
+                st.done += written
+            self._report(st)
+        return []
+
+    def _spot_check(self, symbol: str, tf: Timeframe, file: ArchiveFile) -> bool:
+        """One REST request of up to SPOT_CHECK candles at a random place in the file's range:
+        the same open times with the same values, or the file is not used."""
+        p = file.period
+        n = tf.count(p.start, p.end)
+        k = min(SPOT_CHECK, n)
+        with self._rng_lock:
+            offset = self._rng.randrange(0, n - k + 1)
+        a = p.start + offset * tf.ms
+        b = a + k * tf.ms
+        rest = [(c.open_time, *c.values())
+                for page in self.fetcher.fetch_range(symbol, tf, a, b, "archive") for c in page]
+        mine = []
+        try:
+            for row in file.rows():
+                ot = row[0]
+                if ot >= b:
+                    break
+                if ot >= a:
+                    mine.append((ot, row[1], row[2], row[3], row[4], row[5], row[7], int(row[8]),
+                                 row[9], row[10]))
+        except (ValueError, IndexError) as exc:
+            raise ArchiveRejected(f"{file.name}: unreadable row: {exc}") from None
+        if rest != mine:
+            log.debug("%s spot-check [%d, %d): %d REST candles, %d in the file", file.name, a, b,
+                      len(rest), len(mine))
+        return rest == mine
+
+    def _report(self, st: _State) -> None:
+        if self.progress is not None:
+            self.progress(st.result.symbol, st.done, st.result.missing, st.files_done,
+                          st.files_total)
+
+
+def missing_ranges(repo, gaps, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
+                   ) -> list[Range]:
+    """What a backfill fetches: the store's holes without the ranges known empty at the exchange."""
+    ranges = repo.missing_ranges(exchange, symbol, tf, start, end)
+    if gaps is not None:
+        ranges = subtract(ranges, gaps.exchange_gaps(exchange, symbol, tf.name, start, end))
+    return ranges
+
+
+def symbols_missing(repo, gaps, exchange: str, symbols: Sequence[str], tf: Timeframe, start: int,
+                    end: int) -> dict[str, list[Range]]:
+    return {s: missing_ranges(repo, gaps, exchange, s, tf, start, end) for s in symbols}
+
+
+@dataclass
+class SourcedResult:
+    """A backfill from several sources: the archive pass, then REST on what is still missing."""
+
+    source: str
+    timeframe: str
+    start: int
+    end: int
+    archive: dict[str, ArchiveSymbolResult] = field(default_factory=dict)
+    rest: BackfillResult | None = None
+    left_missing: dict[str, int] = field(default_factory=dict)  # --source archive: not fetched
+
+    @property
+    def ok(self) -> bool:
+        return (all(r.error is None for r in self.archive.values())
+                and (self.rest is None or self.rest.ok))
+
+
+def backfill_from_sources(backfill: Backfill, archive: ArchivePass | None,
+                          symbols: Sequence[str], tf: Timeframe, *, source: str = "auto",
+                          days: float | None = None, start: int | None = None,
+                          end: int | None = None) -> SourcedResult:
+    """`auto`: the archive pass, then the REST backfill on whatever is still missing; `rest`: the
+    REST backfill alone; `archive`: the archive pass alone (what it cannot supply stays missing
+    and is counted)."""
+    fetcher = backfill.fetcher
+    fetcher.check_symbols(symbols)
+    start, end = window(tf, fetcher.now_ms(), days, start, end)
+    out = SourcedResult(source, tf.name, start, end)
+    if source != "rest" and archive is not None:
+        missing = symbols_missing(backfill.repo, backfill.gaps, fetcher.exchange_id, symbols, tf,
+                                  start, end)
+        out.archive = archive.run(tf, missing)
+    if source == "archive":
+        still = symbols_missing(backfill.repo, backfill.gaps, fetcher.exchange_id, symbols, tf,
+                                start, end)
+        out.left_missing = {s: count(tf, r) for s, r in still.items()}
+    else:
+        out.rest = backfill.run(symbols, tf, start=start, end=end)
+    return out

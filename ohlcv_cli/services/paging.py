@@ -1,0 +1,182 @@
+"""REST backfill with many requests in flight, across and within symbols.
+
+Every symbol's missing ranges are cut into fixed slices of one page ([t, t + 1000 × timeframe)),
+which are independent, and up to `in_flight` slices are fetched at once by one shared pool; the
+fetcher's shared weight budget paces them, so over a real network (50-250 ms a request) the budget,
+not the latency, bounds the rate. Slices are written as they complete, in any order, through one
+bounded buffer: memory is bounded by in_flight + batch_size candles whatever the window. A crash
+leaves only whole missing ranges (slices not yet written), which the next run's missing-range
+computation finds and fetches again. Ranges the exchange has no candles for are recorded per
+symbol only after all of its slices are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.ports import CandleRepository, Fetcher, GapRepository
+from ohlcv_cli.core.ranges import Range, subtract, uncovered
+from ohlcv_cli.core.timeframes import Timeframe
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000
+
+
+def slices(tf: Timeframe, ranges: Sequence[Range], page: int = PAGE) -> Iterator[Range]:
+    step = page * tf.ms
+    for a, b in ranges:
+        for t in range(a, b, step):
+            yield t, min(b, t + step)
+
+
+@dataclass
+class _Sym:
+    result: object  # services.backfill.SymbolResult
+    ranges: list[Range]
+    outstanding: int = 0
+    exhausted: bool = False
+    done: int = 0
+    empty: list[Range] = field(default_factory=list)
+    t0: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+
+class PagedFetch:
+    def __init__(self, fetcher: Fetcher, repo: CandleRepository, gaps: GapRepository | None, *,
+                 in_flight: int = 16, batch_size: int = 10_000,
+                 progress: Callable[[str, int, int], None] | None = None, page: int = PAGE
+                 ) -> None:
+        self.fetcher = fetcher
+        self.repo = repo
+        self.gaps = gaps
+        self.in_flight = max(1, in_flight)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.page = page
+
+    def run(self, results: Sequence, tf: Timeframe, source: str) -> None:
+        """Fill each SymbolResult (symbol, start, end set) in place."""
+        self._tf = tf
+        exchange = self.fetcher.exchange_id
+        syms: list[_Sym] = []
+        for r in results:
+            try:
+                ranges = self.repo.missing_ranges(exchange, r.symbol, tf, r.start, r.end)
+                if self.gaps is not None:
+                    known = self.gaps.exchange_gaps(exchange, r.symbol, tf.name, r.start, r.end)
+                    ranges = subtract(ranges, known)
+            except OhlcvError as exc:
+                r.error = str(exc)
+                log.error("%s: %s", r.symbol, exc)
+                ranges = []
+            r.missing = sum(tf.count(a, b) for a, b in ranges)
+            syms.append(_Sym(r, ranges))
+            self._report(r.symbol, 0, r.missing)
+        # symbol after symbol, so that each symbol's slices are in flight together
+        work = ((i, a, b) for i, s in enumerate(syms) for a, b in slices(tf, s.ranges, self.page))
+        buffer: dict[int, list[Candle]] = {}
+        settled = self.fetcher.closed_end(tf)
+        with ThreadPoolExecutor(self.in_flight, thread_name_prefix="page") as pool:
+            pending: dict[Future, tuple[int, int, int]] = {}
+
+            def refill() -> None:
+                while len(pending) < self.in_flight:
+                    item = next(work, None)
+                    upto = len(syms) if item is None else item[0]
+                    for s in syms[:upto]:
+                        s.exhausted = True
+                    if item is None:
+                        return
+                    i, a, b = item
+                    s = syms[i]
+                    if s.result.error is not None:
+                        continue
+                    s.outstanding += 1
+                    pending[pool.submit(self._fetch, s.result.symbol, tf, a, b, source)] = item
+
+            refill()
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i, a, b = pending.pop(fut)
+                    s = syms[i]
+                    s.outstanding -= 1
+                    r = s.result
+                    try:
+                        page = fut.result()
+                    except OhlcvError as exc:
+                        if r.error is None:
+                            r.error = str(exc)
+                            log.error("%s: %s", r.symbol, exc)
+                        continue
+                    if r.error is not None:
+                        continue
+                    buffer.setdefault(i, []).extend(page)
+                    r.fetched += len(page)
+                    r.exchange_missing += tf.count(a, b) - len(page)
+                    s.empty.extend(g for g in uncovered(tf, a, b, [c.open_time for c in page])
+                                   if g[1] <= settled)
+                    s.done += tf.count(a, b)
+                    self._report(r.symbol, s.done, r.missing)
+                    if sum(len(v) for v in buffer.values()) >= self.batch_size:
+                        self._flush(buffer, syms)
+                refill()
+                if any(self._complete(s) for s in syms):
+                    self._flush(buffer, syms)
+        for s in syms:
+            s.exhausted = True
+        self._flush(buffer, syms)
+        for s in syms:
+            self._close(s, tf)
+
+    @staticmethod
+    def _complete(s: _Sym) -> bool:
+        return s.exhausted and s.outstanding == 0 and not s.closed
+
+    def _fetch(self, symbol: str, tf: Timeframe, a: int, b: int, source: str) -> list[Candle]:
+        out: list[Candle] = []
+        for page in self.fetcher.fetch_range(symbol, tf, a, b, source):
+            out.extend(page)
+        return out
+
+    def _flush(self, buffer: dict[int, list[Candle]], syms: list[_Sym]) -> None:
+        """Write the buffered candles, one upsert per symbol (so each count is exact); then close
+        the symbols whose every slice is written."""
+        for i, rows in list(buffer.items()):
+            r = syms[i].result
+            if rows and r.error is None:
+                try:
+                    r.written += self.repo.upsert(rows, expect_new=True)
+                except OhlcvError as exc:
+                    r.error = str(exc)
+                    log.error("%s: %s", r.symbol, exc)
+            del buffer[i]
+        for s in syms:
+            if self._complete(s):
+                self._close(s, self._tf)
+
+    def _close(self, s: _Sym, tf: Timeframe) -> None:
+        if s.closed:
+            return
+        s.closed = True
+        r = s.result
+        if r.error is None and self.gaps is not None and s.empty:
+            # recorded after the candles around them are stored: a rerun skips them
+            try:
+                self.gaps.record_exchange_gaps(self.fetcher.exchange_id, r.symbol, tf.name, s.empty)
+            except OhlcvError as exc:
+                r.error = str(exc)
+        r.seconds = time.monotonic() - s.t0
+        log.info("%s %s: %d written, %d missing at the exchange, %.1fs", r.symbol, tf, r.written,
+                 r.exchange_missing, r.seconds)
+
+    def _report(self, symbol: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(symbol, done, total)
