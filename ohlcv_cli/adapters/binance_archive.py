@@ -84,7 +84,7 @@ class BinanceArchive:
         self._retries = max_retries
         self._sleep = sleep
         self._client = httpx.Client(
-            base_url=self.base_url, timeout=timeout_s, transport=transport, follow_redirects=True,
+            base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), transport=transport, follow_redirects=True,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
         self._lock = threading.Lock()

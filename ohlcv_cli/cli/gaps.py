@@ -16,6 +16,8 @@ from ohlcv_cli.cli.common import (
 from ohlcv_cli.core.settings import Settings
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 from ohlcv_cli.core.timeutil import iso
+from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt, archive_pass
+from ohlcv_cli.services.archive import repair_from_sources
 from ohlcv_cli.services.gaps import GapCheck, GapRepair, GapReport, RepairReport, count
 
 app = typer.Typer(help="Find and repair missing candles (exit 0: complete, 1: gaps, 2: error).",
@@ -32,11 +34,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 MAX_RANGE_LINES = 10
 
 
-def _args(ctx: typer.Context, days, start, end, symbols, timeframe, database_url, exchange_url
-          ) -> tuple[Settings, Timeframe, dict]:
+def _args(ctx: typer.Context, days, start, end, symbols, timeframe, database_url, exchange_url,
+          **more) -> tuple[Settings, Timeframe, dict]:
     check_window_flags(days, start, end)
     s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
-                 database_url=database_url, exchange_url=exchange_url)
+                 database_url=database_url, exchange_url=exchange_url, **more)
     tf = parse_timeframe(s.timeframe)
     start_ms, end_ms = parse_window(start, end)
     window = {"delay_ms": int(s.realtime_delay_seconds * 1000),
@@ -79,19 +81,36 @@ def repair(
     days: DaysOpt = None, start: StartOpt = None, end: EndOpt = None,
     symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
     database_url: DatabaseOpt = None, exchange_url: ExchangeUrlOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, source: SourceOpt = None, archive_url: ArchiveUrlOpt = None,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """Fetch the missing candles; remember the ranges the exchange has none for (exit 1 if some
     are still missing)."""
-    s, tf, window = _args(ctx, days, start, end, symbols, timeframe, database_url, exchange_url)
+    s, tf, window = _args(ctx, days, start, end, symbols, timeframe, database_url, exchange_url,
+                          backfill_source=source, archive_url=archive_url)
     repo, gaps = _stores(s)
     fetcher = make_fetcher(s)
-    report = GapRepair(fetcher, repo, gaps, batch_size=s.backfill_batch_size).run(
-        s.symbols, tf, **window)
+    repairer = GapRepair(fetcher, repo, gaps, batch_size=s.backfill_batch_size)
+    report, archived = repair_from_sources(
+        repairer, archive_pass(s, repo.engine, fetcher, verify=not no_verify), s.symbols, tf,
+        source=s.backfill_source, **window)
     if as_json:
-        typer.echo(json.dumps(repair_json(report, tf), indent=2))
+        out = repair_json(report, tf)
+        for item in out["symbols"]:
+            a = archived.get(item["symbol"])
+            item["archive"] = None if a is None else {
+                "candles": a.candles, "files": a.files, "rejected_checksum": a.rejected,
+                "rejected_vs_rest": a.disagreed, "not_published": a.not_published}
+        typer.echo(json.dumps(out, indent=2))
     else:
         console.print(repair_table(report, tf))
+        for sym, a in archived.items():
+            if not (a.files or a.not_published or a.files_rejected or a.unavailable):
+                continue
+            console.print(f"{sym}: {a.candles} candles from {a.files} archive files; files "
+                          f"rejected: {a.rejected} by checksum, {a.disagreed} by the spot-check "
+                          f"against REST; {a.not_published} not published", markup=False,
+                          highlight=False)
     for r in report.symbols:
         if r.error:
             err_console.print(f"error: {r.symbol}: {r.error}", markup=False, highlight=False,

@@ -55,7 +55,8 @@ def sourced_table(result: SourcedResult) -> Table:
     table = Table(title=f"backfill {result.timeframe} {iso(result.start)} → {iso(result.end)} UTC"
                         f" (source {result.source})")
     cols = ("symbol", "written", "from archive", "from REST", "archive files",
-            "files rejected", "range", "no candles at exchange", "seconds", "status")
+            "rejected: checksum", "rejected: vs REST", "range", "no candles at exchange",
+            "seconds", "status")
     for col in cols:
         table.add_column(col, justify="left" if col in ("symbol", "range", "status") else "right")
     rest = {r.symbol: r for r in (result.rest.symbols if result.rest else [])}
@@ -68,10 +69,10 @@ def sourced_table(result: SourcedResult) -> Table:
         error = (a and a.error) or (r and r.error)
         left = result.left_missing.get(sym, 0)
         status = "FAILED" if error else (f"{left} left missing" if left else "ok")
-        rejected = f"{a.rejected} checksum, {a.disagreed} vs REST" if a and a.files_rejected else "0"
         table.add_row(
             sym, str(from_archive + from_rest), str(from_archive), str(from_rest),
-            str(a.files) if a else "0", rejected, f"{iso(result.start)} → {iso(result.end)}",
+            str(a.files) if a else "0", str(a.rejected) if a else "0",
+            str(a.disagreed) if a else "0", f"{iso(result.start)} → {iso(result.end)}",
             str(r.exchange_missing) if r else "-",
             f"{(a.seconds if a else 0) + (r.seconds if r else 0):.1f}", status,
         )

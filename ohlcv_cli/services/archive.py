@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from ohlcv_cli.core.archive import (
-    ArchiveError, ArchiveFile, ArchiveMissing, ArchiveRejected, ArchiveSource, ArchiveWriter,
+    ArchiveError, ArchiveFile, ArchiveMissing, ArchiveRejected, ArchiveSource, ArchiveUnavailable,
+    ArchiveWriter,
     Period, plan,
 )
 from ohlcv_cli.core.errors import OhlcvError
@@ -27,6 +28,7 @@ from ohlcv_cli.core.ports import Fetcher
 from ohlcv_cli.core.ranges import Range, count, subtract
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.services.backfill import Backfill, BackfillResult, window
+from ohlcv_cli.services.gaps import GapRepair, RepairReport, SymbolRepair
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class ArchivePass:
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._down: str | None = None  # why the archive host is considered unreachable
 
     def run(self, tf: Timeframe, missing: dict[str, list[Range]]) -> dict[str, ArchiveSymbolResult]:
         """Fill what the archive has of each symbol's missing ranges; one result per symbol."""
@@ -125,6 +128,12 @@ class ArchivePass:
         r = st.result
         if r.error is not None:
             return []
+        if self._down is not None:  # the host is unreachable: every range goes to REST
+            with self._lock:
+                r.unavailable += 1
+                st.files_done += 1
+            self._report(st)
+            return []
         written = 0
         try:
             file = self.archive.fetch(st.market_id, tf.name, period)
@@ -154,6 +163,14 @@ class ArchivePass:
                 r.rejected += 1
             log.warning("%s %s: archive file rejected, its range comes from REST: %s",
                         r.symbol, tf, exc)
+        except ArchiveUnavailable as exc:
+            with self._lock:
+                r.unavailable += 1
+                first = self._down is None
+                self._down = str(exc)
+            if first:
+                log.warning("%s; the archive is skipped for the rest of this run, REST fetches "
+                            "what it would have supplied", exc)
         except ArchiveError as exc:
             with self._lock:
                 r.unavailable += 1
@@ -258,3 +275,29 @@ def backfill_from_sources(backfill: Backfill, archive: ArchivePass | None,
     else:
         out.rest = backfill.run(symbols, tf, start=start, end=end)
     return out
+
+
+def repair_from_sources(repair: GapRepair, archive: ArchivePass | None, symbols: Sequence[str],
+                        tf: Timeframe, *, source: str = "auto", delay_ms: int = 1000,
+                        days: float | None = None, start: int | None = None,
+                        end: int | None = None) -> tuple[RepairReport, dict[str, ArchiveSymbolResult]]:
+    """`gaps repair` with sources: the archive pass over what the check finds missing, then the
+    REST repair (or, for `archive`, the check again: what is still missing is reported)."""
+    fetcher = repair.fetcher
+    if source == "rest" or archive is None:
+        return repair.run(symbols, tf, delay_ms=delay_ms, days=days, start=start, end=end), {}
+    fetcher.check_symbols(symbols)
+    start, end = repair.check.window(tf, fetcher.now_ms(), delay_ms=delay_ms, days=days,
+                                     start=start, end=end)
+    end = min(end, fetcher.closed_end(tf))
+    missing = {s: repair.check.symbol(s, tf, start, end).missing for s in symbols}
+    results = archive.run(tf, missing)
+    if source != "archive":
+        return repair.run(symbols, tf, delay_ms=delay_ms, start=start, end=end), results
+    report = RepairReport(fetcher.exchange_id, tf.name, start, end)
+    for s in symbols:
+        after = repair.check.symbol(s, tf, start, end)
+        a = results[s]
+        report.symbols.append(SymbolRepair(s, missing[s], a.candles, a.candles, [], after.missing,
+                                           after.missing_candles, a.error))
+    return report, results

@@ -20,6 +20,7 @@ import re
 import threading
 import zipfile
 from collections import OrderedDict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ohlcv_cli.sim.engine import INTERVALS, _seed_of
@@ -56,7 +57,20 @@ class ArchiveSim:
         self._cache: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
         self._pinned: dict[str, tuple[bytes, bytes]] = {}
         self.counts = {"archive_requests": 0, "archive_downloads": 0, "archive_checksums": 0,
-                       "archive_404": 0}
+                       "archive_404": 0, "max_in_flight": 0}
+        self._in_flight = 0
+
+    @contextmanager
+    def in_flight(self):
+        """Around the simulated latency: how many requests (REST or archive) wait at once."""
+        with self._lock:
+            self._in_flight += 1
+            self.counts["max_in_flight"] = max(self.counts["max_in_flight"], self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def stats(self) -> dict:
         with self._lock:

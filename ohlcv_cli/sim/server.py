@@ -84,7 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if sim.config.latency_ms:
-            time.sleep(sim.config.latency_ms / 1000)
+            with sim.archive.in_flight():  # counts requests answered at once (max_in_flight)
+                time.sleep(sim.config.latency_ms / 1000)
         now = sim.now_ms()
         if path == "/sim/stats":
             return self._json(200, sim.stats())

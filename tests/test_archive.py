@@ -1,0 +1,160 @@
+"""The archive source end to end: the simulator's data.binance.vision and REST over HTTP, real
+PostgreSQL and SQLite, the real `ohlcv` process; the planner as pure logic."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import run_cli
+from ohlcv_cli.adapters.binance_archive import BinanceArchive
+from ohlcv_cli.core.archive import (
+    DAY_MS, ArchiveMissing, ArchiveRejected, Period, next_month, plan,
+)
+from ohlcv_cli.core.ranges import merge
+from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.core.timeutil import parse_iso
+from ohlcv_cli.sim.engine import default_symbols
+
+M = 60_000
+H = 3_600_000
+M1 = parse_timeframe("1m")
+NOW = parse_iso("2026-12-01T07:50")
+
+
+def as_rows(stored, tf_ms=M):
+    return [[c.open_time, c.open, c.high, c.low, c.close, c.volume, c.open_time + tf_ms - 1,
+             c.quote_volume, c.trades, c.taker_buy_base_volume, c.taker_buy_quote_volume, "0"]
+            for c in stored]
+
+
+def env_for(db, sim, **more):
+    return {"DATABASE_URL": db, "OHLCV_EXCHANGE_URL": sim.url, "OHLCV_ARCHIVE_URL": sim.url,
+            "REALTIME_DELAY_SECONDS": "0.2", **more}
+
+
+def cells(stdout: str, symbol: str) -> list[str]:
+    line = next(ln for ln in stdout.splitlines() if f" {symbol} " in ln and "│" in ln)
+    return [c.strip() for c in line.split("│")[1:-1]]
+
+
+def sources(repo, symbol, tf="1m"):
+    return {c.open_time: c.source for c in repo.candles("binance", symbol, tf)}
+
+
+# --- the planner (pure) -----------------------------------------------------------------------
+def test_plan_takes_ended_months_then_whole_days_and_leaves_the_rest_to_rest():
+    a, b = parse_iso("2024-10-15T05:00"), parse_iso("2025-02-10T07:00")
+    periods, rest = plan(parse_timeframe("1h"), [(a, b)], NOW)
+    labels = [(p.kind, p.label) for p in periods]
+    assert labels[:17] == [("daily", f"2024-10-{d}") for d in range(16, 32)] + [("monthly", "2024-11")]
+    assert labels[17:19] == [("monthly", "2024-12"), ("monthly", "2025-01")]
+    assert labels[19:] == [("daily", f"2025-02-{d:02d}") for d in range(1, 10)]
+    assert rest == [(a, parse_iso("2024-10-16")), (parse_iso("2025-02-10"), b)]
+
+
+def test_plan_never_asks_for_today_nor_this_month_and_skips_odd_timeframes():
+    today = NOW // DAY_MS * DAY_MS
+    periods, rest = plan(M1, [(parse_iso("2026-11-01"), NOW)], NOW)
+    assert periods == [Period("monthly", parse_iso("2026-11-01"), today)]  # Nov has ended
+    assert rest == [(today, NOW)]
+    periods, rest = plan(M1, [(parse_iso("2026-11-20"), NOW)], NOW)
+    assert periods[-1].end == today and all(p.kind == "daily" for p in periods)
+    week = parse_timeframe("1w")
+    assert plan(week, [(parse_iso("2024-01-01"), parse_iso("2024-06-03"))], NOW)[0] == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 800), st.integers(1, 300)), max_size=5))
+def test_plan_covers_every_missing_candle_exactly_once(spans):
+    base = parse_iso("2024-06-01")
+    missing = merge((base + s * H, base + (s + n) * H) for s, n in spans)
+    periods, rest = plan(parse_timeframe("1h"), missing, NOW)
+    pieces = sorted([(p.start, p.end) for p in periods] + rest)
+    for (a0, a1), (b0, b1) in zip(pieces, pieces[1:]):
+        assert a1 <= b0  # no overlap
+    assert merge(pieces) == missing  # no gap
+    for p in periods:
+        assert p.start % DAY_MS == 0 and (p.kind == "daily") == (p.end - p.start == DAY_MS)
+        if p.kind == "monthly":
+            assert p.end == next_month(p.start) and p.label == f"{p.label[:4]}-{p.label[5:7]}"
+
+
+# --- the adapter against the simulator's archive ----------------------------------------------
+def test_archive_reads_ms_and_us_files_with_or_without_a_header(sim_factory):
+    sim = sim_factory(archive_faults=["header:BTCUSDT:2025-01-01"])
+    archive = BinanceArchive(sim.url)
+    for day, divisor, header in (("2024-12-31", 1, False), ("2025-01-01", 1000, True)):
+        start = parse_iso(day)
+        f = archive.fetch("BTCUSDT", "1m", Period("daily", start, start + DAY_MS))
+        assert (f.time_divisor, f.header) == (divisor, header)
+        rows = list(f.rows())
+        f.close()
+        want = sim.final_rows("BTC/USDT", "1m", start, start + DAY_MS)
+        assert [r[0] for r in rows] == [w[0] for w in want] == list(range(start, start + DAY_MS, M))
+        assert [r[1:6] + r[7:8] + r[9:11] for r in rows] == [w[1:6] + w[7:8] + w[9:11] for w in want]
+    assert archive.stats()["downloads"] == 2
+
+
+def test_archive_rejects_a_corrupt_file_after_a_second_download_and_404s_unpublished(sim_factory):
+    sim = sim_factory(archive_faults=["corrupt:ETHUSDT:2024-03"])
+    archive = BinanceArchive(sim.url)
+    march = Period("monthly", parse_iso("2024-03-01"), parse_iso("2024-04-01"))
+    with pytest.raises(ArchiveRejected, match="does not match its CHECKSUM"):
+        archive.fetch("ETHUSDT", "1m", march)
+    assert sim.stats()["archive_downloads"] == 2
+    today = sim.now_ms() // DAY_MS * DAY_MS
+    for p in (Period("daily", today - DAY_MS, today),  # yesterday: not published yet
+              Period("monthly", parse_iso("2026-12-01"), parse_iso("2027-01-01"))):
+        with pytest.raises(ArchiveMissing):
+            archive.fetch("ETHUSDT", "1m", p)
+
+
+# --- backfill --source auto -------------------------------------------------------------------
+SEAM = ("--start", "2024-12-30T22:00", "--end", "2025-01-02T03:00")
+SEAM_A, SEAM_B = parse_iso("2024-12-30T22:00"), parse_iso("2025-01-02T03:00")
+
+
+def test_auto_is_exact_across_days_units_and_the_rest_seam_and_a_rerun_asks_nothing(
+        db_url, repo_for, sim):
+    env = env_for(db_url, sim)
+    r = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT,ETH/BTC", env=env)
+    assert r.returncode == 0, r.stderr
+    repo = repo_for(db_url)
+    for sym in ("BTC/USDT", "ETH/BTC"):
+        stored = repo.candles("binance", sym, "1m")
+        assert as_rows(stored) == sim.final_rows(sym, "1m", SEAM_A, SEAM_B)  # no gap, no overlap
+        src = sources(repo, sym)
+        days = range(parse_iso("2024-12-31"), parse_iso("2025-01-02"), M)  # one ms, one µs file
+        assert all(src[t] == "archive" for t in days)
+        assert all(src[t] == "backfill" for t in src if t not in days)  # partial days: REST
+        c = cells(r.stdout, sym)
+        assert c[1:6] == [str(len(stored)), "2880", str(len(stored) - 2880), "2", "0"]
+    before = sim.stats()
+    again = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT,ETH/BTC", env=env)
+    assert again.returncode == 0, again.stderr
+    after = sim.stats()
+    assert after["archive_requests"] == before["archive_requests"]
+    assert after["klines"] == before["klines"]
+    assert cells(again.stdout, "BTC/USDT")[1:5] == ["0", "0", "0", "0"]
+
+
+def test_monthly_files_and_a_missing_month_falls_back_to_its_days(pg_url, repo_for, sim_factory):
+    sim = sim_factory(archive_faults=["missing:BTCUSDT:2024-11"])
+    a, b = parse_iso("2024-10-30T05:00"), parse_iso("2025-01-01")
+    r = run_cli("backfill", "--start", "2024-10-30T05:00", "--end", "2025-01-01", "-t", "1h",
+                "--symbols", "BTC/USDT,ETH/USDT", env=env_for(pg_url, sim))
+    assert r.returncode == 0, r.stderr
+    repo = repo_for(pg_url)
+    for sym in ("BTC/USDT", "ETH/USDT"):
+        assert as_rows(repo.candles("binance", sym, "1h"), H) == sim.final_rows(sym, "1h", a, b)
+        src = sources(repo, sym, "1h")
+        assert {src[t] for t in range(parse_iso("2024-10-31"), b, H)} == {"archive"}
+        assert {src[t] for t in range(a, parse_iso("2024-10-31"), H)} == {"backfill"}
+    # ETH: Oct 31 + Nov + Dec = 3 files; BTC: Oct 31 + Nov's 30 days + Dec = 32
+    assert cells(r.stdout, "ETH/USDT")[4] == "3" and cells(r.stdout, "BTC/USDT")[4] == "32"
+    assert sim.stats()["archive_404"] == 1  # the month's CHECKSUM: its zip is never asked for
