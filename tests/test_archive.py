@@ -158,3 +158,111 @@ def test_monthly_files_and_a_missing_month_falls_back_to_its_days(pg_url, repo_f
     # ETH: Oct 31 + Nov + Dec = 3 files; BTC: Oct 31 + Nov's 30 days + Dec = 32
     assert cells(r.stdout, "ETH/USDT")[4] == "3" and cells(r.stdout, "BTC/USDT")[4] == "32"
     assert sim.stats()["archive_404"] == 1  # the month's CHECKSUM: its zip is never asked for
+
+
+def test_a_corrupt_file_never_yields_a_row_and_its_range_arrives_through_rest(
+        pg_url, repo_for, sim_factory):
+    # the served zip's candles all carry 7 more trades than REST's: any row from it would show
+    sim = sim_factory(archive_faults=["corrupt:BTCUSDT:2024-12-31", "missing:BTCUSDT:2025-01-01"])
+    r = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT", env=env_for(pg_url, sim))
+    assert r.returncode == 0, r.stderr
+    repo = repo_for(pg_url)
+    stored = repo.candles("binance", "BTC/USDT", "1m")
+    assert as_rows(stored) == sim.final_rows("BTC/USDT", "1m", SEAM_A, SEAM_B)
+    assert set(sources(repo, "BTC/USDT").values()) == {"backfill"}  # both days came from REST
+    c = cells(r.stdout, "BTC/USDT")
+    assert c[1:7] == [str(len(stored)), "0", str(len(stored)), "0", "1", "0"]
+    assert "rejected" in r.stderr and "BTCUSDT-1m-2024-12-31.zip" in r.stderr
+    assert sim.stats()["archive_downloads"] == 2  # downloaded once more before giving up
+
+
+def test_the_spot_check_catches_a_file_that_matches_its_checksum_but_not_rest(
+        sqlite_url, repo_for, sim_factory):
+    sim = sim_factory(archive_faults=["disagree:ETHUSDT:2025-01-01"])
+    r = run_cli("backfill", *SEAM, "--symbols", "ETH/USDT", env=env_for(sqlite_url, sim))
+    assert r.returncode == 0, r.stderr
+    repo = repo_for(sqlite_url)
+    assert as_rows(repo.candles("binance", "ETH/USDT", "1m")) == sim.final_rows(
+        "ETH/USDT", "1m", SEAM_A, SEAM_B)
+    src = sources(repo, "ETH/USDT")
+    assert src[parse_iso("2025-01-01T12:00")] == "backfill" and src[parse_iso("2024-12-31")] == "archive"
+    assert cells(r.stdout, "ETH/USDT")[4:7] == ["1", "0", "1"]  # files, rejected: checksum, vs REST
+    assert "disagrees with the REST API" in r.stderr
+
+
+
+def test_no_verify_skips_the_spot_check_and_source_archive_spends_no_rest_weight(
+        pg_url, repo_for, sim_factory):
+    sim = sim_factory(archive_faults=["disagree:ETHUSDT:2025-01-01"])
+    r = run_cli("backfill", *SEAM, "--symbols", "ETH/USDT", "--source", "archive", "--no-verify",
+                env=env_for(pg_url, sim))
+    assert r.returncode == 0, r.stderr
+    assert sim.stats()["klines"] == 0
+    repo = repo_for(pg_url)
+    stored = repo.candles("binance", "ETH/USDT", "1m")
+    assert [c.open_time for c in stored] == list(range(parse_iso("2024-12-31"), parse_iso("2025-01-02"), M))
+    want = sim.final_rows("ETH/USDT", "1m", parse_iso("2025-01-01"), parse_iso("2025-01-02"))
+    assert [c.trades for c in stored[1440:]] == [w[8] + 1 for w in want]  # unverified, as asked
+    left = (parse_iso("2024-12-31") - SEAM_A + SEAM_B - parse_iso("2025-01-02")) // M
+    assert cells(r.stdout, "ETH/USDT")[-1] == "incomplete"
+    assert f"warning: {left} candles are not in the archive" in r.stderr
+
+
+def test_source_rest_behaves_as_before(pg_url, repo_for, sim):
+    r = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT", env=env_for(pg_url, sim, BACKFILL_SOURCE="rest"))
+    assert r.returncode == 0, r.stderr
+    repo = repo_for(pg_url)
+    assert as_rows(repo.candles("binance", "BTC/USDT", "1m")) == sim.final_rows(
+        "BTC/USDT", "1m", SEAM_A, SEAM_B)
+    assert set(sources(repo, "BTC/USDT").values()) == {"backfill"}
+    assert sim.stats()["archive_requests"] == 0
+
+
+def test_a_recently_listed_symbol_works(pg_url, repo_for, sim_factory):
+    listed = parse_iso("2024-12-31T12:00")
+    specs = [replace(s, listed_at=listed) if s.base == "SOL" else s for s in default_symbols()]
+    sim = sim_factory(symbols=specs)
+    r = run_cli("backfill", "--start", "2024-12-28", "--end", "2025-01-02", "--symbols", "SOL/USDT",
+                env=env_for(pg_url, sim))
+    assert r.returncode == 0, r.stderr
+    repo = repo_for(pg_url)
+    end = parse_iso("2025-01-02")
+    assert as_rows(repo.candles("binance", "SOL/USDT", "1m")) == sim.final_rows(
+        "SOL/USDT", "1m", listed, end)
+    assert cells(r.stdout, "SOL/USDT")[8] == str((listed - parse_iso("2024-12-28")) // M)
+    before = sim.stats()
+    again = run_cli("backfill", "--start", "2024-12-28", "--end", "2025-01-02", "--symbols",
+                    "SOL/USDT", env=env_for(pg_url, sim))
+    assert again.returncode == 0
+    assert (sim.stats()["klines"], sim.stats()["archive_requests"]) == (
+        before["klines"], before["archive_requests"])  # the pre-listing range is remembered
+
+
+def test_gaps_repair_takes_whole_days_from_the_archive(db_url, repo_for, sim):
+    env = env_for(db_url, sim)
+    window = ("--start", "2024-12-30T22:00", "--end", "2025-01-02T03:00")
+    r = run_cli("backfill", *window, "--symbols", "BTC/USDT", "--source", "rest", env=env)
+    assert r.returncode == 0, r.stderr
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:  # lose a whole day and a bit
+        conn.execute(sa.text("DELETE FROM candles WHERE open_time >= :a AND open_time < :b"),
+                     {"a": "2024-12-31 00:00:00" if "sqlite" in db_url else "2024-12-31T00:00Z",
+                      "b": "2025-01-01 00:05:00" if "sqlite" in db_url else "2025-01-01T00:05Z"})
+    engine.dispose()
+    r = run_cli("gaps", "repair", *window, "--symbols", "BTC/USDT", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    repo = repo_for(db_url)
+    assert as_rows(repo.candles("binance", "BTC/USDT", "1m")) == sim.final_rows(
+        "BTC/USDT", "1m", SEAM_A, SEAM_B)
+    src = sources(repo, "BTC/USDT")
+    assert src[parse_iso("2024-12-31T10:00")] == "archive" and src[parse_iso("2025-01-01")] == "repair"
+    assert "BTC/USDT: 1440 candles from 1 archive files" in r.stdout
+    assert "repaired: 1445 candles written" in r.stdout
+
+
+def test_a_bad_source_is_one_error_line_and_exit_2(sqlite_url, sim):
+    r = run_cli("backfill", *SEAM, "--source", "ftp", env=env_for(sqlite_url, sim))
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: invalid setting BACKFILL_SOURCE: must be 'auto', 'rest' or 'archive'"
+    r = run_cli("backfill", *SEAM, "--archive-url", "data.binance.vision", env=env_for(sqlite_url, sim))
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: invalid setting OHLCV_ARCHIVE_URL")

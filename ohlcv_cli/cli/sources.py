@@ -68,7 +68,7 @@ def sourced_table(result: SourcedResult) -> Table:
         from_rest = r.written if r else 0
         error = (a and a.error) or (r and r.error)
         left = result.left_missing.get(sym, 0)
-        status = "FAILED" if error else (f"{left} left missing" if left else "ok")
+        status = "FAILED" if error else ("incomplete" if left else "ok")
         table.add_row(
             sym, str(from_archive + from_rest), str(from_archive), str(from_rest),
             str(a.files) if a else "0", str(a.rejected) if a else "0",

@@ -293,7 +293,12 @@ def repair_from_sources(repair: GapRepair, archive: ArchivePass | None, symbols:
     missing = {s: repair.check.symbol(s, tf, start, end).missing for s in symbols}
     results = archive.run(tf, missing)
     if source != "archive":
-        return repair.run(symbols, tf, delay_ms=delay_ms, start=start, end=end), results
+        report = repair.run(symbols, tf, delay_ms=delay_ms, start=start, end=end)
+        for r in report.symbols:  # the report counts both passes
+            a = results[r.symbol]
+            r.missing, r.written, r.fetched = missing[r.symbol], r.written + a.candles, r.fetched + a.candles
+            r.error = r.error or a.error
+        return report, results
     report = RepairReport(fetcher.exchange_id, tf.name, start, end)
     for s in symbols:
         after = repair.check.symbol(s, tf, start, end)
