@@ -3,11 +3,12 @@
 Every symbol's missing ranges are cut into fixed slices of one page ([t, t + 1000 × timeframe)),
 which are independent, and up to `in_flight` slices are fetched at once by one shared pool; the
 fetcher's shared weight budget paces them, so over a real network (50-250 ms a request) the budget,
-not the latency, bounds the rate. Slices are written as they complete, in any order, through one
-bounded buffer: memory is bounded by in_flight + batch_size candles whatever the window. A crash
-leaves only whole missing ranges (slices not yet written), which the next run's missing-range
-computation finds and fetches again. Ranges the exchange has no candles for are recorded per
-symbol only after all of its slices are stored.
+not the latency, bounds the rate. Each symbol's slices reach the writer in order (one fetched
+ahead waits for those before it), through one buffer of `batch_size` candles: memory stays bounded
+by 2 x in_flight pages + batch_size candles whatever the window. A crash leaves each symbol's store
+complete up to some point and its missing ranges whole; the next run's missing-range computation
+finds them and fetches them again with as few requests as ever. Ranges the exchange has no candles
+for are recorded per symbol only after all of its slices are stored.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class _Sym:
     empty: list[Range] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
     closed: bool = False
+    next_seq: int = 0  # the next slice to hand to the writer: slices are written in order
+    held: dict = field(default_factory=dict)  # slices fetched ahead of next_seq
 
 
 class PagedFetch:
@@ -80,21 +83,25 @@ class PagedFetch:
             syms.append(_Sym(r, ranges))
             self._report(r.symbol, 0, r.missing)
         # symbol after symbol, so that each symbol's slices are in flight together
-        work = ((i, a, b) for i, s in enumerate(syms) for a, b in slices(tf, s.ranges, self.page))
+        work = ((i, j, a, b) for i, s in enumerate(syms)
+                for j, (a, b) in enumerate(slices(tf, s.ranges, self.page)))
         buffer: dict[int, list[Candle]] = {}
         settled = self.fetcher.closed_end(tf)
+        # Slices reach the writer in order, so a crash leaves each symbol's missing ranges whole
+        # (one resume request per page, no holes); slices fetched ahead wait, at most in_flight.
+        held = [0]
         with ThreadPoolExecutor(self.in_flight, thread_name_prefix="page") as pool:
-            pending: dict[Future, tuple[int, int, int]] = {}
+            pending: dict[Future, tuple[int, int, int, int]] = {}
 
             def refill() -> None:
-                while len(pending) < self.in_flight:
+                while len(pending) < self.in_flight and len(pending) + held[0] < 2 * self.in_flight:
                     item = next(work, None)
                     upto = len(syms) if item is None else item[0]
                     for s in syms[:upto]:
                         s.exhausted = True
                     if item is None:
                         return
-                    i, a, b = item
+                    i, j, a, b = item
                     s = syms[i]
                     if s.result.error is not None:
                         continue
@@ -105,9 +112,8 @@ class PagedFetch:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    i, a, b = pending.pop(fut)
+                    i, j, a, b = pending.pop(fut)
                     s = syms[i]
-                    s.outstanding -= 1
                     r = s.result
                     try:
                         page = fut.result()
@@ -115,16 +121,25 @@ class PagedFetch:
                         if r.error is None:
                             r.error = str(exc)
                             log.error("%s: %s", r.symbol, exc)
-                        continue
+                        page = None
                     if r.error is not None:
+                        s.outstanding -= 1 + len(s.held)
+                        held[0] -= len(s.held)
+                        s.held.clear()
                         continue
-                    buffer.setdefault(i, []).extend(page)
                     r.fetched += len(page)
                     r.exchange_missing += tf.count(a, b) - len(page)
                     s.empty.extend(g for g in uncovered(tf, a, b, [c.open_time for c in page])
                                    if g[1] <= settled)
                     s.done += tf.count(a, b)
                     self._report(r.symbol, s.done, r.missing)
+                    s.held[j] = page
+                    held[0] += 1
+                    while s.next_seq in s.held:
+                        buffer.setdefault(i, []).extend(s.held.pop(s.next_seq))
+                        s.next_seq += 1
+                        s.outstanding -= 1
+                        held[0] -= 1
                     if sum(len(v) for v in buffer.values()) >= self.batch_size:
                         self._flush(buffer, syms)
                 refill()
