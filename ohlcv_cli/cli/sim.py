@@ -6,12 +6,13 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ohlcv_cli.cli.common import console
+from ohlcv_cli.cli.common import console, settings
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.timeutil import parse_iso
 
 
 def sim(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port)")] = 8900,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     latency_ms: Annotated[float, typer.Option("--latency-ms", help="Delay added to every answer")] = 0.0,
@@ -33,6 +34,7 @@ def sim(
     from ohlcv_cli.sim import SimConfig, SimServer, default_symbols
     from ohlcv_cli.sim.engine import INTERVALS
 
+    settings(ctx, "sim")  # logging only: the simulator reads no other setting
     windows = []
     for item in maintenance or []:
         a, sep, b = item.partition("/")
