@@ -92,11 +92,7 @@ def run(
     """One process for one machine: backfill, then stream and consume (through Kafka when
     KAFKA_BROKER is set, else straight into the database). Exit 1 if the backfill failed for a
     symbol (nothing is streamed then)."""
-    if days is not None and days <= 0:
-        raise ConfigError(f"--days must be a positive whole number, got {days}")
-    if days is not None and start is not None:
-        raise ConfigError("use either --days or --start, not both")
-    start_ms = parse_iso(start, "--start") if start else None
+    start_ms = _run_start(days, start)
     s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
                  topic=topic, database_url=database_url, exchange_url=exchange_url,
                  metrics_port=metrics_port)
@@ -108,6 +104,14 @@ def run(
     if result.stream is not None:
         log.info("run stopped after %d cycles, %d candles %s", result.stream.cycles,
                  result.stream.published, "published" if result.through_kafka else "stored")
+
+
+def _run_start(days: int | None, start: str | None) -> int | None:
+    if days is not None and days <= 0:
+        raise ConfigError(f"--days must be a positive whole number, got {days}")
+    if days is not None and start is not None:
+        raise ConfigError("use either --days or --start, not both")
+    return parse_iso(start, "--start") if start else None
 
 
 def topic_create(
