@@ -109,3 +109,15 @@ def test_consume_before_the_topic_exists_logs_no_error(kafka, topic, sqlite_url)
     assert r.returncode == 0, r.stderr
     assert " ERROR " not in r.stderr and " WARNING " not in r.stderr, r.stderr
     assert "consume stopped: 0 messages" in r.stderr
+
+
+@pytest.mark.kafka
+def test_run_through_kafka_backfills_streams_and_stops_cleanly(kafka, topic, sim, tmp_path):
+    broker, _ = kafka
+    r = run_cli("run", "--days", "1", "--symbols", "BTC/USDT", "--max-cycles", "3",
+                env={"OHLCV_EXCHANGE_URL": sim.url, "KAFKA_BROKER": broker, "TOPIC_NAME": topic,
+                     "TIMEFRAME": "1s", "REALTIME_DELAY_SECONDS": "0.3",
+                     "CONSUMER_GROUP": f"g-{topic}"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "cycle 3" in r.stderr and "error" not in r.stderr.lower(), r.stderr
+    assert "BTC/USDT" in r.stdout and "86400" in r.stdout
