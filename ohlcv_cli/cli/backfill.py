@@ -10,19 +10,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, check_window_flags, console,
-    err_console, gap_repository, make_engine_for, make_fetcher, open_repository, parse_window,
-    settings,
+    DatabaseOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
+    console, echo_error, err_console, parse_window, settings,
 )
-from ohlcv_cli.core.errors import PartialFailure
-from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt
 from ohlcv_cli.core.timeutil import iso
-from ohlcv_cli.cli.sources import (
-    ArchiveUrlOpt, NoVerifyOpt, SourcedProgress, SourceOpt, archive_pass, errors, sourced_table,
-)
-from ohlcv_cli.services.archive import backfill_from_sources
-from ohlcv_cli.services.backfill import Backfill, BackfillResult
+from ohlcv_cli.services.backfill import BackfillResult
 
 log = logging.getLogger("ohlcv.backfill")
 
@@ -30,7 +25,7 @@ log = logging.getLogger("ohlcv.backfill")
 def backfill(
     ctx: typer.Context,
     days: Annotated[Optional[int], typer.Option("--days", help="Days back from now [env: BACKFILL_DAYS]")] = None,
-    start: Annotated[Optional[str], typer.Option("--start", help="ISO start (inclusive), UTC if no zone")] = None,
+    start: StartOpt = None,
     end: Annotated[Optional[str], typer.Option("--end", help="ISO end (exclusive); default: now")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
@@ -43,67 +38,63 @@ def backfill(
 ) -> None:
     """Fetch every candle the database is missing in the window, then print a summary."""
     check_window_flags(days, start, end)
-    s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
-                 database_url=database_url, exchange_url=exchange_url,
-                 backfill_concurrency=concurrency, backfill_source=source,
-                 archive_url=archive_url)
-    tf = parse_timeframe(s.timeframe)
     start_ms, end_ms = parse_window(start, end)
-    engine = make_engine_for(s)
-    fetcher = make_fetcher(s)
-    fetcher.check_symbols(s.symbols)
-    repo = open_repository(s, engine)
-    with _progress(s.symbols) as show:
-        progress = SourcedProgress(show)
-        rest = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
-                        batch_size=s.backfill_batch_size, progress=progress.rest,
-                        gaps=gap_repository(repo), in_flight=s.backfill_in_flight)
-        archive = archive_pass(s, engine, fetcher, verify=not no_verify, progress=progress.archive)
-        result = backfill_from_sources(
-            rest, archive, s.symbols, tf, source=s.backfill_source,
-            days=None if start_ms else s.backfill_days, start=start_ms, end=end_ms)
-    console.print(sourced_table(result))
-    left = sum(result.left_missing.values())
+    s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, database_url=database_url,
+                 exchange_url=exchange_url, concurrency=concurrency, backfill_source=source,
+                 archive_url=archive_url)
+    with progress_bars(s.symbols) as progress:
+        result = api.backfill(s, days=days, start=start_ms, end=end_ms, progress=progress,
+                              verify=not no_verify)
+    report_backfill(result)
+    left = sum(r.left_missing for r in result.symbols)
     if left:
         err_console.print(f"warning: {left} candles are not in the archive and were left missing "
                           "(--source archive); run with --source auto to fetch them over REST",
                           markup=False, highlight=False)
-    failures = errors(result)
-    if failures:
-        for sym, error in failures:
-            err_console.print(f"error: {sym}: {error}", markup=False, highlight=False)
-        raise PartialFailure(f"{len(failures)} of {len(s.symbols)} symbols failed")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def report_backfill(result: BackfillResult) -> None:
+    """The table on stdout; one `error: SYMBOL: ...` line per failed symbol on stderr."""
+    console.print(summary_table(result))
+    for r in result.failed:
+        echo_error(f"{r.symbol}: {r.error}")
+
 
 def summary_table(result: BackfillResult) -> Table:
     table = Table(title=f"backfill {result.timeframe} {iso(result.start)} → {iso(result.end)} UTC")
-    for col in ("symbol", "written", "range", "no candles at exchange", "seconds", "status"):
-        table.add_column(col, justify="right" if col in ("written", "no candles at exchange", "seconds") else "left")
+    cols = ("symbol", "written", "from archive", "from REST", "archive files",
+            "rejected: checksum", "rejected: vs REST", "range", "no candles at exchange",
+            "seconds", "status")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("symbol", "range", "status") else "right")
     for r in result.symbols:
+        status = "FAILED" if r.error is not None else ("incomplete" if r.left_missing else "ok")
         table.add_row(
-            r.symbol, str(r.written), f"{iso(r.start)} → {iso(r.end)}", str(r.exchange_missing),
-            f"{r.seconds:.1f}", "ok" if r.error is None else "FAILED",
+            r.symbol, str(r.written), str(r.from_archive), str(r.written - r.from_archive),
+            str(r.archive_files), str(r.rejected_checksum), str(r.rejected_vs_rest),
+            f"{iso(r.start)} → {iso(r.end)}", str(r.exchange_missing), f"{r.seconds:.1f}", status,
         )
     return table
 
 
 @contextmanager
-def _progress(symbols) -> Iterator:
-    """A Rich bar per symbol on a terminal (candles, and archive files); plain log lines every
-    10 % otherwise."""
+def progress_bars(symbols) -> Iterator:
+    """A Rich bar per symbol on a terminal; plain log lines every 10 % otherwise."""
     if err_console.is_terminal:
         bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=False)
         tasks = {s: bars.add_task(s, total=None) for s in symbols}
         with bars:
-            yield lambda sym, done, total, note: bars.update(
-                tasks[sym], completed=done, total=total or 1, description=f"{sym} {note}")
+            yield lambda sym, done, total: bars.update(tasks[sym], completed=done, total=total or 1)
         return
-    last: dict[str, tuple] = {}
+    last: dict[str, int] = {}
 
-    def plain(sym: str, done: int, total: int, note: str) -> None:
-        step = ((10 * done // total) if total else 10, note.split()[0])
+    def plain(sym: str, done: int, total: int) -> None:
+        step = (10 * done // total) if total else 10
         if last.get(sym) != step:
             last[sym] = step
-            log.info("%s: %d/%d candles (%s)", sym, done, total, note)
+            log.info("%s: %d/%d candles", sym, done, total)
 
     yield plain

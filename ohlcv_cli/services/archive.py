@@ -27,7 +27,8 @@ from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.ports import Fetcher
 from ohlcv_cli.core.ranges import Range, count, subtract
 from ohlcv_cli.core.timeframes import Timeframe
-from ohlcv_cli.services.backfill import Backfill, BackfillResult, window
+from ohlcv_cli.core.window import WindowSpec, window
+from ohlcv_cli.services.backfill import Backfill, BackfillResult, Progress, SymbolResult
 from ohlcv_cli.services.gaps import GapRepair, RepairReport, SymbolRepair
 
 log = logging.getLogger(__name__)
@@ -235,57 +236,70 @@ def symbols_missing(repo, gaps, exchange: str, symbols: Sequence[str], tf: Timef
     return {s: missing_ranges(repo, gaps, exchange, s, tf, start, end) for s in symbols}
 
 
-@dataclass
-class SourcedResult:
-    """A backfill from several sources: the archive pass, then REST on what is still missing."""
-
-    source: str
-    timeframe: str
-    start: int
-    end: int
-    archive: dict[str, ArchiveSymbolResult] = field(default_factory=dict)
-    rest: BackfillResult | None = None
-    left_missing: dict[str, int] = field(default_factory=dict)  # --source archive: not fetched
-
-    @property
-    def ok(self) -> bool:
-        return (all(r.error is None for r in self.archive.values())
-                and (self.rest is None or self.rest.ok))
-
-
 def backfill_from_sources(backfill: Backfill, archive: ArchivePass | None,
                           symbols: Sequence[str], tf: Timeframe, *, source: str = "auto",
                           days: float | None = None, start: int | None = None,
-                          end: int | None = None) -> SourcedResult:
+                          end: int | None = None, progress: Progress | None = None
+                          ) -> BackfillResult:
     """`auto`: the archive pass, then the REST backfill on whatever is still missing; `rest`: the
-    REST backfill alone; `archive`: the archive pass alone (what it cannot supply stays missing
-    and is counted)."""
+    REST backfill alone; `archive`: the archive pass alone (what it cannot supply stays missing,
+    counted in `left_missing`). One result: `written` counts both sources, `from_archive` the
+    archive's part. `progress(symbol, done, total)` runs across both passes."""
     fetcher = backfill.fetcher
+    if source == "rest" or archive is None:
+        backfill.progress = progress
+        return backfill.run(symbols, tf, days=days, start=start, end=end)
     fetcher.check_symbols(symbols)
-    start, end = window(tf, fetcher.now_ms(), days, start, end)
-    out = SourcedResult(source, tf.name, start, end)
-    if source != "rest" and archive is not None:
-        missing = symbols_missing(backfill.repo, backfill.gaps, fetcher.exchange_id, symbols, tf,
-                                  start, end)
-        out.archive = archive.run(tf, missing)
+    start, end = window(tf, fetcher.now_ms(), WindowSpec(days, start, end))
+    missing = symbols_missing(backfill.repo, backfill.gaps, fetcher.exchange_id, symbols, tf,
+                              start, end)
+    archived: dict[str, int] = {}
+
+    def on_archive(symbol: str, done: int, total: int, files_done: int, files: int) -> None:
+        archived[symbol] = done
+        if progress is not None:
+            progress(symbol, done, total)
+
+    def on_rest(symbol: str, done: int, total: int) -> None:
+        base = archived.get(symbol, 0)
+        if progress is not None:
+            progress(symbol, base + done, base + total)
+
+    archive.progress = on_archive
+    results = archive.run(tf, missing)
     if source == "archive":
+        out = BackfillResult(tf.name, start, end)
         still = symbols_missing(backfill.repo, backfill.gaps, fetcher.exchange_id, symbols, tf,
                                 start, end)
-        out.left_missing = {s: count(tf, r) for s, r in still.items()}
+        for sym in symbols:
+            r = SymbolResult(sym, start, end, missing=count(tf, missing[sym]),
+                             left_missing=count(tf, still[sym]))
+            out.symbols.append(r)
     else:
-        out.rest = backfill.run(symbols, tf, start=start, end=end)
+        backfill.progress = on_rest
+        out = backfill.run(symbols, tf, start=start, end=end)
+    for r in out.symbols:
+        a = results[r.symbol]
+        r.missing = count(tf, missing[r.symbol])
+        r.written += a.candles
+        r.fetched += a.candles
+        r.from_archive, r.archive_files = a.candles, a.files
+        r.rejected_checksum, r.rejected_vs_rest = a.rejected, a.disagreed
+        r.seconds += a.seconds
+        r.error = r.error or a.error
     return out
 
 
 def repair_from_sources(repair: GapRepair, archive: ArchivePass | None, symbols: Sequence[str],
                         tf: Timeframe, *, source: str = "auto", delay_ms: int = 1000,
                         days: float | None = None, start: int | None = None,
-                        end: int | None = None) -> tuple[RepairReport, dict[str, ArchiveSymbolResult]]:
+                        end: int | None = None) -> RepairReport:
     """`gaps repair` with sources: the archive pass over what the check finds missing, then the
-    REST repair (or, for `archive`, the check again: what is still missing is reported)."""
+    REST repair (or, for `archive`, the check again: what is still missing is reported). The
+    report's `archive` maps each symbol to its archive pass."""
     fetcher = repair.fetcher
     if source == "rest" or archive is None:
-        return repair.run(symbols, tf, delay_ms=delay_ms, days=days, start=start, end=end), {}
+        return repair.run(symbols, tf, delay_ms=delay_ms, days=days, start=start, end=end)
     fetcher.check_symbols(symbols)
     start, end = repair.check.window(tf, fetcher.now_ms(), delay_ms=delay_ms, days=days,
                                      start=start, end=end)
@@ -298,11 +312,12 @@ def repair_from_sources(repair: GapRepair, archive: ArchivePass | None, symbols:
             a = results[r.symbol]
             r.missing, r.written, r.fetched = missing[r.symbol], r.written + a.candles, r.fetched + a.candles
             r.error = r.error or a.error
-        return report, results
-    report = RepairReport(fetcher.exchange_id, tf.name, start, end)
-    for s in symbols:
-        after = repair.check.symbol(s, tf, start, end)
-        a = results[s]
-        report.symbols.append(SymbolRepair(s, missing[s], a.candles, a.candles, [], after.missing,
-                                           after.missing_candles, a.error))
-    return report, results
+    else:
+        report = RepairReport(fetcher.exchange_id, tf.name, start, end)
+        for s in symbols:
+            after = repair.check.symbol(s, tf, start, end)
+            a = results[s]
+            report.symbols.append(SymbolRepair(s, missing[s], a.candles, a.candles, [],
+                                               after.missing, after.missing_candles, a.error))
+    report.archive = results
+    return report

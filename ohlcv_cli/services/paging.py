@@ -14,6 +14,7 @@ for are recorded per symbol only after all of its slices are stored.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import OhlcvError
-from ohlcv_cli.core.ports import CandleRepository, Fetcher, GapRepository
+from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
 from ohlcv_cli.core.ranges import Range, subtract, uncovered
 from ohlcv_cli.core.timeframes import Timeframe
 
@@ -52,10 +53,11 @@ class _Sym:
 
 
 class PagedFetch:
-    def __init__(self, fetcher: Fetcher, repo: CandleRepository, gaps: GapRepository | None, *,
+    def __init__(self, fetcher: Fetcher, repo: CandleRepository, gaps: ExchangeGapRepository | None, *,
                  in_flight: int = 16, batch_size: int = 10_000,
-                 progress: Callable[[str, int, int], None] | None = None, page: int = PAGE
-                 ) -> None:
+                 progress: Callable[[str, int, int], None] | None = None, page: int = PAGE,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop  # set: no new page is asked for; the pages at hand are written
         self.fetcher = fetcher
         self.repo = repo
         self.gaps = gaps
@@ -96,6 +98,11 @@ class PagedFetch:
             def refill() -> None:
                 while len(pending) < self.in_flight and len(pending) + held[0] < 2 * self.in_flight:
                     item = next(work, None)
+                    if item is not None and self.stop is not None and self.stop.is_set():
+                        r = syms[item[0]].result
+                        if r.error is None:
+                            r.error = "stopped before the end of the window"
+                        continue
                     upto = len(syms) if item is None else item[0]
                     for s in syms[:upto]:
                         s.exhausted = True
