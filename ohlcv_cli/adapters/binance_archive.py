@@ -208,6 +208,6 @@ class BinanceArchive:
                         f"after {attempt} attempts") from exc
                 self._count("retries")
                 wait = min(10.0, 0.2 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
-                log.warning("archive %s: %s; retry %d/%d in %.1fs", path, type(exc).__name__,
+                log.debug("archive %s: %s; retry %d/%d in %.1fs", path, type(exc).__name__,
                             attempt, self._retries, wait)
                 self._sleep(wait)

@@ -169,8 +169,8 @@ class ArchivePass:
                 r.unavailable += 1
                 first = self._down is None
                 self._down = str(exc)
-            if first:
-                log.warning("%s; the archive is skipped for the rest of this run, REST fetches "
+            if first:  # not a warning: nothing is lost, REST supplies it all
+                log.info("%s; the archive is skipped for the rest of this run, REST fetches "
                             "what it would have supplied", exc)
         except ArchiveError as exc:
             with self._lock:
@@ -180,7 +180,7 @@ class ArchivePass:
             with self._lock:
                 if r.error is None:
                     r.error = str(exc)
-            log.error("%s: %s", r.symbol, exc)
+            log.debug("%s: %s", r.symbol, exc)
         finally:
             with self._lock:
                 st.files_done += 1

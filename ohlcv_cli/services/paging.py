@@ -79,7 +79,7 @@ class PagedFetch:
                     ranges = subtract(ranges, known)
             except OhlcvError as exc:
                 r.error = str(exc)
-                log.error("%s: %s", r.symbol, exc)
+                log.debug("%s: %s", r.symbol, exc)
                 ranges = []
             r.missing = sum(tf.count(a, b) for a, b in ranges)
             syms.append(_Sym(r, ranges))
@@ -127,7 +127,7 @@ class PagedFetch:
                     except OhlcvError as exc:
                         if r.error is None:
                             r.error = str(exc)
-                            log.error("%s: %s", r.symbol, exc)
+                            log.debug("%s: %s", r.symbol, exc)
                         page = None
                     if r.error is not None:
                         s.outstanding -= 1 + len(s.held)
@@ -178,7 +178,7 @@ class PagedFetch:
                     r.written += self.repo.upsert(rows, expect_new=True)
                 except OhlcvError as exc:
                     r.error = str(exc)
-                    log.error("%s: %s", r.symbol, exc)
+                    log.debug("%s: %s", r.symbol, exc)
             del buffer[i]
         for s in syms:
             if self._complete(s):
