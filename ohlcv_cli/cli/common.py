@@ -115,7 +115,9 @@ def make_engine_for(s: Settings):
     return make_engine(s.db_url())
 
 
-def make_fetcher(s: Settings):
+def make_fetcher(s: Settings, *, retry_forever: bool = False):
+    """`retry_forever`: `stream` rides out any outage; others give up after
+    EXCHANGE_RETRY_SECONDS."""
     from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
 
     return CcxtFetcher(
@@ -126,5 +128,6 @@ def make_fetcher(s: Settings):
         settle_ms=int(s.realtime_delay_seconds * 1000),
         timeout_ms=int(s.exchange_timeout_seconds * 1000),
         max_retries=s.exchange_max_retries,
+        retry_s=None if retry_forever else s.exchange_retry_seconds,
         weight_limit=s.exchange_weight_limit,
     )

@@ -60,7 +60,7 @@ def _broker(s: Settings) -> str:
 def _stream_service(s: Settings, sink, repo, metrics: Metrics, stop: threading.Event):
     from ohlcv_cli.services.stream import Stream
 
-    return Stream(make_fetcher(s), sink, s.symbols, parse_timeframe(s.timeframe), repo=repo,
+    return Stream(make_fetcher(s, retry_forever=True), sink, s.symbols, parse_timeframe(s.timeframe), repo=repo,
                   delay_s=s.realtime_delay_seconds,
                   max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
 
@@ -122,7 +122,8 @@ def consume(
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group, timeout_s=s.kafka_timeout_seconds)
     dlq = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     try:
-        stats = Consume(source, repo, dlq, metrics=_metrics(s.metrics_port), stop=stop).run(
+        stats = Consume(source, repo, dlq, metrics=_metrics(s.metrics_port), stop=stop,
+                        listing=make_fetcher(s), exchanges=(s.exchange,)).run(
             max_idle_polls=max_idle_polls)
     finally:
         source.close()
@@ -219,7 +220,8 @@ def _run_through_kafka(s: Settings, repo, metrics: Metrics, stop: threading.Even
     ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
     publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group, timeout_s=s.kafka_timeout_seconds)
-    consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop)
+    consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop,
+                       listing=make_fetcher(s), exchanges=(s.exchange,))
     failure: list[BaseException] = []
 
     def consume_loop() -> None:

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     exchange_timeout_seconds: float = Field(10.0, gt=0)
     exchange_weight_limit: int | None = Field(None, gt=0)
     exchange_max_retries: int = Field(5, ge=0)
+    exchange_retry_seconds: float = Field(300.0, gt=0, allow_inf_nan=False)
     backfill_concurrency: int = Field(4, gt=0, le=64)
     backfill_batch_size: int = Field(10_000, gt=0)
 

@@ -158,6 +158,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not sym:
             return self._error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.", headers)
         spec = sim.config.spec(sym)
+        by_symbol = sim.weights.stats.setdefault("klines_by_symbol", {})
+        with sim.weights.lock:
+            by_symbol[sym] = by_symbol.get(sym, 0) + 1
         if spec is None or sim.delisted(sym):
             return self._error(-1121, "Invalid symbol.", headers)
         tf = INTERVALS.get(params.get("interval", ""))
@@ -357,7 +360,8 @@ class SimServer:
     def stats(self) -> dict:
         w = self.weights
         with w.lock:
-            out = {k: v for k, v in w.stats.items() if k != "windows"}
+            out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in w.stats.items()
+                   if k != "windows"}
             out["windows"] = {str(k): v for k, v in w.stats["windows"].items()}
         out["weight_limit"] = self.config.weight_limit
         out["weight_window_s"] = self.config.weight_window_s
