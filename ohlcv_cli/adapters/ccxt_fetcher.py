@@ -270,7 +270,7 @@ class CcxtFetcher:
                     give_up, tried = attempt > self._max_retries, f"after {attempt} attempts"
                 else:
                     give_up = window is not None and elapsed >= window
-                    tried = f"for {elapsed:.0f}s ({attempt} attempts)"
+                    tried = f"for {elapsed:.0f}s ({attempt} attempts)" if attempt > 1 else "(one attempt)"
                 if give_up:
                     raise ExchangeUnavailable(
                         f"{self.exchange_id} unreachable at {self._where()}: {what} {tried}"
