@@ -506,3 +506,25 @@ def test_a_halted_symbol_does_not_disturb_the_others(sim_factory, delist):
     assert not errors and not thread.is_alive()
     btc = sink.opens("BTC/USDT")
     assert btc == list(range(btc[0], btc[-1] + 1000, 1000))  # BTC: no gap at all
+
+
+class HangingListing:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def listed_symbols(self):
+        self.release.wait(30)
+        return {"SOL/USDT"}
+
+
+def test_a_hanging_exchange_holds_the_consumer_up_once_at_most(sim):
+    exchange = HangingListing()
+    good = sim_candles(sim, n=50)
+    source = ListSource([records_of([message.encode(x, 1) for x in good[:25]]),
+                         records_of([message.encode(x, 1) for x in good[25:]])])
+    repo = FlakyRepo(-1, down=0)
+    c = Consume(source, repo, ListDlq(), listing=Listing(exchange, wait_s=0.5))
+    t0 = time.monotonic()
+    assert c.run(max_idle_polls=1).stored == 50
+    exchange.release.set()
+    assert time.monotonic() - t0 < 2.0  # one wait of 0.5 s, not one per message

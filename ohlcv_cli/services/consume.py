@@ -52,6 +52,7 @@ class Listing:
         self._last_ok = False
         self._attempt_at = float("-inf")
         self._thread: threading.Thread | None = None
+        self._waited: threading.Thread | None = None
         self._unreachable = OutageLog(log, "the exchange's symbol list")
 
     def start(self) -> None:
@@ -75,8 +76,11 @@ class Listing:
         self._unreachable.ok()
 
     def _wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join(self.wait_s)
+        """Wait for the load at hand, once: a hanging exchange costs one `wait_s` per load."""
+        thread = self._thread
+        if thread is not None and thread is not self._waited:
+            self._waited = thread
+            thread.join(self.wait_s)
 
     def listed(self, symbol: str) -> bool:
         """False only when the exchange's list, as fresh as the once-a-minute rule allows,
