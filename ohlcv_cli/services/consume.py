@@ -53,6 +53,7 @@ class Listing:
         self._attempt_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._waited: threading.Thread | None = None
+        self._error: OhlcvError | None = None
         self._unreachable = OutageLog(log, "the exchange's symbol list")
 
     def start(self) -> None:
@@ -69,8 +70,7 @@ class Listing:
         try:
             symbols = set(self.source.listed_symbols())
         except OhlcvError as exc:
-            self._last_ok = False
-            self._unreachable.failed(exc, "symbols are not checked against it meanwhile")
+            self._last_ok, self._error = False, exc  # logged when a message needs the list
             return
         self.symbols, self._last_ok = symbols, True
         self._unreachable.ok()
@@ -96,7 +96,10 @@ class Listing:
             self._wait()
         if self.symbols is None or not self._last_ok or (
                 self._thread is not None and self._thread.is_alive()):
-            return True  # the exchange cannot say now: never hold up a well-formed candle
+            # the exchange cannot say now: never hold up a well-formed candle
+            self._unreachable.failed(self._error or "no answer yet",
+                                     "symbols are not checked against it meanwhile")
+            return True
         return symbol in self.symbols
 
 
