@@ -24,6 +24,8 @@ DEFAULT_BROKER = "127.0.0.1:9092"
 
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions if the topic is created [env: TOPIC_PARTITIONS]")]
 GroupOpt = Annotated[Optional[str], typer.Option("--group", help="Consumer group [env: CONSUMER_GROUP]")]
+SourceOpt = Annotated[Optional[str], typer.Option("--source", help="ws: the exchange's websocket, REST as the safety net; rest: poll REST at each close [env: STREAM_SOURCE]")]
+StreamUrlOpt = Annotated[Optional[str], typer.Option("--stream-url", help="Websocket base URL [env: OHLCV_STREAM_URL]")]
 MaxCyclesOpt = Annotated[Optional[int], typer.Option("--max-cycles", help="Stop after N cycles (testing)", hidden=True)]
 
 
@@ -60,9 +62,25 @@ def _broker(s: Settings) -> str:
 def _stream_service(s: Settings, sink, repo, metrics: Metrics, stop: threading.Event):
     from ohlcv_cli.services.stream import Stream
 
-    return Stream(make_fetcher(s), sink, s.symbols, parse_timeframe(s.timeframe), repo=repo,
-                  delay_s=s.realtime_delay_seconds,
-                  max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
+    fetcher = make_fetcher(s)
+    service = Stream(fetcher, sink, s.symbols, parse_timeframe(s.timeframe), repo=repo,
+                     delay_s=s.realtime_delay_seconds,
+                     max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
+    return _ws_service(s, service, fetcher) if s.stream_source == "ws" else service
+
+
+def _ws_service(s: Settings, service, fetcher):
+    """The websocket source in front of the REST stream (which stays its safety net)."""
+    from ohlcv_cli.adapters.binance_ws import BinanceWsFeed
+    from ohlcv_cli.services.ws_stream import WsStream
+
+    fetcher.check_symbols(s.symbols)
+    feed = BinanceWsFeed(s.stream_url, {sym: fetcher.market_id(sym) for sym in s.symbols},
+                         parse_timeframe(s.timeframe), exchange_id=fetcher.exchange_id,
+                         max_streams=s.stream_streams_per_connection)
+    log.info("websocket source %s: %d streams on %d connections", s.stream_url, len(s.symbols),
+             feed.connections)
+    return WsStream(service, feed)
 
 
 def stream(
@@ -75,6 +93,8 @@ def stream(
     database_url: DatabaseOpt = None,
     exchange_url: ExchangeUrlOpt = None,
     metrics_port: MetricsOpt = None,
+    source: SourceOpt = None,
+    stream_url: StreamUrlOpt = None,
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
@@ -82,7 +102,8 @@ def stream(
 
     s = settings(ctx, symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
                  topic_name=topic, topic_partitions=partitions, database_url=database_url,
-                 exchange_url=exchange_url, metrics_port=metrics_port)
+                 exchange_url=exchange_url, metrics_port=metrics_port, stream_source=source,
+                 stream_url=stream_url)
     parse_timeframe(s.timeframe)
     broker = _broker(s)
     repo = open_repository(s, make_engine_for(s))
@@ -175,6 +196,8 @@ def run(
     database_url: DatabaseOpt = None,
     exchange_url: ExchangeUrlOpt = None,
     metrics_port: MetricsOpt = None,
+    source: SourceOpt = None,
+    stream_url: StreamUrlOpt = None,
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """One process for one machine: backfill, then stream and consume (through Kafka when
@@ -190,7 +213,8 @@ def run(
     start_ms = parse_iso(start, "--start") if start else None
     s = settings(ctx, backfill_days=days, symbols=symbols, timeframe=timeframe,
                  kafka_broker=kafka_broker, topic_name=topic, database_url=database_url,
-                 exchange_url=exchange_url, metrics_port=metrics_port)
+                 exchange_url=exchange_url, metrics_port=metrics_port, stream_source=source,
+                 stream_url=stream_url)
     tf = parse_timeframe(s.timeframe)
     engine = make_engine_for(s)
     fetcher = make_fetcher(s)

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     backfill_batch_size: int = Field(10_000, gt=0)
 
     stream_max_catchup_minutes: int = Field(1440, gt=0)
+    stream_source: str = "ws"
+    stream_url: str = Field(
+        "wss://stream.binance.com:9443",
+        validation_alias=AliasChoices("OHLCV_STREAM_URL", "stream_url"),
+    )
+    stream_streams_per_connection: int = Field(1024, gt=0, le=1024)
     metrics_port: int | None = None
     log_level: str = "INFO"
     log_format: str = "text"
@@ -76,6 +82,21 @@ class Settings(BaseSettings):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:8900")
+        return v.rstrip("/")
+
+    @field_validator("stream_source")
+    @classmethod
+    def _check_stream_source(cls, v: str) -> str:
+        if v not in ("ws", "rest"):
+            raise ValueError("must be 'ws' (websocket, REST as the safety net) or 'rest'")
+        return v
+
+    @field_validator("stream_url")
+    @classmethod
+    def _check_stream_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError("must be a ws:// or wss:// URL such as wss://stream.binance.com:9443")
         return v.rstrip("/")
 
     @field_validator("log_format")
@@ -124,7 +145,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-_ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL"}
+_ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL", "stream_url": "OHLCV_STREAM_URL"}
 
 
 def load_settings(**overrides: Any) -> Settings:
