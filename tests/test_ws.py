@@ -149,12 +149,18 @@ def test_run_ws_one_stream_per_connection_survives_stalls(ws_sim, repo_for, tmp_
     assert_complete_and_exact(repo, sim, symbols=tuple(MARKETS), min_count=30)
 
 
-def test_run_source_rest_never_opens_the_socket(ws_sim, repo_for, tmp_path):
+@pytest.mark.parametrize("how", ["--source rest", "OHLCV_EXCHANGE_URL without OHLCV_STREAM_URL"])
+def test_run_over_rest_never_opens_the_socket(ws_sim, repo_for, tmp_path, how):
     sim = ws_sim()
-    p = Proc(tmp_path, "run", "run", "--source", "rest", "--days", "1", "--max-cycles", "4",
-             "--symbols", "BTC/USDT", env=run_env(sim))
+    env = run_env(sim)
+    args = ["--source", "rest"] if how == "--source rest" else []
+    if not args:
+        del env["OHLCV_STREAM_URL"]  # a REST double and Binance's real socket must never mix
+    p = Proc(tmp_path, "run", "run", *args, "--days", "1", "--max-cycles", "4",
+             "--symbols", "BTC/USDT", env=env)
     assert p.p.wait(90) == 0, p.text()[-3000:]
     assert sim.ws.stats()["connections"] == 0
+    assert ("streaming over REST only" in p.text()) == (not args)
     assert "cycle 4:" in p.text()  # the REST stream's own log line, as before
     repo = repo_for(f"sqlite:///{tmp_path / 'ohlcv.db'}")
     stored = repo.candles("binance", "BTC/USDT", "1s")

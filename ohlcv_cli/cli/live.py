@@ -66,7 +66,13 @@ def _stream_service(s: Settings, sink, repo, metrics: Metrics, stop: threading.E
     service = Stream(fetcher, sink, s.symbols, parse_timeframe(s.timeframe), repo=repo,
                      delay_s=s.realtime_delay_seconds,
                      max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
-    return _ws_service(s, service, fetcher) if s.stream_source == "ws" else service
+    if s.stream_source != "ws":
+        return service
+    if s.websocket_url() is None:
+        log.warning("OHLCV_EXCHANGE_URL is set but OHLCV_STREAM_URL is not: streaming over REST "
+                    "only (set OHLCV_STREAM_URL to the same exchange's websocket)")
+        return service
+    return _ws_service(s, service, fetcher)
 
 
 def _ws_service(s: Settings, service, fetcher):
@@ -75,10 +81,11 @@ def _ws_service(s: Settings, service, fetcher):
     from ohlcv_cli.services.ws_stream import WsStream
 
     fetcher.check_symbols(s.symbols)
-    feed = BinanceWsFeed(s.stream_url, {sym: fetcher.market_id(sym) for sym in s.symbols},
+    url = s.websocket_url()
+    feed = BinanceWsFeed(url, {sym: fetcher.market_id(sym) for sym in s.symbols},
                          parse_timeframe(s.timeframe), exchange_id=fetcher.exchange_id,
                          max_streams=s.stream_streams_per_connection)
-    log.info("websocket source %s: %d streams on %d connections", s.stream_url, len(s.symbols),
+    log.info("websocket source %s: %d streams on %d connections", url, len(s.symbols),
              feed.connections)
     return WsStream(service, feed)
 

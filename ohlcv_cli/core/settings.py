@@ -13,6 +13,7 @@ from ohlcv_cli.core.symbols import parse_symbols
 from ohlcv_cli.core.timeframes import parse_timeframe
 
 DEFAULT_SQLITE_URL = "sqlite:///ohlcv.db"
+DEFAULT_STREAM_URL = "wss://stream.binance.com:9443"
 
 
 class Settings(BaseSettings):
@@ -54,8 +55,8 @@ class Settings(BaseSettings):
 
     stream_max_catchup_minutes: int = Field(1440, gt=0)
     stream_source: str = "ws"
-    stream_url: str = Field(
-        "wss://stream.binance.com:9443",
+    stream_url: str | None = Field(
+        None,
         validation_alias=AliasChoices("OHLCV_STREAM_URL", "stream_url"),
     )
     stream_streams_per_connection: int = Field(1024, gt=0, le=1024)
@@ -93,7 +94,9 @@ class Settings(BaseSettings):
 
     @field_validator("stream_url")
     @classmethod
-    def _check_stream_url(cls, v: str) -> str:
+    def _check_stream_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
         parts = urlsplit(v)
         if parts.scheme not in ("ws", "wss") or not parts.netloc:
             raise ValueError("must be a ws:// or wss:// URL such as wss://stream.binance.com:9443")
@@ -118,6 +121,14 @@ class Settings(BaseSettings):
                 f"{self.postgres_port}/{self.postgres_db or 'postgres'}"
             )
         return DEFAULT_SQLITE_URL
+
+    def websocket_url(self) -> str | None:
+        """OHLCV_STREAM_URL; else Binance's own when the REST endpoint is Binance's too. With
+        OHLCV_EXCHANGE_URL elsewhere and no OHLCV_STREAM_URL: None, since candles from two
+        different exchanges must never mix in one store."""
+        if self.stream_url:
+            return self.stream_url
+        return None if self.exchange_url else DEFAULT_STREAM_URL
 
     def uses_embedded_default(self) -> bool:
         return self.db_url() == DEFAULT_SQLITE_URL
