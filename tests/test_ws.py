@@ -212,3 +212,131 @@ def topic_messages(broker: str, topic: str) -> list[dict]:
         return [json.loads(r.value) for r in consumer]
     finally:
         consumer.close()
+
+
+# --- the reconciliation rules, with in-memory fakes of the service's ports ----------------------
+
+class FakeFetcher:
+    exchange_id = "binance"
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self.calls: list[tuple[str, int, int]] = []
+
+    def now_ms(self) -> int:
+        return self.now
+
+    def check_symbols(self, symbols) -> None:
+        pass
+
+    def closed_end(self, tf) -> int:
+        return tf.floor(self.now)
+
+    def fetch_range(self, symbol, tf, start, end, source="backfill"):
+        self.calls.append((symbol, start, end))
+        end = min(end, tf.floor(self.now))
+        yield [fake_candle(symbol, t, "rest") for t in range(start, end, tf.ms)]
+
+
+def fake_candle(symbol: str, t: int, origin: str) -> Candle:
+    # the same values from either path (both are final); `origin` rides in `close` for the test
+    return Candle("binance", symbol, "1s", t, "1", "3", "1", origin == "socket" and "2" or "2.0",
+                  "1", "1", 1, "0", "0", "stream")
+
+
+class FakeFeed:
+    def __init__(self) -> None:
+        self.emit = None
+
+    def start(self, emit) -> None:
+        self.emit = emit
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingSink:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.published: list[Candle] = []
+        self.fail_times = fail_times
+
+    def publish(self, candles, fetched_at=None) -> int:
+        from ohlcv_cli.core.errors import BrokerUnavailable
+
+        if self.fail_times:
+            self.fail_times -= 1
+            raise BrokerUnavailable("broker down (fake)")
+        self.published.extend(candles)
+        return len(candles)
+
+
+def start_ws_stream(sink, now: int, delay_s: float = 30.0):
+    import threading
+
+    from ohlcv_cli.services.stream import Stream
+    from ohlcv_cli.services.ws_stream import WsStream
+
+    fetcher, feed = FakeFetcher(now), FakeFeed()
+    service = WsStream(Stream(fetcher, sink, ["BTC/USDT"], TF, delay_s=delay_s, retry_s=0.05), feed)
+    service.stream.init_watermarks()
+    wm = service.state.watermarks["BTC/USDT"]
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: feed.emit is not None, 5)
+    return service, fetcher, feed, thread, wm
+
+
+def socket(feed, t: int) -> None:
+    feed.emit(fake_candle("BTC/USDT", t, "socket"))
+
+
+def test_after_each_connect_rest_fills_up_to_the_first_socket_candle_before_anything_newer():
+    sink = RecordingSink()
+    now = 1_700_000_000_000
+    service, fetcher, feed, thread, wm = start_ws_stream(sink, now)
+    try:
+        feed.emit(Connected(0, ("BTC/USDT",)))
+        socket(feed, wm + 3000)
+        assert wait_for(lambda: len(sink.published) == 4, 5), sink.published
+        assert fetcher.calls == [("BTC/USDT", wm, wm + 3000)]
+        feed.emit(Disconnected(0, ("BTC/USDT",), "cut"))
+        feed.emit(Connected(0, ("BTC/USDT",)))
+        socket(feed, wm + 7000)
+        socket(feed, wm + 8000)
+        assert wait_for(lambda: len(sink.published) == 9, 5), sink.published
+        assert fetcher.calls[1] == ("BTC/USDT", wm + 4000, wm + 7000)
+        socket(feed, wm + 5000)  # late: REST delivered it already
+        socket(feed, wm + 9000)
+        assert wait_for(lambda: len(sink.published) == 10, 5)
+    finally:
+        service.stream.stop.set()
+        thread.join(5)
+    times = [c.open_time for c in sink.published]
+    assert times == list(range(wm, wm + 10_000, 1000))  # in order, each once
+    origins = ["socket" if c.close == "2" else "rest" for c in sink.published]
+    assert origins == ["rest"] * 3 + ["socket"] + ["rest"] * 3 + ["socket"] * 3
+    assert service.counters.from_socket == 4 and service.counters.from_rest == 6
+    assert service.counters.reconnects == 1 and service.counters.dropped == 1
+
+
+def test_a_final_event_missing_delay_after_the_close_is_fetched_through_rest():
+    sink = RecordingSink(fail_times=1)  # and the first publish finds the broker down
+    now = 1_700_000_000_000
+    service, fetcher, feed, thread, wm = start_ws_stream(sink, now, delay_s=2.0)
+    try:
+        feed.emit(Connected(0, ("BTC/USDT",)))
+        socket(feed, wm)
+        assert wait_for(lambda: len(sink.published) == 1, 5), sink.published
+        assert fetcher.calls == []  # the socket was in time: no REST
+        # wm + 1000 never comes; wm + 2000 does: nothing newer is published until REST has
+        # fetched the missing one, once its close is REALTIME_DELAY_SECONDS old
+        socket(feed, wm + 2000)
+        time.sleep(0.3)
+        assert len(sink.published) == 1 and fetcher.calls == []
+        fetcher.now = wm + 2000 + 2000  # wm + 1000 closed 2 s ago
+        assert wait_for(lambda: len(sink.published) == 3, 5), sink.published
+    finally:
+        service.stream.stop.set()
+        thread.join(5)
+    assert fetcher.calls == [("BTC/USDT", wm + 1000, wm + 2000)]
+    assert [c.open_time for c in sink.published] == [wm, wm + 1000, wm + 2000]

@@ -30,6 +30,7 @@ from ohlcv_cli.services.stream import Stream, StreamState
 log = logging.getLogger(__name__)
 
 SOCKET, REST = "socket", "rest"
+STOP_POLL_S = 0.25  # how soon a stop request is seen while nothing arrives
 
 
 @dataclass
@@ -118,7 +119,7 @@ class WsStream:
         s = self.stream
         now = s.fetcher.now_ms()
         next_due = (self._due_end() + s.tf.ms + s.delay_ms - now) / 1000
-        timeout = max(0.0, min(next_due, self.report_every_s))
+        timeout = max(0.0, min(next_due, self.report_every_s, STOP_POLL_S))
         if self._retry_at:
             timeout = min(timeout, max(0.0, min(self._retry_at.values()) - self._clock()))
         return max(timeout, 0.005)
