@@ -107,6 +107,16 @@ def test_feed_reconnects_after_shutdown_stall_and_cut(ws_sim, faults, reason):
     assert_exact(sim, candles_of(events))
 
 
+def test_a_connection_is_replaced_before_its_age_limit(ws_sim):
+    sim = ws_sim()
+    feed = BinanceWsFeed(sim.ws_url, MARKETS, TF, max_age_s=1.2)  # Binance's 24 h, shortened
+    events = collect(feed, 3.0)
+    gone = [e for e in events if isinstance(e, Disconnected)]
+    assert gone and all(e.reason == "24 h" for e in gone), gone
+    assert sim.ws.stats()["connections"] >= 2
+    assert_exact(sim, candles_of(events))
+
+
 def test_unreachable_socket_keeps_retrying_with_backoff():
     feed = BinanceWsFeed("ws://127.0.0.1:9", MARKETS, TF, backoff_s=(0.1, 0.2))
     events = collect(feed, 1.0)

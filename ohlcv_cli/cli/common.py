@@ -84,7 +84,7 @@ def setup_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # third-party chatter stays at WARNING unless asked for DEBUG
-    for name in ("kafka", "urllib3", "ccxt", "alembic"):
+    for name in ("kafka", "urllib3", "ccxt", "alembic", "websockets"):
         logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
 
 
