@@ -42,14 +42,19 @@ class _Malformed(Exception):
 
 
 def check_stream_url(url: str) -> str:
-    """The base URL, without a trailing slash; ws:// or wss:// only."""
+    """The base URL, without a trailing slash or a trailing `/ws` or `/stream` (the endpoint's
+    own paths, which some configurations include); ws:// or wss:// only."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise ConfigError(f"invalid OHLCV_STREAM_URL {url!r}: must be a ws:// or wss:// URL such "
                           f"as wss://stream.binance.com:9443")
-    return url.rstrip("/")
+    base = url.rstrip("/")
+    for suffix in ("/ws", "/stream"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return base
 
 
 class BinanceWsFeed:
