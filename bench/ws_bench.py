@@ -164,7 +164,7 @@ def bench_keeping_up(cluster, broker: str, log_dir: Path) -> dict:
         want = [(r[1], r[2], r[3], r[4], r[5], r[8]) for r in local.final_rows(sym, "1s", t0, t0 + span * 1000)]
         differ += sum(1 for a, b in zip(stored, want) if tuple(a) != b) + abs(len(stored) - len(want))
     local.stop()
-    lat = _latencies(url, 1, t0)
+    lat = _latencies(url, 1, t0 + 10_000)  # after the start-up catch-up through REST
     p50, p99 = _q(lat)
     print(f"(c) 1s, 200 symbols, one stream process, {C_MINUTES:g} min: {span} s x 200 = {span * 200:,} "
           f"candles expected, {missing} missing, {differ} differing in 20 symbols checked; close -> row "

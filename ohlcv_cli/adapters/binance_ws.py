@@ -94,6 +94,7 @@ class BinanceWsFeed:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._rng = random.Random()
+        self._open: set = set()  # open connections, aborted on close()
         self.stats = {"connections": 0, "reconnects": 0, "candles": 0, "malformed": 0}
 
     @property
@@ -129,15 +130,20 @@ class BinanceWsFeed:
             self._loop.call_soon_threadsafe(self._stopping.set)
         except RuntimeError:  # the loop is already closed
             pass
-        self._thread.join(10)
+        self._thread.join(5)
+        if self._thread.is_alive():
+            log.warning("websocket thread still closing after 5 s; leaving it (a daemon)")
         self._thread = None
 
     async def _main(self) -> None:
         tasks = [asyncio.create_task(self._connection(i)) for i in range(len(self._chunks))]
         await self._stopping.wait()
+        # leaving: no close handshake (a full receive queue would stall it), just drop them
+        for ws in list(self._open):
+            ws.transport.abort()
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(tasks, timeout=3)
 
     # --- one connection -----------------------------------------------------------------------
     async def _connection(self, index: int) -> None:
@@ -152,13 +158,17 @@ class BinanceWsFeed:
                 async with connect(url, open_timeout=self.open_timeout_s, ping_interval=20,
                                    ping_timeout=20, close_timeout=2, max_size=2**22,
                                    compression=None) as ws:
+                    self._open.add(ws)
                     self.stats["connections"] += 1
                     if opened_before:
                         self.stats["reconnects"] += 1
                     opened_before = True
                     log.info("websocket %d connected: %d streams", index, len(chunk))
                     self._emit(Connected(index, symbols))
-                    reason, healthy = await self._read(ws, chunk)
+                    try:
+                        reason, healthy = await self._read(ws, chunk)
+                    finally:
+                        self._open.discard(ws)
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:

@@ -110,8 +110,10 @@ class WsStream:
                     self._report()
                     next_report += self.report_every_s
         finally:
+            t0 = time.monotonic()
             self.feed.close()
             pool.shutdown(wait=True, cancel_futures=True)
+            log.info("websocket and REST workers closed in %.2fs", time.monotonic() - t0)
             self._report()
         return s.state
 
