@@ -6,12 +6,13 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ohlcv_cli.cli.common import console
+from ohlcv_cli.cli.common import console, settings
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.timeutil import parse_iso
 
 
 def sim(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port)")] = 8900,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     latency_ms: Annotated[float, typer.Option("--latency-ms", help="Delay added to every answer")] = 0.0,
@@ -34,39 +35,17 @@ def sim(
     ws_stall_after: Annotated[Optional[float], typer.Option("--ws-stall-after", help="Each websocket connection goes silent (stays open) after N seconds")] = None,
 ) -> None:
     """Serve Binance's spot REST API (ping, time, exchangeInfo, klines) with deterministic candles."""
-    from dataclasses import replace
+    from ohlcv_cli.sim import SimConfig, SimServer
 
-    from ohlcv_cli.sim import SimConfig, SimServer, default_symbols
-    from ohlcv_cli.sim.engine import INTERVALS
-
-    windows = []
-    for item in maintenance or []:
-        a, sep, b = item.partition("/")
-        if not sep:
-            raise ConfigError(f"--maintenance {item!r}: use START/END, e.g. 2024-01-01T10:00/2024-01-01T12:00")
-        windows.append((parse_iso(a, "maintenance start"), parse_iso(b, "maintenance end")))
-    specs = default_symbols(extra_symbols)
-    for item in listing or []:
-        sym, sep, when = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--listing {item!r}: use SYMBOL=ISO, e.g. SOL/USDT=2024-01-01")
-        idx = next((i for i, sp in enumerate(specs) if sp.symbol == sym.upper()), None)
-        if idx is None:
-            raise ConfigError(f"--listing: the simulator does not list {sym!r}")
-        specs[idx] = replace(specs[idx], listed_at=parse_iso(when, "listing time"))
+    settings(ctx, "sim")  # logging only: the simulator reads no other setting
+    specs = _specs(extra_symbols, listing or [])
     config = SimConfig(
         symbols=specs, latency_ms=latency_ms, share_429=share_429, share_5xx=share_5xx,
-        weight_limit=weight_limit, weight_window_s=weight_window, maintenance=windows,
-        zero_volume_share=zero_volume_share, settle_lag_ms=settle_lag_ms,
-        clock_offset_ms=clock_offset_ms,
+        weight_limit=weight_limit, weight_window_s=weight_window,
+        maintenance=_maintenance(maintenance or []), zero_volume_share=zero_volume_share,
+        settle_lag_ms=settle_lag_ms, clock_offset_ms=clock_offset_ms,
     )
-    pre = None
-    if precompute:
-        tf_name, sep, span = precompute.partition(":")
-        a, sep2, b = span.partition("/")
-        if not (sep and sep2) or tf_name not in INTERVALS:
-            raise ConfigError(f"--precompute {precompute!r}: use TIMEFRAME:START/END, e.g. 1m:2024-01-01/2024-01-19")
-        pre = (INTERVALS[tf_name], parse_iso(a, "precompute start"), parse_iso(b, "precompute end"))
+    pre = _precompute(precompute) if precompute else None
     from ohlcv_cli.sim.ws import WsFaults
 
     if ws_port is None:
@@ -79,9 +58,8 @@ def sim(
                            ws_port=None if ws_port < 0 else ws_port, ws_faults=faults)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    if pre is not None:
-        for spec in specs:
-            server.engine.precompute(spec, *pre)
+    for spec in specs if pre is not None else []:
+        server.engine.precompute(spec, *pre)
     try:
         if server.ws is not None:
             server.ws.start()
@@ -96,3 +74,40 @@ def sim(
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+
+
+def _maintenance(items: List[str]) -> list[tuple[int, int]]:
+    windows = []
+    for item in items:
+        a, sep, b = item.partition("/")
+        if not sep:
+            raise ConfigError(f"--maintenance {item!r}: use START/END, e.g. 2024-01-01T10:00/2024-01-01T12:00")
+        windows.append((parse_iso(a, "maintenance start"), parse_iso(b, "maintenance end")))
+    return windows
+
+
+def _specs(extra_symbols: int, listing: List[str]) -> list:
+    from dataclasses import replace
+
+    from ohlcv_cli.sim import default_symbols
+
+    specs = default_symbols(extra_symbols)
+    for item in listing:
+        sym, sep, when = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--listing {item!r}: use SYMBOL=ISO, e.g. SOL/USDT=2024-01-01")
+        idx = next((i for i, sp in enumerate(specs) if sp.symbol == sym.upper()), None)
+        if idx is None:
+            raise ConfigError(f"--listing: the simulator does not list {sym!r}")
+        specs[idx] = replace(specs[idx], listed_at=parse_iso(when, "listing time"))
+    return specs
+
+
+def _precompute(text: str) -> tuple[int, int, int]:
+    from ohlcv_cli.sim.engine import INTERVALS
+
+    tf_name, sep, span = text.partition(":")
+    a, sep2, b = span.partition("/")
+    if not (sep and sep2) or tf_name not in INTERVALS:
+        raise ConfigError(f"--precompute {text!r}: use TIMEFRAME:START/END, e.g. 1m:2024-01-01/2024-01-19")
+    return INTERVALS[tf_name], parse_iso(a, "precompute start"), parse_iso(b, "precompute end")

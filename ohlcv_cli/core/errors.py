@@ -53,3 +53,7 @@ class PartialFailure(OhlcvError):
     """Some of the work failed; the message lists what."""
 
     exit_code = 1
+
+
+class WorkerDied(OhlcvError):
+    """A part of a long-running pipeline (the consumer thread, the stream) stopped for good."""
