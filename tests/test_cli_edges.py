@@ -68,7 +68,7 @@ def test_gaps_check_has_no_exchange_url():
 def test_a_failing_symbol_is_reported_once(sqlite_url, sim_factory):
     sim = sim_factory(share_5xx=1.0)  # exchangeInfo answers, every klines request fails
     r = run_cli("backfill", "--days", "1", "--symbols", "BTC/USDT", "--database-url", sqlite_url,
-                env={"OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_MAX_RETRIES": "0"})
+                env={"OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_RETRY_SECONDS": "1"})
     assert r.returncode == 1, r.stderr
     mentions = [ln for ln in r.stderr.splitlines()
                 if any(w in ln for w in ("unreachable", "failed", "ERROR", "error"))]
@@ -80,7 +80,7 @@ def test_run_whose_backfill_fails_exits_1_with_the_symbol_line_and_streams_nothi
                                                                                  tmp_path):
     sim = sim_factory(share_5xx=1.0)
     r = run_cli("run", "--days", "1", "--symbols", "BTC/USDT", "--max-cycles", "1",
-                env={"OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_MAX_RETRIES": "0",
+                env={"OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_RETRY_SECONDS": "1",
                      "TIMEFRAME": "1s"}, cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]

@@ -228,7 +228,7 @@ def test_repair_that_cannot_reach_klines_exits_1_naming_the_symbol(sqlite_url, r
     store(repo, sim, "BTC/USDT")
     delete(repo, "BTC/USDT", T0 + 10 * M, T0 + 20 * M)
     r = run_cli("gaps", "repair", *WINDOW, "--symbols", "BTC/USDT",
-                env={"DATABASE_URL": sqlite_url, "OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_MAX_RETRIES": "0"})
+                env={"DATABASE_URL": sqlite_url, "OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_RETRY_SECONDS": "1"})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "error: BTC/USDT: binance unreachable" in r.stderr
     assert "FAILED" in r.stdout

@@ -53,8 +53,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def storage_error(exc: BaseException, engine: Engine) -> StorageError:
-    where = redact_url(engine.url.render_as_string(hide_password=False))
-    return StorageError(f"database error at {where}: {_first_line(exc)}")
+    from ohlcv_cli.adapters.sql_errors import classify
+
+    return classify(exc, engine)
 
 
 def _script_location() -> str:
@@ -81,7 +82,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except sa_exc.SQLAlchemyError as exc:
-        raise storage_error(exc, engine) from None
+        raise storage_error(exc, engine) from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -91,7 +92,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         with engine.begin() as conn:
             command.upgrade(_config(conn), revision)
     except sa_exc.SQLAlchemyError as exc:
-        raise storage_error(exc, engine) from None
+        raise storage_error(exc, engine) from exc
     return before, current_revision(engine)
 
 

@@ -93,7 +93,8 @@ def stream(settings: Settings | None = None, *, stop: threading.Event | None = N
     ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
     publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     try:
-        return _stream_service(s, wiring.fetcher(s), publisher, repo, wiring.metrics(s),
+        return _stream_service(s, wiring.fetcher(s, retry_forever=True), publisher, repo,
+                               wiring.metrics(s),
                                stop or threading.Event()).run(max_cycles=max_cycles)
     finally:
         publisher.close()
@@ -114,7 +115,8 @@ def consume(settings: Settings | None = None, *, stop: threading.Event | None = 
                                timeout_s=s.kafka_timeout_seconds)
     dlq = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     try:
-        stats = Consume(source, repo, dlq, metrics=wiring.metrics(s), stop=stop).run(
+        stats = Consume(source, repo, dlq, metrics=wiring.metrics(s), stop=stop,
+                        listing=wiring.fetcher(s), exchanges=(s.exchange,)).run(
             max_idle_polls=max_idle_polls)
     finally:
         source.close()
@@ -179,11 +181,12 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
         return RunResult(result, None, bool(s.kafka_broker))
     if not s.kafka_broker:
         log.info("no KAFKA_BROKER: streaming straight into the database")
-        state = _stream_service(s, fetcher, RepositorySink(repo, metrics), repo, metrics,
+        state = _stream_service(s, wiring.fetcher(s, retry_forever=True),
+                                RepositorySink(repo, metrics), repo, metrics,
                                 stop).run(max_cycles=max_cycles)
         return RunResult(result, state, False)
-    return RunResult(result, _run_through_kafka(s, fetcher, repo, metrics, stop, max_cycles),
-                     True)
+    return RunResult(result, _run_through_kafka(s, wiring.fetcher(s, retry_forever=True), repo,
+                                                metrics, stop, max_cycles), True)
 
 
 def _run_through_kafka(s: Settings, fetcher, repo, metrics: Metrics, stop: threading.Event,
@@ -195,7 +198,8 @@ def _run_through_kafka(s: Settings, fetcher, repo, metrics: Metrics, stop: threa
     publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group,
                                timeout_s=s.kafka_timeout_seconds)
-    consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop)
+    consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop,
+                       listing=wiring.fetcher(s), exchanges=(s.exchange,))
     streamer = _stream_service(s, fetcher, publisher, repo, metrics, stop)
     try:
         return supervise(lambda: streamer.run(max_cycles=max_cycles), consumer.run, stop)

@@ -29,7 +29,9 @@ USES: dict[str, frozenset[str]] = {
     "gaps_repair": LOGGING | DATABASE | EXCHANGE | _WINDOW | {"backfill_batch_size"},
     "stream": LOGGING | DATABASE | EXCHANGE | KAFKA | _LIVE
     | {"symbols", "timeframe", "stream_max_catchup_minutes", "metrics_port"},
-    "consume": LOGGING | DATABASE | KAFKA | {"consumer_group", "consumer_workers", "metrics_port"},
+    # the exchange too: the consumer checks symbols against its listing
+    "consume": LOGGING | DATABASE | KAFKA | EXCHANGE
+    | {"consumer_group", "consumer_workers", "metrics_port"},
     "run": LOGGING | DATABASE | EXCHANGE | KAFKA | _WINDOW
     | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
        "consumer_group", "metrics_port"} | _LIVE,
@@ -79,7 +81,9 @@ def gap_repository(eng):
     return SqlGapRepository(eng)
 
 
-def fetcher(s: Settings):
+def fetcher(s: Settings, *, retry_forever: bool = False):
+    """`retry_forever`: the stream rides out any exchange outage; the others give up after
+    EXCHANGE_RETRY_SECONDS."""
     from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
 
     return CcxtFetcher(
@@ -90,6 +94,7 @@ def fetcher(s: Settings):
         settle_ms=int(s.realtime_delay_seconds * 1000),
         timeout_ms=int(s.exchange_timeout_seconds * 1000),
         max_retries=s.exchange_max_retries,
+        retry_s=None if retry_forever else s.exchange_retry_seconds,
         weight_limit=s.exchange_weight_limit,
     )
 

@@ -18,6 +18,8 @@ def sim(
     latency_ms: Annotated[float, typer.Option("--latency-ms", help="Delay added to every answer")] = 0.0,
     share_429: Annotated[float, typer.Option("--share-429", help="Share of klines answers that are 429")] = 0.0,
     share_5xx: Annotated[float, typer.Option("--share-5xx", help="Share of klines answers that are 503")] = 0.0,
+    share_garbage: Annotated[float, typer.Option("--share-garbage", help="Share of klines answers that are an unusable 200 (HTML, truncated, wrong shape)")] = 0.0,
+    share_short_pages: Annotated[float, typer.Option("--share-short-pages", help="Share of klines pages cut short (first rows only)")] = 0.0,
     weight_limit: Annotated[Optional[int], typer.Option("--weight-limit", help="Request weight allowed per window (default: unthrottled)")] = None,
     weight_window: Annotated[int, typer.Option("--weight-window", help="Weight window in seconds")] = 60,
     maintenance: Annotated[Optional[List[str]], typer.Option("--maintenance", help="START/END (ISO): no candles in between; repeatable")] = None,
@@ -44,6 +46,7 @@ def sim(
         weight_limit=weight_limit, weight_window_s=weight_window,
         maintenance=_maintenance(maintenance or []), zero_volume_share=zero_volume_share,
         settle_lag_ms=settle_lag_ms, clock_offset_ms=clock_offset_ms,
+        share_garbage=share_garbage, share_short_pages=share_short_pages,
     )
     pre = _precompute(precompute) if precompute else None
     from ohlcv_cli.sim.ws import WsFaults

@@ -27,6 +27,20 @@ class Fetcher(Protocol):
         """Pages of final candles with open time in [start, end), oldest first."""
 
 
+class SymbolListing(Protocol):
+    """What the consumer asks the exchange: which symbols it lists (the fetcher adapter)."""
+
+    def listed_symbols(self) -> set[str]:
+        """Every symbol the exchange lists now; ExchangeUnavailable when it cannot be asked."""
+
+
+class TradingStatus(Protocol):
+    """What the stream asks the exchange about a symbol that stopped producing candles."""
+
+    def is_trading(self, symbol: str) -> bool | None:
+        """True: trading; False: halted or delisted; None: the exchange cannot say now."""
+
+
 class CandleRepository(Protocol):
     def upsert(self, candles: Iterable[Candle], expect_new: bool = False) -> int:
         """Insert or update; returns how many rows were written (new or changed). `expect_new`

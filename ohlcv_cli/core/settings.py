@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     exchange_timeout_seconds: float = _seconds(10.0, gt=0)
     exchange_weight_limit: int | None = Field(None, gt=0)
     exchange_max_retries: int = Field(5, ge=0)
+    exchange_retry_seconds: float = Field(300.0, gt=0, allow_inf_nan=False)
     backfill_concurrency: int = Field(4, gt=0, le=64)
     backfill_batch_size: int = Field(10_000, gt=0)
 
@@ -217,7 +218,7 @@ DATABASE = frozenset({"database_url", "postgres_user", "postgres_password", "pos
                       "postgres_host", "postgres_port"})
 EXCHANGE = frozenset({"exchange", "exchange_url", "binance_api_key", "binance_secret_key",
                       "exchange_timeout_seconds", "exchange_weight_limit", "exchange_max_retries",
-                      "realtime_delay_seconds"})
+                      "exchange_retry_seconds", "realtime_delay_seconds"})
 KAFKA = frozenset({"kafka_broker", "topic_name", "topic_partitions", "kafka_timeout_seconds"})
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ohlcv_cli.core.candle import Candle
-from ohlcv_cli.core.errors import BrokerUnavailable, ExchangeUnavailable, StorageError
+from ohlcv_cli.core.errors import BadSymbol, BrokerUnavailable, ExchangeUnavailable, StorageError
 from ohlcv_cli.core.feed import CandleFeed, Connected, Disconnected
 from ohlcv_cli.services.stream import Stream, StreamState
 
@@ -39,6 +39,7 @@ class _Fetched:
     candles: list[Candle]
     error: ExchangeUnavailable | None = None
     short: bool = False  # the exchange did not have the whole range yet
+    halted: str | None = None  # the exchange no longer lists it (-1121)
     bug: BaseException | None = None
 
 
@@ -150,6 +151,13 @@ class WsStream:
             self._in_flight.discard(item.symbol)
             if item.bug is not None:
                 raise item.bug
+            halts = self.stream.halts  # symbols that stopped trading: polled slowly (Stream's rule)
+            if item.halted is not None:
+                halts.halt(item.symbol, item.halted)
+                return
+            halts.fetched(item.symbol, bool(item.candles))
+            if item.short and not item.candles:
+                halts.late(item.symbol)
             if item.short:
                 self._retry_at[item.symbol] = self._clock() + self.stream.retry_s
             if item.error is not None:
@@ -190,6 +198,8 @@ class WsStream:
         for sym in s.symbols:
             if sym in self._in_flight or self._retry_at.get(sym, 0.0) > now:
                 continue
+            if not s.halts.due(sym):
+                continue
             self._retry_at.pop(sym, None)
             pending = self._pending[sym]
             w = wm[sym]
@@ -215,6 +225,8 @@ class WsStream:
         try:
             candles = [c for page in s.fetcher.fetch_range(symbol, s.tf, start, end, "stream")
                        for c in page]
+        except BadSymbol as exc:
+            return _Fetched(symbol, [], halted=str(exc))
         except ExchangeUnavailable as exc:
             return _Fetched(symbol, [], exc)
         except BaseException as exc:  # re-raised in the loop's thread, never lost with the worker
@@ -262,6 +274,7 @@ class WsStream:
             for t in range(wm[sym], end, tf_ms):
                 pending.pop(t, None)
             wm[sym] = end
+            s.halts.caught_up(sym)
             for c in (self.counters, self._window):
                 c.from_socket += n_socket
                 c.from_rest += n_rest
@@ -271,7 +284,9 @@ class WsStream:
 
     def _report(self) -> None:
         w, due = self._window, self._due_end()
-        waiting = sum(1 for sym in self.stream.symbols if self.state.watermarks[sym] < due)
+        halted = self.stream.halts.halted
+        waiting = sum(1 for sym in self.stream.symbols
+                      if self.state.watermarks[sym] < due and sym not in halted)
         log.info("websocket stream: %d candles from the socket, %d from REST, %d reconnects, "
                  "%d symbols waiting", w.from_socket, w.from_rest, w.reconnects, waiting)
         self._window = WsCounters()
