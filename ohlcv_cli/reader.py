@@ -242,9 +242,10 @@ class Store:
         return result
 
     def plot(self, symbol: str, timeframe: str = "1h", start: Any = None, end: Any = None,
-             out: str = "chart.png") -> int:
+             out: str = "chart.png") -> tuple[int, list[int]]:
         """Candlesticks with volume underneath to a PNG (matplotlib) or a self-contained HTML
-        (plotly); a missing candle stays a hole. Returns the number of candles drawn."""
+        (plotly); a missing candle stays a hole. Returns the number of candles drawn and the
+        derived buckets left out as incomplete (open times, ms)."""
         from ohlcv_cli.adapters import charts
 
         w = self.window(symbol, timeframe, start, end)
@@ -254,7 +255,7 @@ class Store:
             raise ConfigError(f"no {timeframe} candles of {symbol} between {iso(w.start)} and "
                               f"{iso(w.end)}")
         charts.candles(df, symbol, w.timeframe, w.start, w.end, out)
-        return len(df)
+        return len(df), [t.value // 1_000_000 for t in df.attrs.get("incomplete", [])]
 
     def coverage(self, symbols: Sequence[str] | None = None, timeframe: str | None = None,
                  bins: int = 400) -> list[dict]:

@@ -62,7 +62,10 @@ def _check_writable(path: Path) -> None:
 
 
 def _iso(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.strftime(pc.cast(col, pa.timestamp("ms", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+    # open times are whole seconds (1s is the finest interval)
+    ts = pc.cast(pc.cast(col, pa.timestamp("ms", tz="UTC")), pa.timestamp("s", tz="UTC"),
+                 safe=False)
+    return pc.strftime(ts, format="%Y-%m-%dT%H:%M:%SZ")
 
 
 class _CsvWriter:

@@ -15,6 +15,8 @@ from ohlcv_cli.cli import live
 from ohlcv_cli.cli.common import err_console, setup_logging
 from ohlcv_cli.cli.sim import sim
 from ohlcv_cli.cli.status import status
+from ohlcv_cli.cli.export import export
+from ohlcv_cli.cli.plot import plot
 from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.settings import load_settings
 
@@ -47,6 +49,8 @@ app.command()(live.run)
 app.add_typer(live.topic_app, name="topic")
 app.add_typer(gaps_cli.app, name="gaps")
 app.command()(status)
+app.command()(export)
+app.command()(plot)
 
 
 def _line(text: str) -> str:

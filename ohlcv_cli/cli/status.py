@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -25,6 +25,7 @@ def status(
     timeframe: TimeframeOpt = None,
     database_url: DatabaseOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the coverage timeline to this .png or .html")] = None,
 ) -> None:
     """Per symbol and timeframe in the store: first and last candle, stored and expected counts,
     coverage, freshness and the ranges the exchange has no candles for."""
@@ -38,6 +39,10 @@ def status(
     engine = make_engine_for(s)
     open_repository(s, engine)  # checks the schema
     rows = Status(SqlGapRepository(engine)).run(int(time.time() * 1000), wanted, timeframe)
+    if plot is not None:
+        from ohlcv_cli.cli.plot import coverage
+
+        coverage(s, plot, wanted, timeframe)
     if as_json:
         typer.echo(json.dumps([_json(r) for r in rows], indent=2))
         return
