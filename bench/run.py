@@ -13,7 +13,8 @@ def main() -> None:
 
     print("== backfill")
     backfill_bench.main()
-    for name, title in (("consume_bench", "consume (Kafka -> PostgreSQL)"), ("gaps_bench", "gaps check")):
+    for name, title in (("consume_bench", "consume (Kafka -> PostgreSQL)"), ("gaps_bench", "gaps check"),
+                        ("read_bench", "reading the store (pandas, derived, export)")):
         try:
             module = __import__(name)
         except ModuleNotFoundError:

@@ -192,7 +192,7 @@ class Store:
         A timeframe that is not stored is derived in the database from the finest stored one
         that divides it; buckets with a candle missing (not in a known exchange gap) are left
         out and listed in `df.attrs["incomplete"]` (UTC timestamps)."""
-        import pyarrow as pa
+        from ohlcv_cli.adapters import frames
 
         _check_output(output)
         w = self.window(symbol, timeframe, start, end)
@@ -202,12 +202,7 @@ class Store:
             if d is not None:
                 total = total or Derivation(d.target, d.source)
                 total.merge(d)
-        if not tables:
-            from ohlcv_cli.adapters.sql_reader import empty_table
-
-            tables = [empty_table()]
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        return _frame(table, exact, output, total)
+        return _frame(frames.concat(tables), exact, output, total)
 
     # --- files and pictures --------------------------------------------------------------------
     def export(self, symbols: Sequence[str] | str, timeframe: str = "1m", start: Any = None,

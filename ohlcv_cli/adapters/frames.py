@@ -36,6 +36,14 @@ def typed(table: pa.Table, exact: bool, symbol: str | None = None) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
 
+def concat(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        from ohlcv_cli.adapters.sql_reader import empty_table
+
+        return empty_table()
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
 def to_pandas(table: pa.Table, exact: bool, derived_from: str | None = None,
               incomplete: list[int] | None = None):
     """A DataFrame indexed by open_time (UTC); Decimal objects when exact. A derived frame
