@@ -175,3 +175,37 @@ def test_sql_users_get_the_same_from_the_function(pg_url, sim_factory):
     assert [[int(r[0].timestamp() * 1000), *r[1:]] for r in rows] == [
         [w[0], *(Decimal(x) for x in w[1:6])] for w in want]
     assert partial == 2  # the weeks of 2024-01-22 and 2024-02-05 are only partly stored
+
+
+def test_the_readme_example_runs(tmp_path, sim_factory):
+    """The "Reading the store / From Python" block of README.md, against a SQLite store."""
+    import re
+    from pathlib import Path
+
+    from ohlcv_cli.adapters.sql_schema import make_engine, upgrade
+
+    url = "sqlite:///ohlcv.db"  # the example's store, in the test's working directory
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    put(url, sim_factory(), "BTC/USDT", "1m", parse_iso("2024-03-01"), parse_iso("2024-03-03"))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### From Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "btc.parquet").stat().st_size > 0
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_derivation_rules():
+    from ohlcv_cli.core.derive import derivable_from, pick_source
+
+    names = lambda tf: [t.name for t in derivable_from(parse_timeframe(tf))]  # noqa: E731
+    assert names("5m") == ["1s", "1m"]
+    assert "3d" not in names("1w") and names("1w")[-3:] == ["8h", "12h", "1d"]
+    assert names("3d") == ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
+                           "12h", "1d"]
+    assert pick_source(parse_timeframe("1h"), ["1h", "1m"]) is None  # stored: read as is
+    assert pick_source(parse_timeframe("4h"), ["1h", "1m"]).name == "1m"  # the finest
+    with pytest.raises(ConfigError, match="it can be derived from 1s, 1m"):
+        pick_source(parse_timeframe("5m"), ["3m"])
