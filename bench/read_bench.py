@@ -58,6 +58,23 @@ def main(days: int = 365) -> None:
             conn.execute(sa.text(_LOAD), {"n": n})
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("VACUUM ANALYZE candles"))
+        # exports first: a child forked from a process holding big frames would count their
+        # pages in its peak RSS
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+        with tempfile.TemporaryDirectory() as tmp:
+            for part, label in ((4, "a quarter"), (1, "all")):
+                args = [*OHLCV, "export", "--symbols", "BTC/USDT", "--format", "parquet",
+                        "--out", f"{tmp}/x.parquet", "--database-url", url]
+                if part != 1:
+                    args += ["--start", "2024-01-01", "--end",
+                             time.strftime("%Y-%m-%dT%H:%M", time.gmtime(
+                                 1704067200 + n // part * 60))]
+                r, wall, rss = run_measured(args, env)
+                assert r.returncode == 0, r.stderr
+                size = os.path.getsize(f"{tmp}/x.parquet") / 2**20
+                print(f"ohlcv export parquet, {label} ({n // part:,} candles): {wall:.2f} s"
+                      f" end to end ({n // part / wall:,.0f} candles/s), peak RSS {rss:.0f} MiB,"
+                      f" file {size:.1f} MiB; {r.stderr.strip().splitlines()[-1]}")
         store = open_store(url)
         api_s, df = best(lambda: store.candles("BTC/USDT", "1m"))
         assert len(df) == n, len(df)
@@ -75,21 +92,6 @@ def main(days: int = 365) -> None:
         print(f"derived 1h from 1m in PostgreSQL, {len(hours):,} candles: {hours_s:.3f} s")
         store.close()
         engine.dispose()
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
-        with tempfile.TemporaryDirectory() as tmp:
-            for part, label in ((4, "a quarter"), (1, "all")):
-                args = [*OHLCV, "export", "--symbols", "BTC/USDT", "--format", "parquet",
-                        "--out", f"{tmp}/x.parquet", "--database-url", url]
-                if part != 1:
-                    args += ["--start", "2024-01-01", "--end",
-                             time.strftime("%Y-%m-%dT%H:%M", time.gmtime(
-                                 1704067200 + n // part * 60))]
-                r, wall, rss = run_measured(args, env)
-                assert r.returncode == 0, r.stderr
-                size = os.path.getsize(f"{tmp}/x.parquet") / 2**20
-                print(f"ohlcv export parquet, {label} ({n // part:,} candles): {wall:.2f} s"
-                      f" end to end ({n // part / wall:,.0f} candles/s), peak RSS {rss:.0f} MiB,"
-                      f" file {size:.1f} MiB; {r.stderr.strip().splitlines()[-1]}")
     finally:
         cluster.destroy()
 
