@@ -110,7 +110,7 @@ class Store:
 
     def window(self, symbol: str, timeframe: str = "1m", start: Any = None,
                end: Any = None) -> Window:
-        tf = parse_timeframe(timeframe)
+        tf = timeframe if isinstance(timeframe, Timeframe) else parse_timeframe(timeframe)
         start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise ConfigError(f"empty window: start {iso(start_ms)} is not before end "
@@ -280,6 +280,13 @@ class Store:
             raise ConfigError("no candles stored: nothing to draw")
         charts.coverage(series, out)
         return len(series)
+
+
+def check_picture(out: str) -> str:
+    """The picture kind (.png or .html) of a path that can be written, or a ConfigError."""
+    from ohlcv_cli.adapters import charts
+
+    return charts.check_target(out)
 
 
 def _check_output(output: str) -> None:

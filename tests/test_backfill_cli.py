@@ -11,15 +11,11 @@ import pytest
 
 from conftest import run_cli
 from ohlcv_cli.core.timeutil import iso, parse_iso
+from helpers import kline_rows as as_rows
 
 M = 60_000
 
 
-def as_rows(stored):
-    tf_ms = {"1m": 60_000, "1s": 1000}
-    return [[c.open_time, c.open, c.high, c.low, c.close, c.volume, c.open_time + tf_ms[c.timeframe] - 1,
-             c.quote_volume, c.trades, c.taker_buy_base_volume, c.taker_buy_quote_volume, "0"]
-            for c in stored]
 
 
 def test_backfill_days_stores_exact_candles_within_boundaries(pg_url, repo_for, sim_factory):

@@ -10,16 +10,13 @@ from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
 from ohlcv_cli.core.errors import BadSymbol, ExchangeUnavailable
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import parse_iso
+from helpers import kline_rows as rows_of
 
 M1 = parse_timeframe("1m")
 S1 = parse_timeframe("1s")
 T0 = parse_iso("2024-03-01")
 
 
-def rows_of(candles):
-    return [[c.open_time, c.open, c.high, c.low, c.close, c.volume, c.open_time + 59_999,
-             c.quote_volume, c.trades, c.taker_buy_base_volume, c.taker_buy_quote_volume, "0"]
-            for c in candles]
 
 
 def fetch_all(fetcher, symbol, tf, start, end):

@@ -19,6 +19,7 @@ from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import iso, parse_iso
 from ohlcv_cli.services.gaps import merge, subtract, uncovered
 from ohlcv_cli.sim import default_symbols
+from helpers import kline_rows as as_rows
 
 M = 60_000
 M1 = parse_timeframe("1m")
@@ -41,10 +42,6 @@ def delete(repo, symbol, start, end, tf="1m"):
                      {"s": symbol, "tf": tf, "a": repo.ts(start), "b": repo.ts(end)})
 
 
-def as_rows(stored):
-    return [[c.open_time, c.open, c.high, c.low, c.close, c.volume, c.open_time + M - 1,
-             c.quote_volume, c.trades, c.taker_buy_base_volume, c.taker_buy_quote_volume, "0"]
-            for c in stored]
 
 
 def check(url, *args, env=None):
@@ -231,7 +228,7 @@ def test_repair_that_cannot_reach_klines_exits_1_naming_the_symbol(sqlite_url, r
     store(repo, sim, "BTC/USDT")
     delete(repo, "BTC/USDT", T0 + 10 * M, T0 + 20 * M)
     r = run_cli("gaps", "repair", *WINDOW, "--symbols", "BTC/USDT",
-                env={"DATABASE_URL": sqlite_url, "OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_MAX_RETRIES": "0"})
+                env={"DATABASE_URL": sqlite_url, "OHLCV_EXCHANGE_URL": sim.url, "EXCHANGE_RETRY_SECONDS": "1"})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "error: BTC/USDT: binance unreachable" in r.stderr
     assert "FAILED" in r.stdout

@@ -15,6 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from conftest import SETTING_VARS, run_cli
 from ohlcv_cli.core import message
+from helpers import kline_rows as rows
 
 pytestmark = pytest.mark.kafka
 SYMS = ("BTC/USDT", "ETH/USDT")
@@ -44,9 +45,6 @@ def live_env(pg_url, sim, broker, topic, **extra) -> dict:
             "REALTIME_DELAY_SECONDS": "0.5", "CONSUMER_GROUP": f"g-{topic}", **extra}
 
 
-def rows(stored):
-    return [[c.open_time, c.open, c.high, c.low, c.close, c.volume, c.open_time + 999, c.quote_volume,
-             c.trades, c.taker_buy_base_volume, c.taker_buy_quote_volume, "0"] for c in stored]
 
 
 def assert_complete_and_exact(repo, sim, symbols=SYMS, min_count=5):

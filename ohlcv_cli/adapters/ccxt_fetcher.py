@@ -22,6 +22,7 @@ from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import (
     BadSymbol, ConfigError, ExchangeRejected, ExchangeUnavailable, RateLimited,
 )
+from ohlcv_cli.core.outage import OutageLog
 from ohlcv_cli.core.timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,47 @@ log = logging.getLogger(__name__)
 PAGE = 1000
 KLINES_WEIGHT = 2
 TIME_WEIGHT = 1
+EXCHANGE_INFO_WEIGHT = 20
 _WEIGHT_HEADER = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.I)
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _INTERVAL_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+MAX_BACKOFF_S = 10.0
+_UNSET = object()
+
+
+class _BadAnswer(Exception):
+    """A 200 answer that is not what the endpoint returns (an HTML page from a proxy or CDN, a
+    truncated body, JSON of another shape): a transient fault, retried like a 5xx."""
+
+
+def _klines_rows(rows):
+    """The answer of /klines if it has the documented shape, else _BadAnswer."""
+    if type(rows) is not list:
+        raise _BadAnswer(f"klines answer is not a JSON array: {str(rows)[:80]!r}")
+    for row in rows:
+        if not (type(row) is list and len(row) >= 11 and type(row[0]) is int
+                and type(row[8]) is int and type(row[1]) is str and type(row[2]) is str
+                and type(row[3]) is str and type(row[4]) is str and type(row[5]) is str
+                and type(row[7]) is str and type(row[9]) is str and type(row[10]) is str):
+            raise _BadAnswer(f"klines answer holds a malformed row: {str(row)[:80]!r}")
+    return rows
+
+
+def _load_markets(ex) -> dict:
+    """ccxt's load_markets, with an unusable exchangeInfo answer (which makes ccxt's parsing
+    trip over a string or a missing key) counted as a transient fault."""
+    try:
+        return ex.load_markets(reload=True)
+    except ccxt.BaseError:
+        raise
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+        raise _BadAnswer(f"exchangeInfo answer could not be read: {type(exc).__name__}") from exc
+
+
+def _server_time(answer) -> int:
+    if not (isinstance(answer, dict) and isinstance(answer.get("serverTime"), int)):
+        raise _BadAnswer(f"time answer is not {{\"serverTime\": ms}}: {str(answer)[:80]!r}")
+    return answer["serverTime"]
 
 
 class WeightBudget:
@@ -101,6 +140,7 @@ class CcxtFetcher:
         settle_ms: int = 1000,
         timeout_ms: int = 10_000,
         max_retries: int = 5,
+        retry_s: float | None = 300.0,
         weight_limit: int | None = None,
         max_rate_limit_wait_s: float = 600.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -112,7 +152,9 @@ class CcxtFetcher:
         self._key, self._secret = api_key, secret
         self.settle_ms = settle_ms
         self._timeout = timeout_ms
-        self._max_retries = max_retries
+        self._max_retries = max_retries  # at the first contact only: a wrong URL fails fast
+        self._retry_s = retry_s  # afterwards, an outage is ridden out this long (None: for ever)
+        self._outage = OutageLog(log, f"{exchange_id} at {exchange_url or 'the default endpoint'}")
         self._weight_override = weight_limit
         self._max_rl_wait = max_rate_limit_wait_s
         self._sleep = sleep
@@ -162,7 +204,7 @@ class CcxtFetcher:
                 return
             ex = self._new_exchange()
             ex.enableLastJsonResponse = True
-            self._call(lambda: ex.load_markets(), ex, weight=0)
+            self._call(lambda: _load_markets(ex), ex, weight=0, first_contact=True)
             info = ex.last_json_response if isinstance(ex.last_json_response, dict) else {}
             ex.enableLastJsonResponse = False
             limit, window = 6000, 60_000
@@ -180,14 +222,22 @@ class CcxtFetcher:
 
     def _sync_clock(self, ex: ccxt.Exchange) -> None:
         before = time.time() * 1000
-        server = int(self._call(lambda: ex.public_get_time(), ex, weight=TIME_WEIGHT)["serverTime"])
+        server = self._call(lambda: _server_time(ex.public_get_time()), ex, weight=TIME_WEIGHT,
+                            first_contact=True)
         after = time.time() * 1000
         self._offset_ms = int(server - (before + after) / 2)
 
     # --- requests -----------------------------------------------------------------------------
-    def _call(self, fn: Callable, ex: ccxt.Exchange, weight: int):
+    def _call(self, fn: Callable, ex: ccxt.Exchange, weight: int, *, first_contact: bool = False,
+              retry_s=_UNSET):
+        """One request with the retry policy: rate-limit answers wait as Retry-After asks; a
+        transient fault (timeout, refused, 5xx, an unusable 200) is retried with capped
+        exponential backoff and jitter for `retry_s` seconds (EXCHANGE_RETRY_SECONDS; None: for
+        ever), or, at the first contact, `max_retries` times."""
+        window = self._retry_s if retry_s is _UNSET else retry_s
         attempt = 0
         rl_waited = 0.0
+        failing_since: float | None = None
         while True:
             if weight and self.budget is not None:
                 self.budget.acquire(weight)
@@ -195,8 +245,9 @@ class CcxtFetcher:
                 self.stats["requests"] += 1
                 result = fn()
                 self._observe(ex)
+                self._outage.ok()
                 return result
-            except ccxt.DDoSProtection as exc:  # 429, 418 and code -1003
+            except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as exc:  # 429, 418, -1003
                 self._observe(ex)
                 self.stats["rate_limited"] += 1
                 wait = self._retry_after(ex, default=1.0 + attempt)
@@ -209,17 +260,32 @@ class CcxtFetcher:
                 log.warning("%s rate limit answer; waiting %.1fs as Retry-After asks",
                             self.exchange_id, wait)
                 self._sleep(wait)
-            except (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.NetworkError) as exc:
+            except (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse, _BadAnswer) as exc:
                 attempt += 1
-                if attempt > self._max_retries:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                elapsed = now - failing_since
+                what = type(exc).__name__ if not isinstance(exc, _BadAnswer) else f"unusable answer ({exc})"
+                if first_contact:
+                    give_up, tried = attempt > self._max_retries, f"after {attempt} attempts"
+                else:
+                    give_up = window is not None and elapsed >= window
+                    tried = f"for {elapsed:.0f}s ({attempt} attempts)" if attempt > 1 else "(one attempt)"
+                if give_up:
                     raise ExchangeUnavailable(
-                        f"{self.exchange_id} unreachable at {self._where()}: "
-                        f"{type(exc).__name__} after {attempt} attempts"
+                        f"{self.exchange_id} unreachable at {self._where()}: {what} {tried}"
                     ) from exc
                 self.stats["retries"] += 1
-                wait = min(10.0, 0.2 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
-                log.warning("%s %s; retry %d/%d in %.1fs", self.exchange_id,
-                            type(exc).__name__, attempt, self._max_retries, wait)
+                wait = min(MAX_BACKOFF_S, 0.2 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
+                if not first_contact and window is not None:
+                    wait = max(0.0, min(wait, window - elapsed))  # the last try at the deadline
+                if first_contact:
+                    plan = f"retry {attempt} of {self._max_retries}"
+                elif window is None:
+                    plan = "retrying until it answers"
+                else:
+                    plan = f"retrying for up to {window:.0f}s"
+                self._outage.failed(what, plan)
                 self._sleep(wait)
             except ccxt.BadSymbol as exc:
                 raise BadSymbol(f"{self.exchange_id} does not list this symbol: {exc}") from exc
@@ -285,12 +351,13 @@ class CcxtFetcher:
         while t < end:
             params = {"symbol": mid, "interval": tf.name, "startTime": t,
                       "endTime": end - 1, "limit": PAGE}
-            rows = self._call(lambda: ex.public_get_klines(params), ex, weight=KLINES_WEIGHT)
+            rows = self._call(lambda: _klines_rows(ex.public_get_klines(params)), ex,
+                              weight=KLINES_WEIGHT)
             final_before = self.now_ms() - self.settle_ms
             page: list[Candle] = []
             ex_id, tf_name, tf_ms = self.exchange_id, tf.name, tf.ms
             for row in rows:
-                ot = int(row[0])
+                ot = row[0]
                 if ot < t or ot >= end:
                     continue
                 if ot + tf_ms > final_before:  # defensive: never keep a candle still moving
@@ -299,11 +366,40 @@ class CcxtFetcher:
                     break
                 # the kline's own strings, untouched (inlined from_kline: this loop is hot)
                 page.append(Candle(ex_id, symbol, tf_name, ot, row[1], row[2], row[3], row[4],
-                                   row[5], row[7], int(row[8]), row[9], row[10], source))
+                                   row[5], row[7], row[8], row[9], row[10], source))
             if page:
                 yield page
-            if len(rows) < PAGE or not page:
+            if not page:
+                # nothing from t on: the range really ends here (after a short page, this is
+                # the follow-up request that confirms it)
                 return
             t = page[-1].open_time + tf.ms
+            # A page shorter than the limit does not prove that the data ends there: a proxy or
+            # the exchange may cut a page short. The loop goes on from its last candle; only an
+            # empty answer (or reaching `end`) stops it, so no exchange gap is ever inferred
+            # from a short page alone.
 
+    # --- what the consumer and the stream ask about symbols -----------------------------------
+    def listed_symbols(self) -> set[str]:
+        """Every spot symbol the exchange lists now (halted ones included), from a fresh
+        exchangeInfo; one attempt, so that a caller who can go on without it is never held up."""
+        ex = self._new_exchange()
+        markets = self._call(lambda: _load_markets(ex), ex, weight=0, retry_s=0)
+        return {sym for sym, m in markets.items() if m.get("spot")}
 
+    def is_trading(self, symbol: str) -> bool | None:
+        """Whether the exchange trades the symbol now (exchangeInfo status TRADING); False when
+        it is halted or no longer listed, None when the exchange cannot say. One attempt."""
+        mid = self.market_id(symbol)
+        ex = self._ex()
+        try:
+            info = self._call(lambda: ex.public_get_exchangeinfo({"symbol": mid}), ex,
+                              weight=EXCHANGE_INFO_WEIGHT, retry_s=0)
+        except BadSymbol:
+            return False
+        except (ExchangeUnavailable, ExchangeRejected):
+            return None
+        for entry in info.get("symbols", []) if isinstance(info, dict) else []:
+            if isinstance(entry, dict) and entry.get("symbol") == mid:
+                return entry.get("status") == "TRADING"
+        return False

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -28,27 +29,39 @@ def _broker_error(exc: BaseException, broker: str, doing: str) -> BrokerUnavaila
     return BrokerUnavailable(f"Kafka broker {broker} unavailable while {doing}: {name}: {text}"[:300])
 
 
+@contextmanager
+def _translate(broker: str, doing: str, *, config: bool = False) -> Iterator[None]:
+    """The one place kafka-python's exceptions become BrokerUnavailable (`from exc`: the cause
+    stays for debugging). `config=True` (building a client) also covers its ValueErrors."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise _broker_error(exc, broker, doing) from exc
+    except ValueError as exc:
+        if not config:
+            raise
+        raise _broker_error(exc, broker, doing) from exc
+
+
 def ensure_topic(broker: str, topic: str, partitions: int, *, timeout_s: float = 15) -> bool:
     """Create the topic (and its dead-letter topic) when missing; True if anything was created."""
-    try:
+    with _translate(broker, "connecting", config=True):
         admin = KafkaAdminClient(bootstrap_servers=broker, client_id="ohlcv-admin",
                                  request_timeout_ms=int(timeout_s * 1000),
                                  bootstrap_timeout_ms=int(timeout_s * 1000))
-    except (KafkaError, ValueError) as exc:
-        raise _broker_error(exc, broker, "connecting") from None
     created = False
     try:
-        existing = set(admin.list_topics())
-        wanted = [NewTopic(t, partitions, 1) for t in (topic, f"{topic}.dlq") if t not in existing]
-        if wanted:
-            try:
-                admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
-                created = True
-                log.info("created topics %s with %d partitions", [t.name for t in wanted], partitions)
-            except TopicAlreadyExistsError:
-                pass
-    except KafkaError as exc:
-        raise _broker_error(exc, broker, "creating topics") from None
+        with _translate(broker, "creating topics"):
+            existing = set(admin.list_topics())
+            wanted = [NewTopic(t, partitions, 1) for t in (topic, f"{topic}.dlq") if t not in existing]
+            if wanted:
+                try:
+                    admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
+                    created = True
+                    log.info("created topics %s with %d partitions", [t.name for t in wanted],
+                             partitions)
+                except TopicAlreadyExistsError:
+                    pass
     finally:
         admin.close()
     return created
@@ -66,7 +79,7 @@ class KafkaPublisher:
 
     def _get(self) -> KafkaProducer:
         if self._producer is None:
-            try:
+            with _translate(self.broker, "connecting", config=True):
                 self._producer = KafkaProducer(
                     bootstrap_servers=self.broker, client_id="ohlcv-stream", acks="all",
                     enable_idempotence=True, linger_ms=self._linger, batch_size=256 * 1024,
@@ -76,8 +89,6 @@ class KafkaPublisher:
                     reconnect_backoff_max_ms=2000,
                     bootstrap_timeout_ms=int(self._timeout_s * 1000),
                 )
-            except (KafkaError, ValueError) as exc:
-                raise _broker_error(exc, self.broker, "connecting") from None
         return self._producer
 
     def publish(self, candles: Iterable[Candle], fetched_at: int | None = None) -> int:
@@ -86,36 +97,37 @@ class KafkaPublisher:
             return 0
         now = fetched_at or int(time.time() * 1000)
         producer = self._get()
-        try:
+        with self._resetting("publishing"):
             futures = [producer.send(self.topic, key=message.key(c), value=message.encode(c, now))
                        for c in candles]
             producer.flush(timeout=self._timeout_s * 2)
             for f in futures:
                 f.get(timeout=self._timeout_s)
-        except KafkaError as exc:
-            # The producer may hold half-sent state; a fresh one is safer after an outage.
-            self._reset()
-            raise _broker_error(exc, self.broker, "publishing") from None
         return len(candles)
+
+    @contextmanager
+    def _resetting(self, doing: str) -> Iterator[None]:
+        """Translate, and drop the producer on failure: it may hold half-sent state, and a fresh
+        one is safer after an outage."""
+        try:
+            with _translate(self.broker, doing):
+                yield
+        except BrokerUnavailable:
+            self._reset()
+            raise
 
     def send_dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
                          origin: str) -> None:
         producer = self._get()
         headers = [("reason", reason.encode()[:1000]), ("origin", origin.encode())]
-        try:
+        with self._resetting("sending to the dead-letter topic"):
             producer.send(f"{self.topic}.dlq", key=key, value=value or b"", headers=headers)
-        except KafkaError as exc:
-            self._reset()
-            raise _broker_error(exc, self.broker, "sending to the dead-letter topic") from None
 
     def flush(self) -> None:
         if self._producer is None:
             return
-        try:
+        with self._resetting("flushing"):
             self._producer.flush(timeout=self._timeout_s * 2)
-        except KafkaError as exc:
-            self._reset()
-            raise _broker_error(exc, self.broker, "flushing") from None
 
     def _reset(self) -> None:
         if self._producer is not None:
@@ -143,7 +155,7 @@ class KafkaCandleSource:
                  timeout_s: float = 15) -> None:
         self.broker, self.topic, self.group = broker, topic, group
         self._max = max_records
-        try:
+        with _translate(broker, "connecting", config=True):
             self._consumer = KafkaConsumer(
                 topic, bootstrap_servers=broker, group_id=group, client_id="ohlcv-consume",
                 enable_auto_commit=False,
@@ -154,15 +166,11 @@ class KafkaCandleSource:
                 max_poll_interval_ms=600_000, request_timeout_ms=max(30_000, session_timeout_ms + 5000),
                 bootstrap_timeout_ms=int(timeout_s * 1000),
             )
-        except (KafkaError, ValueError) as exc:
-            raise _broker_error(exc, broker, "connecting") from None
 
     def poll(self, timeout_ms: int = 500) -> list:
         """kafka-python's ConsumerRecords (topic, partition, offset, key, value), as they come."""
-        try:
+        with _translate(self.broker, "polling"):
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max)
-        except KafkaError as exc:
-            raise _broker_error(exc, self.broker, "polling") from None
         out: list = []
         for records in batches.values():
             out.extend(records)
@@ -178,10 +186,8 @@ class KafkaCandleSource:
         if not last:
             return
         offsets = {TopicPartition(t, p): OffsetAndMetadata(o + 1, "", -1) for (t, p), o in last.items()}
-        try:
+        with _translate(self.broker, "committing offsets"):
             self._consumer.commit(offsets)
-        except KafkaError as exc:
-            raise _broker_error(exc, self.broker, "committing offsets") from None
 
     def rewind(self, records: list) -> None:
         """Seek each partition back to the first of `records`, so they are polled again."""

@@ -10,11 +10,10 @@ import time
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
+from ohlcv_cli.adapters.sql_errors import translate
 from ohlcv_cli.adapters.sql_repository import from_db_time, to_db_time
-from ohlcv_cli.adapters.sql_schema import storage_error
 from ohlcv_cli.core.ports import SeriesSummary
 
 _KEY = "exchange = :e AND symbol = :s AND timeframe = :tf"
@@ -35,11 +34,9 @@ class SqlGapRepository:
         return from_db_time(value)
 
     def _rows(self, sql, params: dict) -> list:
-        try:
+        with translate(self.engine):
             with self.engine.connect() as conn:
                 return conn.execute(sql, params).all()
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
 
     # --- reads --------------------------------------------------------------------------------
     def first_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
@@ -104,7 +101,7 @@ class SqlGapRepository:
             " recorded_at = excluded.recorded_at"
         )
         now = self.ts(int(time.time() * 1000))
-        try:
+        with translate(self.engine, values=True):
             with self._write_lock, self.engine.begin() as conn:
                 for a, b in ranges:
                     params = {**key, "a": self.ts(a), "b": self.ts(b)}
@@ -114,6 +111,4 @@ class SqlGapRepository:
                     if found:
                         conn.execute(delete, params)
                     conn.execute(insert, {**key, "a": self.ts(lo), "b": self.ts(hi), "now": now})
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
         return len(ranges)

@@ -12,11 +12,11 @@ from typing import Iterable
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from ohlcv_cli.adapters.sql_schema import storage_error
-from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.adapters.sql_errors import translate
+from ohlcv_cli.core.candle import MAX_OPEN_TIME, Candle
+from ohlcv_cli.core.errors import StorageRejected
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.timeutil import dt_to_ms, ms_to_dt
 
@@ -147,7 +147,14 @@ class SqlCandleRepository:
         rows = dedupe(candles)
         if not rows:
             return 0
-        try:
+        # PostgreSQL would take a year after 9999, but no reader could convert it back
+        bad = next((c for c in rows if not 0 <= c.open_time <= MAX_OPEN_TIME), None)
+        if bad is not None:
+            raise StorageRejected(f"open_time {bad.open_time} is outside the years 1970-9999 "
+                                  "that the store holds")
+        # every error of the raw COPY paths too: StorageRejected (these rows can never be stored)
+        # or StorageUnavailable (try again later)
+        with translate(self.engine, values=True):
             if self.dialect == "postgresql":
                 if expect_new:
                     written = self._copy_new_pg(rows)
@@ -156,8 +163,6 @@ class SqlCandleRepository:
                 return self._upsert_pg(rows)
             with self._write_lock:
                 return self._upsert_sqlite(rows)
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
 
     def _copy_new_pg(self, rows: list[Candle]) -> int | None:
         """COPY straight into candles (about twice as fast); None if a row already exists, in
@@ -218,11 +223,9 @@ class SqlCandleRepository:
             " AND symbol = :s AND timeframe = :tf AND open_time >= :a AND open_time < :b"
         )
         params = {**self._key(exchange, symbol, tf.name), "a": self.ts(start), "b": self.ts(end)}
-        try:
+        with translate(self.engine):
             with self.engine.connect() as conn:
                 n, lo, hi = conn.execute(sql, params).one()
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
         return n, (None if lo is None else self.ms(lo)), (None if hi is None else self.ms(hi))
 
     def missing_ranges(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
@@ -264,11 +267,9 @@ class SqlCandleRepository:
             step = tf.ms
         params = {**self._key(exchange, symbol, tf.name), "a": self.ts(start), "b": self.ts(end),
                   "step": step}
-        try:
+        with translate(self.engine):
             with self.engine.connect() as conn:
                 rows = conn.execute(sql, params).all()
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
         return [(self.ms(prev) + tf.ms, self.ms(cur)) for prev, cur in rows]
 
     def candles(self, exchange: str, symbol: str, timeframe: str, start: int | None = None,
@@ -286,11 +287,9 @@ class SqlCandleRepository:
             sql += " AND open_time < :b"
             params["b"] = self.ts(end)
         sql += " ORDER BY open_time"
-        try:
+        with translate(self.engine):
             with self.engine.connect() as conn:
                 rows = conn.execute(sa.text(sql), params).all()
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
         return [
             Candle(r[0], r[1], r[2], self.ms(r[3]), *(_dec(v) for v in r[4:10]), int(r[10]),
                    _dec(r[11]), _dec(r[12]), r[13])
@@ -308,8 +307,6 @@ class SqlCandleRepository:
         return int(self._scalar(sa.text(f"SELECT count(*) FROM candles{where}"), params))
 
     def _scalar(self, sql, params: dict):
-        try:
+        with translate(self.engine):
             with self.engine.connect() as conn:
                 return conn.execute(sql, params).scalar()
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None

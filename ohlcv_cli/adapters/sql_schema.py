@@ -34,6 +34,17 @@ def make_engine(url: str) -> Engine:
         return sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ValueError) as exc:
         raise ConfigError(f"invalid database URL {redact_url(url)!r}: {_first_line(exc)}") from None
+    except ImportError as exc:  # the dialect's driver is not installed
+        module = (exc.name or "").split(".")[0]
+        package = _DRIVER_PACKAGES.get(module, module or "its driver")
+        raise ConfigError(f"database URL {redact_url(url)!r} needs the Python package "
+                          f"{package!r}, which is not installed: pip install {package}") from None
+
+
+# Driver modules whose package is named otherwise on PyPI.
+_DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "psycopg2": "psycopg2-binary",
+                    "cx_Oracle": "cx-Oracle", "pyodbc": "pyodbc", "pymssql": "pymssql",
+                    "asyncpg": "asyncpg", "mariadb": "mariadb", "oracledb": "oracledb"}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -42,8 +53,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def storage_error(exc: BaseException, engine: Engine) -> StorageError:
-    where = redact_url(engine.url.render_as_string(hide_password=False))
-    return StorageError(f"database error at {where}: {_first_line(exc)}")
+    from ohlcv_cli.adapters.sql_errors import classify
+
+    return classify(exc, engine)
 
 
 def _script_location() -> str:
@@ -70,7 +82,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except sa_exc.SQLAlchemyError as exc:
-        raise storage_error(exc, engine) from None
+        raise storage_error(exc, engine) from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -80,7 +92,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         with engine.begin() as conn:
             command.upgrade(_config(conn), revision)
     except sa_exc.SQLAlchemyError as exc:
-        raise storage_error(exc, engine) from None
+        raise storage_error(exc, engine) from exc
     return before, current_revision(engine)
 
 

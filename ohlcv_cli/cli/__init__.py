@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated, Optional
 
@@ -12,13 +13,14 @@ from ohlcv_cli.cli import db as db_cli
 from ohlcv_cli.cli import gaps as gaps_cli
 from ohlcv_cli.cli.backfill import backfill
 from ohlcv_cli.cli import live
-from ohlcv_cli.cli.common import err_console, setup_logging
+from ohlcv_cli.cli.common import echo_error
 from ohlcv_cli.cli.sim import sim
 from ohlcv_cli.cli.status import status
 from ohlcv_cli.cli.export import export
 from ohlcv_cli.cli.plot import plot
 from ohlcv_cli.core.errors import OhlcvError
-from ohlcv_cli.core.settings import load_settings
+
+log = logging.getLogger("ohlcv")
 
 app = typer.Typer(
     name="ohlcv",
@@ -35,9 +37,9 @@ def _root(
     log_level: Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR [env: LOG_LEVEL]")] = None,
     log_format: Annotated[Optional[str], typer.Option("--log-format", help="text or json [env: LOG_FORMAT]")] = None,
 ) -> None:
+    # Kept for the command, which builds the settings once; nothing is validated here, so a bad
+    # setting never breaks `--help`.
     ctx.obj = {"log_level": log_level, "log_format": log_format}
-    s = load_settings(log_level=log_level, log_format=log_format)
-    setup_logging(s.log_level, s.log_format)
 
 
 app.command()(backfill)
@@ -53,25 +55,19 @@ app.command()(export)
 app.command()(plot)
 
 
-def _line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: OhlcvError and usage errors become one `error: ...` line and an exit code."""
     try:
         code = app(args=argv, standalone_mode=False)
-    except typer.Abort:
-        err_console.print("error: interrupted", markup=False, highlight=False)
+    except (typer.Abort, KeyboardInterrupt):
+        echo_error("interrupted")
         sys.exit(130)
     except TyperException as exc:  # usage errors: bad option values, unknown commands
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        err_console.print(f"error: {_line(message)}", markup=False, highlight=False, soft_wrap=True)
+        echo_error(exc.format_message() if hasattr(exc, "format_message") else str(exc))
         sys.exit(2)
     except OhlcvError as exc:
-        err_console.print(f"error: {_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+        # the cause (a library's exception) only for debugging
+        log.debug("the error's cause", exc_info=exc.__cause__ or exc)
+        echo_error(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("error: interrupted", markup=False, highlight=False)
-        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -10,15 +10,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, check_window_flags, console,
-    err_console, gap_repository, make_engine_for, make_fetcher, open_repository, parse_window,
-    settings,
+    DatabaseOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
+    console, echo_error, err_console, parse_window, settings,
 )
-from ohlcv_cli.core.errors import PartialFailure
-from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import iso
-from ohlcv_cli.services.backfill import Backfill, BackfillResult
+from ohlcv_cli.services.backfill import BackfillResult
 
 log = logging.getLogger("ohlcv.backfill")
 
@@ -26,7 +24,7 @@ log = logging.getLogger("ohlcv.backfill")
 def backfill(
     ctx: typer.Context,
     days: Annotated[Optional[int], typer.Option("--days", help="Days back from now [env: BACKFILL_DAYS]")] = None,
-    start: Annotated[Optional[str], typer.Option("--start", help="ISO start (inclusive), UTC if no zone")] = None,
+    start: StartOpt = None,
     end: Annotated[Optional[str], typer.Option("--end", help="ISO end (exclusive); default: now")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
@@ -36,26 +34,21 @@ def backfill(
 ) -> None:
     """Fetch every candle the database is missing in the window, then print a summary."""
     check_window_flags(days, start, end)
-    s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
-                 database_url=database_url, exchange_url=exchange_url,
-                 backfill_concurrency=concurrency)
-    tf = parse_timeframe(s.timeframe)
     start_ms, end_ms = parse_window(start, end)
-    engine = make_engine_for(s)
-    fetcher = make_fetcher(s)
-    fetcher.check_symbols(s.symbols)
-    repo = open_repository(s, engine)
-    with _progress(s.symbols) as progress:
-        result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
-                          batch_size=s.backfill_batch_size, progress=progress,
-                          gaps=gap_repository(repo)).run(
-            s.symbols, tf, days=None if start_ms else s.backfill_days, start=start_ms, end=end_ms)
+    s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, database_url=database_url,
+                 exchange_url=exchange_url, concurrency=concurrency)
+    with progress_bars(s.symbols) as progress:
+        result = api.backfill(s, days=days, start=start_ms, end=end_ms, progress=progress)
+    report_backfill(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def report_backfill(result: BackfillResult) -> None:
+    """The table on stdout; one `error: SYMBOL: ...` line per failed symbol on stderr."""
     console.print(summary_table(result))
-    failures = [r for r in result.symbols if r.error]
-    if failures:
-        for r in failures:
-            err_console.print(f"error: {r.symbol}: {r.error}", markup=False, highlight=False)
-        raise PartialFailure(f"{len(failures)} of {len(result.symbols)} symbols failed")
+    for r in result.failed:
+        echo_error(f"{r.symbol}: {r.error}")
 
 
 def summary_table(result: BackfillResult) -> Table:
@@ -71,7 +64,7 @@ def summary_table(result: BackfillResult) -> Table:
 
 
 @contextmanager
-def _progress(symbols) -> Iterator:
+def progress_bars(symbols) -> Iterator:
     """A Rich bar per symbol on a terminal; plain log lines every 10 % otherwise."""
     if err_console.is_terminal:
         bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -1,4 +1,4 @@
-"""What every command shares: option types, settings, logging, wiring and the error line."""
+"""What every command shares: option types, flags -> settings, logging, the consoles."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from ohlcv_cli import api
 from ohlcv_cli.core.errors import ConfigError
-from ohlcv_cli.core.settings import Settings, load_settings
+from ohlcv_cli.core.settings import Settings
 from ohlcv_cli.core.timeutil import parse_iso
 
 # Off a terminal (cron, pipes, CI) tables get room instead of wrapping at 80 columns.
@@ -35,6 +36,22 @@ MetricsOpt = Annotated[Optional[int], typer.Option(
     "--metrics-port", help="Serve Prometheus metrics on this port [env: METRICS_PORT]")]
 
 
+DaysOpt = Annotated[Optional[int], typer.Option(
+    "--days", help="Days back from now [env: BACKFILL_DAYS]")]
+StartOpt = Annotated[Optional[str], typer.Option(
+    "--start", help="ISO start (inclusive), UTC if no zone")]
+EndOpt = Annotated[Optional[str], typer.Option(
+    "--end", help="ISO end (exclusive); default: now")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+# The one place where a command's parameter names meet the settings fields they set: a parameter
+# not listed here has the field's name. An unknown name is an error (load_settings).
+FIELD_OF = {
+    "topic": "topic_name", "partitions": "topic_partitions", "group": "consumer_group",
+    "concurrency": "backfill_concurrency", "workers": "consumer_workers",
+}
+
+
 def check_window_flags(days: int | None, start: str | None, end: str | None) -> None:
     """--days, or --start [--end]: the combinations a window accepts."""
     if days is not None and start is not None:
@@ -54,11 +71,19 @@ def parse_window(start: str | None, end: str | None) -> tuple[int | None, int | 
     return start_ms, end_ms
 
 
-def settings(ctx: typer.Context, **flags: Any) -> Settings:
-    """Flags of the command and of `ohlcv` itself, over environment and `.env`."""
-    merged = dict(ctx.obj or {})
-    merged.update(flags)
-    return load_settings(**merged)
+def settings(ctx: typer.Context, command: str, **flags: Any) -> Settings:
+    """The settings of this invocation, built once: the command's flags and those of `ohlcv`
+    itself over environment and `.env`, validating only what `command` reads; then logging."""
+    overrides = {FIELD_OF.get(name, name): value for name, value in flags.items()}
+    overrides.update((ctx.obj or {}) if ctx is not None else {})
+    s = api.settings_for(command, **overrides)
+    setup_logging(s.log_level, s.log_format)
+    return s
+
+
+def echo_error(text: str) -> None:
+    err_console.print(f"error: {' '.join(str(text).split())}", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,6 +99,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+THIRD_PARTY_LOGGERS = ("kafka", "ccxt", "urllib3", "alembic", "sqlalchemy", "asyncio", "httpx",
+                       "httpcore", "websockets", "aiohttp")
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -83,48 +112,8 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # third-party chatter stays at WARNING unless asked for DEBUG
-    for name in ("kafka", "urllib3", "ccxt", "alembic"):
-        logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
-
-
-def open_repository(s: Settings, engine=None):
-    """The repository for the configured database, after checking its schema is current.
-
-    The embedded SQLite default upgrades itself; any other database must be upgraded with
-    `ohlcv db upgrade`.
-    """
-    from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
-    from ohlcv_cli.adapters.sql_schema import ensure_current, make_engine
-
-    engine = engine or make_engine(s.db_url())
-    ensure_current(engine, auto_upgrade=s.uses_embedded_default())
-    return SqlCandleRepository(engine)
-
-
-def gap_repository(repo):
-    """The exchange-gaps store on the same engine as the candle repository."""
-    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
-
-    return SqlGapRepository(repo.engine)
-
-
-def make_engine_for(s: Settings):
-    from ohlcv_cli.adapters.sql_schema import make_engine
-
-    return make_engine(s.db_url())
-
-
-def make_fetcher(s: Settings):
-    from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
-
-    return CcxtFetcher(
-        s.exchange,
-        exchange_url=s.exchange_url,
-        api_key=s.binance_api_key.get_secret_value() if s.binance_api_key else None,
-        secret=s.binance_secret_key.get_secret_value() if s.binance_secret_key else None,
-        settle_ms=int(s.realtime_delay_seconds * 1000),
-        timeout_ms=int(s.exchange_timeout_seconds * 1000),
-        max_retries=s.exchange_max_retries,
-        weight_limit=s.exchange_weight_limit,
-    )
+    # Libraries' own lines only with DEBUG: our adapters say in one line what went wrong (a
+    # broker that is down, a topic that does not exist yet is normal operation, not an ERROR).
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.CRITICAL + 1
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from ohlcv_cli.cli.common import DatabaseOpt, console, make_engine_for, settings
-from ohlcv_cli.core.settings import redact_url
+from ohlcv_cli import api
+from ohlcv_cli.cli.common import DatabaseOpt, console, settings
 
 app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 
@@ -13,27 +13,20 @@ app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 @app.command()
 def upgrade(ctx: typer.Context, database_url: DatabaseOpt = None) -> None:
     """Create or migrate the schema to the newest revision."""
-    from ohlcv_cli.adapters.sql_schema import upgrade as run_upgrade
-
-    s = settings(ctx, database_url=database_url)
-    before, after = run_upgrade(make_engine_for(s))
-    where = redact_url(s.db_url())
-    if before == after:
-        console.print(f"schema at {where} is up to date (revision {after})", markup=False)
+    r = api.upgrade(settings(ctx, "upgrade", database_url=database_url))
+    if r.changed:
+        console.print(f"schema at {r.database} upgraded: {r.before or 'empty'} -> {r.after}",
+                      markup=False)
     else:
-        console.print(f"schema at {where} upgraded: {before or 'empty'} -> {after}", markup=False)
+        console.print(f"schema at {r.database} is up to date (revision {r.after})", markup=False)
 
 
 @app.command()
 def current(ctx: typer.Context, database_url: DatabaseOpt = None) -> None:
     """Print the schema revision of the database and whether it is the newest."""
-    from ohlcv_cli.adapters.sql_schema import current_revision, head_revision
-
-    s = settings(ctx, database_url=database_url)
-    rev, head = current_revision(make_engine_for(s)), head_revision()
-    if rev == head:
-        console.print(f"{rev} (head)")
-    elif rev is None:
-        console.print(f"none (head is {head}): run `ohlcv db upgrade`", markup=False)
+    r = api.db_current(settings(ctx, "db_current", database_url=database_url))
+    if r.up_to_date:
+        console.print(f"{r.current} (head)")
     else:
-        console.print(f"{rev} (head is {head}): run `ohlcv db upgrade`", markup=False)
+        console.print(f"{r.current or 'none'} (head is {r.head}): run `ohlcv db upgrade`",
+                      markup=False)

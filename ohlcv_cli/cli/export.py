@@ -56,20 +56,21 @@ def export(
     from ohlcv_cli.reader import open_store
 
     start_ms, end_ms = window(days, start, end)
-    s = settings(ctx, symbols=symbols, timeframe=timeframe, database_url=database_url)
+    s = settings(ctx, "export", symbols=symbols, timeframe=timeframe, database_url=database_url)
+    tf = s.timeframe.name
     with open_store(s) as store:
-        result = store.export(s.symbols, s.timeframe, start_ms, end_ms, fmt.lower(), out,
+        result = store.export(list(s.symbols), tf, start_ms, end_ms, fmt.lower(), out,
                               per_symbol)
     for sym, buckets in result.incomplete.items():
-        warn_incomplete(sym, s.timeframe, buckets)
+        warn_incomplete(sym, tf, buckets)
     if result.rows == 0:
         for f in result.files:
             if f != "-" and os.path.exists(f):
                 os.remove(f)
-        raise ConfigError(f"no {s.timeframe} candles of {', '.join(s.symbols)} in the window:"
+        raise ConfigError(f"no {tf} candles of {', '.join(s.symbols)} in the window:"
                           " nothing exported")
     rate = result.rows / result.seconds if result.seconds else 0
     err_console.print(
-        f"exported {result.rows} {s.timeframe} candles of {len(s.symbols)} symbol(s) to "
+        f"exported {result.rows} {tf} candles of {len(s.symbols)} symbol(s) to "
         f"{', '.join('stdout' if f == '-' else f for f in result.files)} in {result.seconds:.2f} s"
         f" ({rate:,.0f} candles/s)", markup=False, highlight=False, soft_wrap=True)

@@ -3,53 +3,35 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, SymbolsOpt, TimeframeOpt, check_window_flags, console,
-    err_console, make_engine_for, make_fetcher, open_repository, parse_window, settings,
+    DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
+    console, echo_error, parse_window, settings,
 )
-from ohlcv_cli.core.settings import Settings
-from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
+from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.timeutil import iso
-from ohlcv_cli.services.gaps import GapCheck, GapRepair, GapReport, RepairReport, count
+from ohlcv_cli.services.gaps import GapReport, RepairReport, count
 
 app = typer.Typer(help="Find and repair missing candles (exit 0: complete, 1: gaps, 2: error).",
                   no_args_is_help=True)
 
 DaysOpt = Annotated[Optional[int], typer.Option(
     "--days", help="Days back from the last closed candle [env: BACKFILL_DAYS]")]
-StartOpt = Annotated[Optional[str], typer.Option(
-    "--start", help="ISO start (inclusive), UTC if no zone")]
 EndOpt = Annotated[Optional[str], typer.Option(
     "--end", help="ISO end (exclusive); default: the last closed candle minus the grace")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 
 MAX_RANGE_LINES = 10
 
 
-def _args(ctx: typer.Context, days, start, end, symbols, timeframe, database_url, exchange_url
-          ) -> tuple[Settings, Timeframe, dict]:
+def _window(days, start, end) -> dict:
     check_window_flags(days, start, end)
-    s = settings(ctx, symbols=symbols, timeframe=timeframe, backfill_days=days,
-                 database_url=database_url, exchange_url=exchange_url)
-    tf = parse_timeframe(s.timeframe)
     start_ms, end_ms = parse_window(start, end)
-    window = {"delay_ms": int(s.realtime_delay_seconds * 1000),
-              "days": None if start_ms is not None else s.backfill_days,
-              "start": start_ms, "end": end_ms}
-    return s, tf, window
-
-
-def _stores(s: Settings):
-    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
-
-    engine = make_engine_for(s)
-    return open_repository(s, engine), SqlGapRepository(engine)
+    return {"days": days, "start": start_ms, "end": end_ms}
 
 
 @app.command()
@@ -57,17 +39,17 @@ def check(
     ctx: typer.Context,
     days: DaysOpt = None, start: StartOpt = None, end: EndOpt = None,
     symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
-    database_url: DatabaseOpt = None, exchange_url: ExchangeUrlOpt = None,
-    as_json: JsonOpt = False,
+    database_url: DatabaseOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Report missing closed candles per symbol; needs only the database (exit 1 on gaps)."""
-    s, tf, window = _args(ctx, days, start, end, symbols, timeframe, database_url, exchange_url)
-    repo, gaps = _stores(s)
-    report = GapCheck(repo, gaps, s.exchange).run(s.symbols, tf, int(time.time() * 1000), **window)
+    window = _window(days, start, end)
+    s = settings(ctx, "gaps_check", symbols=symbols, timeframe=timeframe,
+                 database_url=database_url)
+    report = api.gaps_check(s, **window)
     if as_json:
-        typer.echo(json.dumps(check_json(report, tf), indent=2))
+        typer.echo(json.dumps(check_json(report, s.timeframe), indent=2))
     else:
-        console.print(check_table(report, tf))
+        console.print(check_table(report, s.timeframe))
         console.print(_check_summary(report), markup=False, highlight=False)
     if not report.ok:
         raise typer.Exit(1)
@@ -83,21 +65,19 @@ def repair(
 ) -> None:
     """Fetch the missing candles; remember the ranges the exchange has none for (exit 1 if some
     are still missing)."""
-    s, tf, window = _args(ctx, days, start, end, symbols, timeframe, database_url, exchange_url)
-    repo, gaps = _stores(s)
-    fetcher = make_fetcher(s)
-    report = GapRepair(fetcher, repo, gaps, batch_size=s.backfill_batch_size).run(
-        s.symbols, tf, **window)
+    window = _window(days, start, end)
+    s = settings(ctx, "gaps_repair", symbols=symbols, timeframe=timeframe,
+                 database_url=database_url, exchange_url=exchange_url)
+    report = api.gaps_repair(s, **window)
     if as_json:
-        typer.echo(json.dumps(repair_json(report, tf), indent=2))
+        typer.echo(json.dumps(repair_json(report, s.timeframe), indent=2))
     else:
-        console.print(repair_table(report, tf))
+        console.print(repair_table(report, s.timeframe))
     for r in report.symbols:
         if r.error:
-            err_console.print(f"error: {r.symbol}: {r.error}", markup=False, highlight=False,
-                              soft_wrap=True)
+            echo_error(f"{r.symbol}: {r.error}")
     if not as_json:
-        console.print(_repair_summary(report, tf), markup=False, highlight=False)
+        console.print(_repair_summary(report, s.timeframe), markup=False, highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -9,18 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from ohlcv_cli import api
+from ohlcv_cli.cli.backfill import report_backfill
 from ohlcv_cli.cli.common import (
     BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
-    console, gap_repository, make_engine_for, make_fetcher, open_repository, settings,
+    console, settings,
 )
-from ohlcv_cli.core.errors import ConfigError, OhlcvError
-from ohlcv_cli.core.ports import Metrics
-from ohlcv_cli.core.settings import Settings
-from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.timeutil import parse_iso
 
 log = logging.getLogger("ohlcv.live")
-DEFAULT_BROKER = "127.0.0.1:9092"
 
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions if the topic is created [env: TOPIC_PARTITIONS]")]
 GroupOpt = Annotated[Optional[str], typer.Option("--group", help="Consumer group [env: CONSUMER_GROUP]")]
@@ -40,31 +38,6 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _metrics(port: int | None) -> Metrics:
-    if port is None:
-        return Metrics()
-    from ohlcv_cli.adapters.prometheus_metrics import serve
-
-    try:
-        return serve(port)
-    except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on port {port}: {exc.strerror or exc}") from None
-
-
-def _broker(s: Settings) -> str:
-    from ohlcv_cli.adapters.kafka_bus import check_broker_address
-
-    return check_broker_address(s.kafka_broker or DEFAULT_BROKER)
-
-
-def _stream_service(s: Settings, sink, repo, metrics: Metrics, stop: threading.Event):
-    from ohlcv_cli.services.stream import Stream
-
-    return Stream(make_fetcher(s), sink, s.symbols, parse_timeframe(s.timeframe), repo=repo,
-                  delay_s=s.realtime_delay_seconds,
-                  max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
-
-
 def stream(
     ctx: typer.Context,
     symbols: SymbolsOpt = None,
@@ -78,22 +51,10 @@ def stream(
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
-    from ohlcv_cli.adapters.kafka_bus import KafkaPublisher, ensure_topic
-
-    s = settings(ctx, symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
-                 topic_name=topic, topic_partitions=partitions, database_url=database_url,
+    s = settings(ctx, "stream", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
+                 topic=topic, partitions=partitions, database_url=database_url,
                  exchange_url=exchange_url, metrics_port=metrics_port)
-    parse_timeframe(s.timeframe)
-    broker = _broker(s)
-    repo = open_repository(s, make_engine_for(s))
-    ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
-    stop = _stop_on_signals()
-    publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
-    service = _stream_service(s, publisher, repo, _metrics(s.metrics_port), stop)
-    try:
-        state = service.run(max_cycles=max_cycles)
-    finally:
-        publisher.close()
+    state = api.stream(s, stop=_stop_on_signals(), max_cycles=max_cycles)
     log.info("stream stopped after %d cycles, %d candles published", state.cycles, state.published)
 
 
@@ -108,60 +69,11 @@ def consume(
     max_idle_polls: Annotated[Optional[int], typer.Option("--max-idle-polls", help="Stop after N empty polls (testing)", hidden=True)] = None,
 ) -> None:
     """Write candles from Kafka into the database; offsets are committed after the rows."""
-    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher
-    from ohlcv_cli.services.consume import Consume
-
-    s = settings(ctx, kafka_broker=kafka_broker, topic_name=topic, consumer_group=group,
-                 database_url=database_url, metrics_port=metrics_port, consumer_workers=workers)
-    broker = _broker(s)
-    repo = open_repository(s, make_engine_for(s))
-    stop = _stop_on_signals()
-    # More group members in processes of their own: the per-message work is Python, bound to one
-    # core per process by the GIL. This process is the first member.
-    children = _spawn_consumers(s, s.consumer_workers - 1, max_idle_polls)
-    source = KafkaCandleSource(broker, s.topic_name, s.consumer_group, timeout_s=s.kafka_timeout_seconds)
-    dlq = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
-    try:
-        stats = Consume(source, repo, dlq, metrics=_metrics(s.metrics_port), stop=stop).run(
-            max_idle_polls=max_idle_polls)
-    finally:
-        source.close()
-        dlq.close()
-        failed = _stop_children(children)
+    s = settings(ctx, "consume", kafka_broker=kafka_broker, topic=topic, group=group,
+                 database_url=database_url, metrics_port=metrics_port, workers=workers)
+    stats = api.consume(s, stop=_stop_on_signals(), max_idle_polls=max_idle_polls)
     log.info("consume stopped: %d messages, %d rows written, %d dead-lettered",
              stats.messages, stats.stored, stats.dead_lettered)
-    if failed:
-        raise OhlcvError(f"{failed} of {len(children)} consumer worker processes failed")
-
-
-def _spawn_consumers(s: Settings, n: int, max_idle_polls: int | None) -> list:
-    """Start n more `ohlcv consume` processes with the same settings (passed by environment)."""
-    import os
-    import subprocess
-    import sys
-
-    if n <= 0:
-        return []
-    env = dict(os.environ)
-    env.update({
-        "KAFKA_BROKER": _broker(s), "TOPIC_NAME": s.topic_name, "CONSUMER_GROUP": s.consumer_group,
-        "DATABASE_URL": s.db_url(), "KAFKA_TIMEOUT_SECONDS": str(s.kafka_timeout_seconds),
-        "LOG_LEVEL": s.log_level, "LOG_FORMAT": s.log_format, "CONSUMER_WORKERS": "1",
-    })
-    env.pop("METRICS_PORT", None)  # one port per host: the first process serves the metrics
-    args = [sys.executable, "-m", "ohlcv_cli", "consume"]
-    if max_idle_polls is not None:
-        args += ["--max-idle-polls", str(max_idle_polls)]
-    log.info("starting %d more consumer processes", n)
-    return [subprocess.Popen(args, env=env) for _ in range(n)]
-
-
-def _stop_children(children: list) -> int:
-    """SIGTERM (each finishes its batch and commits), wait; returns how many failed."""
-    for p in children:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    return sum(1 for p in children if p.wait(120) != 0)
 
 
 def run(
@@ -178,68 +90,28 @@ def run(
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """One process for one machine: backfill, then stream and consume (through Kafka when
-    KAFKA_BROKER is set, else straight into the database)."""
-    from ohlcv_cli.cli.backfill import summary_table
-    from ohlcv_cli.services.backfill import Backfill
-    from ohlcv_cli.services.stream import RepositorySink
+    KAFKA_BROKER is set, else straight into the database). Exit 1 if the backfill failed for a
+    symbol (nothing is streamed then)."""
+    start_ms = _run_start(days, start)
+    s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
+                 topic=topic, database_url=database_url, exchange_url=exchange_url,
+                 metrics_port=metrics_port)
+    stop = _stop_on_signals()
+    result = api.run(s, days=days, start=start_ms, stop=stop, on_backfill=report_backfill,
+                     max_cycles=max_cycles)
+    if not result.backfill.ok and not stop.is_set():
+        raise typer.Exit(1)
+    if result.stream is not None:
+        log.info("run stopped after %d cycles, %d candles %s", result.stream.cycles,
+                 result.stream.published, "published" if result.through_kafka else "stored")
 
+
+def _run_start(days: int | None, start: str | None) -> int | None:
     if days is not None and days <= 0:
         raise ConfigError(f"--days must be a positive whole number, got {days}")
     if days is not None and start is not None:
         raise ConfigError("use either --days or --start, not both")
-    start_ms = parse_iso(start, "--start") if start else None
-    s = settings(ctx, backfill_days=days, symbols=symbols, timeframe=timeframe,
-                 kafka_broker=kafka_broker, topic_name=topic, database_url=database_url,
-                 exchange_url=exchange_url, metrics_port=metrics_port)
-    tf = parse_timeframe(s.timeframe)
-    engine = make_engine_for(s)
-    fetcher = make_fetcher(s)
-    fetcher.check_symbols(s.symbols)
-    repo = open_repository(s, engine)
-    metrics = _metrics(s.metrics_port)
-    result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
-                      batch_size=s.backfill_batch_size, gaps=gap_repository(repo)).run(
-        s.symbols, tf, days=None if start_ms else s.backfill_days, start=start_ms)
-    console.print(summary_table(result))
-    stop = _stop_on_signals()
-    if not s.kafka_broker:
-        log.info("no KAFKA_BROKER: streaming straight into the database")
-        state = _stream_service(s, RepositorySink(repo, metrics), repo, metrics, stop).run(max_cycles=max_cycles)
-        log.info("run stopped after %d cycles, %d candles stored", state.cycles, state.published)
-        return
-    _run_through_kafka(s, repo, metrics, stop, max_cycles)
-
-
-def _run_through_kafka(s: Settings, repo, metrics: Metrics, stop: threading.Event,
-                       max_cycles: int | None) -> None:
-    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher, ensure_topic
-    from ohlcv_cli.services.consume import Consume
-
-    broker = _broker(s)
-    ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
-    publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
-    source = KafkaCandleSource(broker, s.topic_name, s.consumer_group, timeout_s=s.kafka_timeout_seconds)
-    consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop)
-    failure: list[BaseException] = []
-
-    def consume_loop() -> None:
-        try:
-            consumer.run()
-        except OhlcvError as exc:  # surfaced by the main thread below
-            failure.append(exc)
-            stop.set()
-
-    thread = threading.Thread(target=consume_loop, name="consume", daemon=True)
-    thread.start()
-    try:
-        _stream_service(s, publisher, repo, metrics, stop).run(max_cycles=max_cycles)
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        source.close()
-        publisher.close()
-    if failure:
-        raise failure[0]
+    return parse_iso(start, "--start") if start else None
 
 
 def topic_create(
@@ -249,12 +121,11 @@ def topic_create(
     partitions: PartitionsOpt = None,
 ) -> None:
     """Create the topic and its dead-letter topic (`<topic>.dlq`) if they are missing."""
-    from ohlcv_cli.adapters.kafka_bus import ensure_topic
-
-    s = settings(ctx, kafka_broker=kafka_broker, topic_name=topic, topic_partitions=partitions)
-    created = ensure_topic(_broker(s), s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
-    console.print(f"topic {s.topic_name}: {'created' if created else 'already there'} "
-                  f"({s.topic_partitions} partitions when created)", markup=False)
+    s = settings(ctx, "topic_create", kafka_broker=kafka_broker, topic=topic,
+                 partitions=partitions)
+    r = api.topic_create(s)
+    console.print(f"topic {r.topic}: {'created' if r.created else 'already there'} "
+                  f"({r.partitions} partitions when created)", markup=False)
 
 
 topic_app = typer.Typer(help="Kafka topic administration.", no_args_is_help=True)

@@ -23,12 +23,11 @@ def plot(
 ) -> None:
     """Draw candlesticks with volume underneath on a UTC time axis; a candle that is not stored
     is a hole. Without --days/--start: everything stored."""
-    from ohlcv_cli.adapters.charts import check_target
-    from ohlcv_cli.reader import open_store
+    from ohlcv_cli.reader import check_picture, open_store
 
     start_ms, end_ms = window(days, start, end)
-    check_target(out)
-    s = settings(ctx, database_url=database_url)
+    check_picture(out)
+    s = settings(ctx, "plot", database_url=database_url)
     with open_store(s) as store:
         w = store.window(symbol, timeframe, start_ms, end_ms)
         drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out)
@@ -37,13 +36,14 @@ def plot(
                   f"{iso(w.end)} UTC", markup=False, highlight=False, soft_wrap=True)
 
 
-def coverage(s, out: str, symbols: list[str] | None, timeframe: str | None) -> None:
+def coverage(s, out: str, symbols: str | None, timeframe: str | None) -> None:
     """`ohlcv status --plot PATH`: per symbol and timeframe, what is stored, missing, or has no
     candles on the exchange."""
-    from ohlcv_cli.adapters.charts import check_target
-    from ohlcv_cli.reader import open_store
+    from ohlcv_cli.core.symbols import parse_symbols
+    from ohlcv_cli.reader import check_picture, open_store
 
-    check_target(out)
+    check_picture(out)
+    wanted = parse_symbols(symbols) if symbols is not None else None
     with open_store(s) as store:
-        n = store.plot_coverage(out, symbols, timeframe)
+        n = store.plot_coverage(out, wanted, timeframe)
     console.print(f"{out}: coverage of {n} series", markup=False, highlight=False)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from ohlcv_cli.cli.common import (
-    DatabaseOpt, SymbolsOpt, TimeframeOpt, console, make_engine_for, open_repository, settings,
-)
-from ohlcv_cli.core.settings import redact_url
-from ohlcv_cli.core.symbols import parse_symbols
-from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli import api
+from ohlcv_cli.cli.common import DatabaseOpt, JsonOpt, SymbolsOpt, TimeframeOpt, console, settings
 from ohlcv_cli.core.timeutil import iso
-from ohlcv_cli.services.status import SeriesStatus, Status
+from ohlcv_cli.services.status import SeriesStatus
 
 
 def status(
@@ -24,45 +19,40 @@ def status(
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
     database_url: DatabaseOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    as_json: JsonOpt = False,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the coverage timeline to this .png or .html")] = None,
 ) -> None:
     """Per symbol and timeframe in the store: first and last candle, stored and expected counts,
     coverage, freshness and the ranges the exchange has no candles for."""
-    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
-
     # Only the flags filter: without them every series in the store is shown.
-    wanted = parse_symbols(symbols) if symbols is not None else None
-    if timeframe is not None:
-        parse_timeframe(timeframe)
-    s = settings(ctx, database_url=database_url)
-    engine = make_engine_for(s)
-    open_repository(s, engine)  # checks the schema
-    rows = Status(SqlGapRepository(engine)).run(int(time.time() * 1000), wanted, timeframe)
+    s = settings(ctx, "status", database_url=database_url)
+    report = api.status(s, symbols=symbols, timeframe=timeframe)
     if plot is not None:
         from ohlcv_cli.cli.plot import coverage
 
-        coverage(s, plot, wanted, timeframe)
+        coverage(s, plot, symbols, timeframe)
     if as_json:
-        typer.echo(json.dumps([_json(r) for r in rows], indent=2))
-        return
-    if not rows:
-        console.print(f"no candles stored in {redact_url(s.db_url())}", markup=False,
-                      highlight=False)
-        return
-    table = Table(title=f"store at {redact_url(s.db_url())}")
+        typer.echo(json.dumps([_json(r) for r in report.series], indent=2))
+    elif not report.series:
+        console.print(f"no candles stored in {report.database}", markup=False, highlight=False)
+    else:
+        console.print(status_table(report))
+        console.print("age: time since the newest candle closed; exchange gaps: ranges / candles "
+                      "the exchange has none for", markup=False, highlight=False)
+
+
+def status_table(report: api.StatusReport) -> Table:
+    table = Table(title=f"store at {report.database}")
     for col in ("symbol", "timeframe", "first", "last"):
         table.add_column(col)
     for col in ("stored", "expected", "coverage %", "age", "exchange gaps"):
         table.add_column(col, justify="right")
-    for r in rows:
+    for r in report.series:
         table.add_row(r.symbol, r.timeframe, iso(r.first), iso(r.last), str(r.stored),
                       str(r.expected), f"{int(r.coverage * 100) / 100:.2f}", age(r.age_ms),
                       f"{r.exchange_gap_ranges} / {r.exchange_gap_candles}"
                       if r.exchange_gap_ranges else "-")
-    console.print(table)
-    console.print("age: time since the newest candle closed; exchange gaps: ranges / candles "
-                  "the exchange has none for", markup=False, highlight=False)
+    return table
 
 
 def age(ms: int) -> str:

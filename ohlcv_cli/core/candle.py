@@ -7,12 +7,24 @@ from decimal import Decimal, InvalidOperation
 from typing import NamedTuple, Sequence
 
 from ohlcv_cli.core.errors import InvalidMessage
+from ohlcv_cli.core.symbols import CANONICAL_SYMBOL
 
 DECIMAL_FIELDS = (
     "open", "high", "low", "close", "volume", "quote_volume",
     "taker_buy_base_volume", "taker_buy_quote_volume",
 )
 SOURCES = ("backfill", "stream", "repair")
+
+# What the schema can hold (README "The schema"), so that a candle that passes validation is one
+# the database accepts: varchar(32)/varchar(40), bigint, timestamptz read back as a Python
+# datetime (years 1-9999), and numerics kept far below PostgreSQL's limits while far above any
+# exchange's (Binance sends at most 8 decimals and prices and volumes well under 10^20).
+MAX_EXCHANGE_LEN = 32
+MAX_SYMBOL_LEN = 40
+MAX_TRADES = 2**63 - 1
+MAX_OPEN_TIME = 253_402_300_800_000 - 1  # the last ms before 10000-01-01T00:00:00Z
+MAX_INT_DIGITS = 40
+MAX_FRACTION_DIGITS = 30
 
 
 class Candle(NamedTuple):
@@ -53,7 +65,9 @@ def from_kline(
 
 
 _PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
-_EIGHT_DECIMALS = re.compile(r"(?:\d+(?:\.\d+)?\x00){7}\d+(?:\.\d+)?")
+_BOUNDED = rf"\d{{1,{MAX_INT_DIGITS}}}(?:\.\d{{1,{MAX_FRACTION_DIGITS}}})?"
+_BOUNDED_DECIMAL = re.compile(_BOUNDED)
+_EIGHT_DECIMALS = re.compile(rf"(?:{_BOUNDED}\x00){{7}}{_BOUNDED}")
 
 
 def _decimal_problem(name: str, raw: object) -> str:
@@ -70,6 +84,10 @@ def _decimal_problem(name: str, raw: object) -> str:
         return f"{name} is not finite: {raw!r}"
     if value < 0:
         return f"{name} is negative: {raw}"
+    if _PLAIN_DECIMAL.fullmatch(raw):
+        whole, _, fraction = raw.partition(".")
+        return (f"{name} has {len(whole)} digits before the point and {len(fraction)} after: "
+                f"at most {MAX_INT_DIGITS} and {MAX_FRACTION_DIGITS} are stored")
     return f"{name} is not a plain decimal: {raw!r}"
 
 
@@ -93,13 +111,20 @@ def validate(c: Candle) -> Candle:
         ok = False
     if not ok:
         for name, raw in zip(DECIMAL_FIELDS, fields):
-            if not (isinstance(raw, str) and _PLAIN_DECIMAL.fullmatch(raw)):
+            if not (isinstance(raw, str) and _BOUNDED_DECIMAL.fullmatch(raw)):
                 raise InvalidMessage(_decimal_problem(name, raw))
         raise InvalidMessage("a decimal field holds a NUL character")
-    if type(c.trades) is not int or c.trades < 0:  # bool is not int here, on purpose
-        raise InvalidMessage(f"trades must be a non-negative integer, got {c.trades!r}")
-    if type(c.open_time) is not int or c.open_time < 0:
-        raise InvalidMessage(f"open_time must be a non-negative integer, got {c.open_time!r}")
+    if type(c.trades) is not int or not 0 <= c.trades <= MAX_TRADES:  # bool is not int, on purpose
+        raise InvalidMessage(f"trades must be an integer from 0 to 2^63-1, got {c.trades!r}")
+    if type(c.open_time) is not int or not 0 <= c.open_time <= MAX_OPEN_TIME:
+        raise InvalidMessage(f"open_time must be a time in ms from 1970 to the year 9999, "
+                             f"got {c.open_time!r}")
+    if len(c.exchange) > MAX_EXCHANGE_LEN or not c.exchange:
+        raise InvalidMessage(f"exchange must be 1 to {MAX_EXCHANGE_LEN} characters, got "
+                             f"{len(c.exchange)}")
+    if len(c.symbol) > MAX_SYMBOL_LEN or CANONICAL_SYMBOL.fullmatch(c.symbol) is None:
+        raise InvalidMessage(f"symbol {c.symbol[:60]!r} is not in the ccxt form BASE/QUOTE "
+                             f"(upper case, at most {MAX_SYMBOL_LEN} characters)")
     fo, fh, fl, fc = float(c.open), float(c.high), float(c.low), float(c.close)
     fv, ft = float(c.volume), float(c.taker_buy_base_volume)
     # one chained comparison settles the common case; a failure or a tie takes the exact path

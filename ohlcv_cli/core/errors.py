@@ -37,6 +37,16 @@ class StorageError(OhlcvError):
     """The database could not be reached or refused a statement."""
 
 
+class StorageUnavailable(StorageError):
+    """The database could not be reached, or failed for a reason that is not the rows' fault
+    (connection lost, shut down, out of resources): retry the same rows later."""
+
+
+class StorageRejected(StorageError):
+    """The database refused these rows (a value it cannot hold, a constraint): retrying the same
+    rows will fail again, so the caller must set them apart."""
+
+
 class SchemaOutOfDate(StorageError):
     pass
 
@@ -53,3 +63,7 @@ class PartialFailure(OhlcvError):
     """Some of the work failed; the message lists what."""
 
     exit_code = 1
+
+
+class WorkerDied(OhlcvError):
+    """A part of a long-running pipeline (the consumer thread, the stream) stopped for good."""

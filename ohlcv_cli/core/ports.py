@@ -27,6 +27,20 @@ class Fetcher(Protocol):
         """Pages of final candles with open time in [start, end), oldest first."""
 
 
+class SymbolListing(Protocol):
+    """What the consumer asks the exchange: which symbols it lists (the fetcher adapter)."""
+
+    def listed_symbols(self) -> set[str]:
+        """Every symbol the exchange lists now; ExchangeUnavailable when it cannot be asked."""
+
+
+class TradingStatus(Protocol):
+    """What the stream asks the exchange about a symbol that stopped producing candles."""
+
+    def is_trading(self, symbol: str) -> bool | None:
+        """True: trading; False: halted or delisted; None: the exchange cannot say now."""
+
+
 class CandleRepository(Protocol):
     def upsert(self, candles: Iterable[Candle], expect_new: bool = False) -> int:
         """Insert or update; returns how many rows were written (new or changed). `expect_new`
@@ -52,11 +66,8 @@ class SeriesSummary:
     last: int  # open time of the newest candle, ms
 
 
-class GapRepository(Protocol):
-    """Ranges the exchange confirmed empty (table exchange_gaps) and summaries of the store."""
-
-    def first_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
-        """Open time of the oldest stored candle, or None."""
+class ExchangeGapRepository(Protocol):
+    """Ranges the exchange confirmed it has no candles for (table exchange_gaps)."""
 
     def exchange_gaps(
         self, exchange: str, symbol: str, timeframe: str, start: int | None = None,
@@ -71,10 +82,21 @@ class GapRepository(Protocol):
         """Remember ranges the exchange has no candles for, merged with overlapping or adjacent
         ranges already recorded; returns how many ranges were given."""
 
+
+class StoreSummary(Protocol):
+    """Summaries of the stored candles, per series."""
+
+    def first_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
+        """Open time of the oldest stored candle, or None."""
+
     def series(
         self, symbols: Sequence[str] | None = None, timeframe: str | None = None
     ) -> list[SeriesSummary]:
         """One summary per (exchange, symbol, timeframe) in the store, sorted."""
+
+
+class GapRepository(ExchangeGapRepository, StoreSummary, Protocol):
+    """Both, as one SQL adapter holds them: what a gap check and `status` read."""
 
 
 class CandleSink(Protocol):

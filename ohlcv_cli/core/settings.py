@@ -1,18 +1,57 @@
-"""One frozen settings object, built once at the CLI edge from flags, environment and `.env`."""
+"""One frozen settings object, built once per command from flags, environment and `.env`.
+
+`load_settings(uses=...)` validates only the settings a command reads: a bad value of another one
+(a typo in SYMBOLS while running `ohlcv db current`) falls back to that setting's default, which
+the command never looks at. An override whose name is not a setting is an error.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Iterable
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PlainValidator, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ohlcv_cli.core.errors import ConfigError
+from ohlcv_cli.core.errors import ConfigError, OhlcvError
 from ohlcv_cli.core.symbols import parse_symbols
-from ohlcv_cli.core.timeframes import parse_timeframe
+from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 
 DEFAULT_SQLITE_URL = "sqlite:///ohlcv.db"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The largest timeout or delay accepted, in seconds: beyond it a value is a typo, not a wish.
+MAX_SECONDS = 86_400.0
+
+
+class _Invalid(ValueError):
+    """Carries our own error (BadSymbol, BadTimeframe) through pydantic, to be raised as it is."""
+
+    def __init__(self, error: OhlcvError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _timeframe(v: Any) -> Timeframe:
+    try:
+        return parse_timeframe(v)
+    except OhlcvError as exc:
+        raise _Invalid(exc) from None
+
+
+def _seconds(default: float, **bounds: float):
+    """A finite number of seconds (inf, nan and 1e400 are refused)."""
+    return Field(default, allow_inf_nan=False, le=MAX_SECONDS, **bounds)
+
+
+def _port(default: int | None):
+    return Field(default, ge=1, le=65535)
+
+
+def _check_url_port(url: str) -> None:
+    try:
+        urlsplit(url).port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
 
 
 class Settings(BaseSettings):
@@ -22,15 +61,16 @@ class Settings(BaseSettings):
     )
 
     symbols: Annotated[tuple[str, ...], NoDecode] = ("BTC/USDT", "ETH/USDT")
-    timeframe: str = "1m"
+    # parsed once here: services get a Timeframe, never a name to parse again
+    timeframe: Annotated[Timeframe, NoDecode, PlainValidator(_timeframe)] = parse_timeframe("1m")
     backfill_days: int = Field(7, gt=0)
-    realtime_delay_seconds: float = Field(1.0, ge=0)
+    realtime_delay_seconds: float = _seconds(1.0, ge=0)
 
     kafka_broker: str | None = None
     topic_name: str = "binance-ohlcv"
     topic_partitions: int = Field(3, gt=0)
     consumer_group: str = "ohlcv-db"
-    kafka_timeout_seconds: float = Field(10.0, gt=0)
+    kafka_timeout_seconds: float = _seconds(10.0, gt=0)
     consumer_workers: int = Field(1, gt=0, le=64)
 
     database_url: SecretStr | None = None
@@ -38,7 +78,7 @@ class Settings(BaseSettings):
     postgres_password: SecretStr = SecretStr("postgres")
     postgres_db: str | None = None
     postgres_host: str | None = None
-    postgres_port: int = 5432
+    postgres_port: int = _port(5432)
 
     exchange: str = "binance"
     exchange_url: str | None = Field(
@@ -46,27 +86,25 @@ class Settings(BaseSettings):
     )
     binance_api_key: SecretStr | None = None
     binance_secret_key: SecretStr | None = None
-    exchange_timeout_seconds: float = Field(10.0, gt=0)
+    exchange_timeout_seconds: float = _seconds(10.0, gt=0)
     exchange_weight_limit: int | None = Field(None, gt=0)
     exchange_max_retries: int = Field(5, ge=0)
+    exchange_retry_seconds: float = Field(300.0, gt=0, allow_inf_nan=False)
     backfill_concurrency: int = Field(4, gt=0, le=64)
     backfill_batch_size: int = Field(10_000, gt=0)
 
     stream_max_catchup_minutes: int = Field(1440, gt=0)
-    metrics_port: int | None = None
+    metrics_port: int | None = _port(None)
     log_level: str = "INFO"
     log_format: str = "text"
 
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, v: Any) -> Any:
-        return tuple(parse_symbols(v)) if isinstance(v, (str, list, tuple)) else v
-
-    @field_validator("timeframe")
-    @classmethod
-    def _check_timeframe(cls, v: str) -> str:
-        parse_timeframe(v)
-        return v
+        try:
+            return tuple(parse_symbols(v)) if isinstance(v, (str, list, tuple)) else v
+        except OhlcvError as exc:
+            raise _Invalid(exc) from None
 
     @field_validator("exchange_url")
     @classmethod
@@ -76,7 +114,22 @@ class Settings(BaseSettings):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:8900")
+        _check_url_port(v)
         return v.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value():
+            _check_url_port(v.get_secret_value())
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, v: str) -> str:
+        if v.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return v.upper()
 
     @field_validator("log_format")
     @classmethod
@@ -126,17 +179,58 @@ def redact_url(url: str) -> str:
 
 _ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL"}
 
+# The settings each kind of collaborator reads; a command validates the groups it uses.
+LOGGING = frozenset({"log_level", "log_format"})
+DATABASE = frozenset({"database_url", "postgres_user", "postgres_password", "postgres_db",
+                      "postgres_host", "postgres_port"})
+EXCHANGE = frozenset({"exchange", "exchange_url", "binance_api_key", "binance_secret_key",
+                      "exchange_timeout_seconds", "exchange_weight_limit", "exchange_max_retries",
+                      "exchange_retry_seconds", "realtime_delay_seconds"})
+KAFKA = frozenset({"kafka_broker", "topic_name", "topic_partitions", "kafka_timeout_seconds"})
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings; flags (overrides) win over environment and `.env`."""
+
+def _field_of(loc: tuple) -> str:
+    name = str(loc[0]) if loc else "settings"
+    if name in Settings.model_fields:
+        return name
+    for field, info in Settings.model_fields.items():  # reported by its alias
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            return field
+    return name.lower()
+
+
+def _config_error(err: dict) -> OhlcvError:
+    if isinstance(err.get("ctx", {}).get("error"), _Invalid):
+        return err["ctx"]["error"].error
+    field = _field_of(err["loc"])
+    name = _ENV_NAMES.get(field, field.upper())
+    msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(err.get("ctx", {}).get("error"), Exception):
+        msg = str(err["ctx"]["error"])
+    return ConfigError(f"invalid setting {name}: {msg}")
+
+
+def load_settings(*, uses: Iterable[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings; overrides (flags, by field name) win over environment and `.env`.
+
+    `uses`: the fields the caller reads (all when None). Only those must be valid; an invalid
+    value of any other falls back to its default."""
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "settings"
-        name = _ENV_NAMES.get(field, field.upper())
-        msg = err["msg"].removeprefix("Value error, ")
-        if err.get("ctx", {}).get("error") is not None and isinstance(err["ctx"]["error"], Exception):
-            msg = str(err["ctx"]["error"])
-        raise ConfigError(f"invalid setting {name}: {msg}") from None
+        errors = exc.errors()
+    wanted = None if uses is None else set(uses) | set(given)
+    for err in errors:
+        if wanted is None or _field_of(err["loc"]) in wanted:
+            raise _config_error(err) from None
+    fallback = {_field_of(e["loc"]): Settings.model_fields[_field_of(e["loc"])].get_default(
+        call_default_factory=True) for e in errors}
+    try:
+        return Settings(**fallback, **given)
+    except ValidationError as exc:
+        raise _config_error(exc.errors()[0]) from None

@@ -7,6 +7,8 @@ import re
 from ohlcv_cli.core.errors import BadSymbol
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
+# what a stored candle's symbol must look like: the form SYMBOLS accepts, exactly (no stray case)
+CANONICAL_SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
 
 
 def parse_symbols(value: str | list[str] | tuple[str, ...]) -> list[str]:

@@ -51,7 +51,10 @@ class Timeframe:
 _PARSED: dict[str, Timeframe] = {}
 
 
-def parse_timeframe(name: str) -> Timeframe:
+def parse_timeframe(name: str | Timeframe) -> Timeframe:
+    """A Timeframe from its Binance name (a Timeframe is returned as it is)."""
+    if isinstance(name, Timeframe):
+        return name
     tf = _PARSED.get(name)
     if tf is not None:
         return tf

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ohlcv_cli.core.candle import Candle
-from ohlcv_cli.core.errors import ConfigError, OhlcvError
-from ohlcv_cli.core.ports import CandleRepository, Fetcher, GapRepository
-from ohlcv_cli.core.ranges import subtract, uncovered
+from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
+from ohlcv_cli.core.ranges import count, subtract
 from ohlcv_cli.core.timeframes import Timeframe
-from ohlcv_cli.core.timeutil import iso
+from ohlcv_cli.core.window import WindowSpec, window
+from ohlcv_cli.services.fill import fill
 
 log = logging.getLogger(__name__)
 
@@ -49,43 +50,29 @@ class BackfillResult:
     def written(self) -> int:
         return sum(r.written for r in self.symbols)
 
-
-def window(tf: Timeframe, now_ms: int, days: float | None, start: int | None, end: int | None
-           ) -> tuple[int, int]:
-    """[start, end): end is the current boundary (exclusive) unless given; start = end - days."""
-    current = tf.floor(now_ms)
-    if end is None:
-        end = current
-    else:
-        if end > current:
-            log.info("end %s is in the future; using the current boundary %s", iso(end), iso(current))
-        end = min(tf.ceil(end), current)
-    if start is None:
-        if days is None or days <= 0:
-            raise ConfigError("--days must be a positive number")
-        start = end - int(days * 86_400_000)
-    start = tf.ceil(start)
-    if start >= end:
-        raise ConfigError(f"empty window: start {iso(start)} is not before end {iso(end)}")
-    return start, end
+    @property
+    def failed(self) -> list[SymbolResult]:
+        return [r for r in self.symbols if r.error is not None]
 
 
 class Backfill:
     def __init__(self, fetcher: Fetcher, repo: CandleRepository, *, concurrency: int = 4,
                  batch_size: int = 10_000, progress: Progress | None = None,
-                 gaps: GapRepository | None = None) -> None:
+                 gaps: ExchangeGapRepository | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.fetcher = fetcher
         self.repo = repo
         self.gaps = gaps  # ranges the exchange confirmed empty: skipped, and learnt
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.progress = progress
+        self.stop = stop
 
     def run(self, symbols: Sequence[str], tf: Timeframe, *, days: float | None = None,
             start: int | None = None, end: int | None = None,
             source: str = "backfill") -> BackfillResult:
         self.fetcher.check_symbols(symbols)
-        start, end = window(tf, self.fetcher.now_ms(), days, start, end)
+        start, end = window(tf, self.fetcher.now_ms(), WindowSpec(days, start, end))
         result = BackfillResult(tf.name, start, end)
         workers = max(1, min(self.concurrency, len(symbols)))
         with ThreadPoolExecutor(workers, thread_name_prefix="backfill") as pool:
@@ -100,41 +87,24 @@ class Backfill:
         try:
             ranges = self.repo.missing_ranges(exchange, symbol, tf, start, end)
             if self.gaps is not None:
-                known = self.gaps.exchange_gaps(exchange, symbol, tf.name, start, end)
-                ranges = subtract(ranges, known)
-            r.missing = sum(tf.count(a, b) for a, b in ranges)
-            empty: list[tuple[int, int]] = []
+                ranges = subtract(ranges, self.gaps.exchange_gaps(exchange, symbol, tf.name,
+                                                                  start, end))
+            r.missing = count(tf, ranges)
             self._report(symbol, 0, r.missing)
-            done = 0
-            buffer: list[Candle] = []
-            for a, b in ranges:
-                got = 0
-                times: list[int] = []
-                for page in self.fetcher.fetch_range(symbol, tf, a, b, source):
-                    buffer.extend(page)
-                    got += len(page)
-                    times.extend(c.open_time for c in page)
-                    if len(buffer) >= self.batch_size:
-                        r.written += self.repo.upsert(buffer, expect_new=True)
-                        buffer.clear()
-                    self._report(symbol, done + got, r.missing)
-                r.fetched += got
-                r.exchange_missing += tf.count(a, b) - got
-                settled = self.fetcher.closed_end(tf)
-                empty.extend(g for g in uncovered(tf, a, b, times) if g[1] <= settled)
-                done += tf.count(a, b)
-                self._report(symbol, done, r.missing)
-            if buffer:
-                r.written += self.repo.upsert(buffer, expect_new=True)
-            if self.gaps is not None and empty:
-                # recorded after the candles around them are stored: a rerun skips them
-                self.gaps.record_exchange_gaps(exchange, symbol, tf.name, empty)
+            got = fill(self.fetcher, self.repo, self.gaps, symbol, tf, ranges, source=source,
+                       batch_size=self.batch_size, expect_new=True, stop=self.stop,
+                       progress=lambda done: self._report(symbol, done, r.missing))
+            r.fetched, r.written = got.fetched, got.written
+            r.exchange_missing = 0 if got.stopped else r.missing - got.fetched
+            if got.stopped:
+                r.error = "stopped before the end of the window"
         except OhlcvError as exc:
+            # reported by the caller (the result names it), not logged here as well
             r.error = str(exc)
-            log.error("%s: %s", symbol, exc)
         r.seconds = time.monotonic() - t0
-        log.info("%s %s: %d written, %d missing at the exchange, %.1fs", symbol, tf,
-                 r.written, r.exchange_missing, r.seconds)
+        if r.error is None:
+            log.info("%s %s: %d written, %d missing at the exchange, %.1fs", symbol, tf,
+                     r.written, r.exchange_missing, r.seconds)
         return r
 
     def _report(self, symbol: str, done: int, total: int) -> None:

@@ -2,8 +2,12 @@
 
 One upsert transaction per polled batch; offsets are committed only after the database commit
 (at-least-once delivery + the idempotent upsert = stored once). A message that fails validation
-goes to the dead-letter topic with its reason and consumption goes on. While the database is
-down nothing is committed: the batch is retried with backoff and nothing is lost.
+(including what the schema cannot hold, a symbol the exchange does not list, an exchange this
+deployment does not serve, a key that is not the symbol) goes to the dead-letter topic with its
+reason and consumption goes on. While the database is down nothing is committed: the batch is
+retried with backoff and nothing is lost. When the database rejects a batch (a value it cannot
+hold), the batch is split in halves until the rejected rows are found: they go to the
+dead-letter topic with the database's reason, the rest is stored, and the offsets move on.
 """
 
 from __future__ import annotations
@@ -13,15 +17,90 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 from ohlcv_cli.core import message
 from ohlcv_cli.core.candle import Candle
-from ohlcv_cli.core.errors import BrokerUnavailable, InvalidMessage, StorageError
-from ohlcv_cli.core.ports import CandleRepository, DeadLetters, MessageSource, Metrics
+from ohlcv_cli.core.errors import (
+    BrokerUnavailable, InvalidMessage, OhlcvError, StorageError, StorageRejected,
+)
+from ohlcv_cli.core.outage import OutageLog
+from ohlcv_cli.core.ports import (
+    CandleRepository, DeadLetters, MessageSource, Metrics, SymbolListing,
+)
 from ohlcv_cli.core.timeframes import parse_timeframe
 
 log = logging.getLogger(__name__)
+
+Item = tuple[object, Candle]  # (the raw record, its candle)
+
+
+class Listing:
+    """The exchange's symbol list as the consumer knows it: loaded at start and reloaded, at most
+    once every `every_s`, when an unknown symbol appears (so a new listing gets stored).
+
+    Loads run in a thread of their own and are waited for at most `wait_s`: an exchange that
+    cannot be reached never holds up storing well-formed candles, which are then stored (the
+    listing cannot say they are junk)."""
+
+    def __init__(self, source: SymbolListing, *, every_s: float = 60.0, wait_s: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.every_s, self.wait_s = every_s, wait_s
+        self._clock = clock
+        self.symbols: set[str] | None = None
+        self._last_ok = False
+        self._attempt_at = float("-inf")
+        self._thread: threading.Thread | None = None
+        self._waited: threading.Thread | None = None
+        self._error: OhlcvError | None = None
+        self._unreachable = OutageLog(log, "the exchange's symbol list")
+
+    def start(self) -> None:
+        self._reload()
+
+    def _reload(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._attempt_at = self._clock()
+        self._thread = threading.Thread(target=self._load, name="listing", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            symbols = set(self.source.listed_symbols())
+        except OhlcvError as exc:
+            self._last_ok, self._error = False, exc  # logged when a message needs the list
+            return
+        self.symbols, self._last_ok = symbols, True
+        self._unreachable.ok()
+
+    def _wait(self) -> None:
+        """Wait for the load at hand, once: a hanging exchange costs one `wait_s` per load."""
+        thread = self._thread
+        if thread is not None and thread is not self._waited:
+            self._waited = thread
+            thread.join(self.wait_s)
+
+    def listed(self, symbol: str) -> bool:
+        """False only when the exchange's list, as fresh as the once-a-minute rule allows,
+        does not have the symbol."""
+        symbols = self.symbols
+        if symbols is not None and symbol in symbols:  # the per-message fast path
+            return True
+        self._wait()
+        if self.symbols is not None and symbol in self.symbols:
+            return True
+        if self._clock() - self._attempt_at >= self.every_s:
+            self._reload()
+            self._wait()
+        if self.symbols is None or not self._last_ok or (
+                self._thread is not None and self._thread.is_alive()):
+            # the exchange cannot say now: never hold up a well-formed candle
+            self._unreachable.failed(self._error or "no answer yet",
+                                     "symbols are not checked against it meanwhile")
+            return True
+        return symbol in self.symbols
 
 
 @dataclass
@@ -45,8 +124,16 @@ class Consume:
         poll_timeout_ms: int = 500,
         max_backoff_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        listing: SymbolListing | Listing | None = None,
+        exchanges: Collection[str] | None = ("binance",),
     ) -> None:
         self.source, self.repo, self.dlq = source, repo, dead_letters
+        # None: no symbol check (no exchange to ask); exchanges None: any exchange
+        self.listing = Listing(listing) if listing is not None and not isinstance(
+            listing, Listing) else listing
+        self.exchanges = None if exchanges is None else frozenset(exchanges)
+        self._db_outage = OutageLog(log, "database")
+        self._broker_outage = OutageLog(log, "Kafka broker")
         self.metrics = metrics or Metrics()
         self.stop = stop or threading.Event()
         self.poll_timeout_ms = poll_timeout_ms
@@ -56,38 +143,65 @@ class Consume:
         self.lag_every_s = 5.0
         self._lag_at = float("-inf")
 
-    def decode(self, records: list) -> tuple[list[Candle], list[tuple[object, str]]]:
-        good: list[Candle] = []
+    def decode(self, records: list) -> tuple[list[Item], list[tuple[object, str]]]:
+        good: list[Item] = []
         bad: list[tuple[object, str]] = []
+        exchanges = self.exchanges
         for r in records:
             try:
                 candle, _ = message.decode(r.value)
             except InvalidMessage as exc:
                 bad.append((r, str(exc)))
                 continue
-            good.append(candle)
+            if exchanges is not None and candle.exchange not in exchanges:
+                bad.append((r, f"exchange {candle.exchange!r} is not served here "
+                               f"({', '.join(sorted(exchanges))})"))
+                continue
+            if r.key != candle.symbol.encode():
+                bad.append((r, f"message key {r.key!r} is not the symbol {candle.symbol}"))
+                continue
+            if self.listing is not None and not self.listing.listed(candle.symbol):
+                bad.append((r, f"symbol {candle.symbol} is not listed by {candle.exchange}"))
+                continue
+            good.append((r, candle))
         return good, bad
 
-    def _store(self, candles: list[Candle]) -> int:
-        """Upsert, retrying with backoff while the database is down; gives up only on stop."""
+    def _store(self, items: list[Item]) -> tuple[int, list[tuple[object, str]], float]:
+        """Write a batch: (rows written, the records the database rejected with its reason,
+        the time of the database commit)."""
+        rejected: list[tuple[object, str]] = []
+        written = self._write(items, rejected)
+        return written, rejected, self._clock()
+
+    def _write(self, items: list[Item], rejected: list) -> int:
+        """Upsert, retrying with backoff while the database is unavailable (gives up only on
+        stop); rows it rejects are found by halving the batch and set apart in `rejected`."""
         backoff = 0.5
+        candles = [c for _, c in items]
         while True:
             try:
                 # new rows are the common case; a redelivered batch falls back to the upsert
-                return self.repo.upsert(candles, expect_new=True)
+                written = self.repo.upsert(candles, expect_new=True)
+                self._db_outage.ok()
+                return written
+            except StorageRejected as exc:
+                self._db_outage.ok()
+                if len(items) == 1:
+                    rejected.append((items[0][0], str(exc)))
+                    return 0
+                half = len(items) // 2
+                return self._write(items[:half], rejected) + self._write(items[half:], rejected)
             except StorageError as exc:
                 self.metrics.error("storage")
                 self.stats.db_retries += 1
                 if self.stop.is_set():
                     raise
-                log.warning("database unavailable, batch of %d kept, retry in %.1fs: %s",
-                            len(candles), backoff, exc)
+                self._db_outage.failed(exc, f"batch of {len(candles)} kept, retry in {backoff:.1f}s")
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
 
-    def _prepare(self, records: list) -> tuple[list[Candle], int]:
-        """Decode; dead-letter the invalid (confirmed before any offset is committed)."""
-        candles, bad = self.decode(records)
+    def _dead_letter(self, bad: list[tuple[object, str]]) -> None:
+        """Send to the dead-letter topic and wait for the broker (before any offset commit)."""
         for r, reason in bad:
             origin = f"{r.topic}/{r.partition}/{r.offset}"
             log.warning("dead-lettering %s: %s", origin, reason)
@@ -95,14 +209,24 @@ class Consume:
         if bad:
             self.dlq.flush()
             self.metrics.dead_lettered(len(bad))
-        return candles, len(bad)
 
-    def _finish(self, records: list, candles: list[Candle], written: int, bad: int, t0: float) -> None:
-        """After the rows are committed: commit the offsets, count, log."""
+    def _prepare(self, records: list) -> tuple[list[Item], int]:
+        """Decode; dead-letter the invalid (confirmed before any offset is committed)."""
+        items, bad = self.decode(records)
+        self._dead_letter(bad)
+        return items, len(bad)
+
+    def _finish(self, records: list, items: list[Item], result: tuple, bad: int, t0: float) -> None:
+        """After the rows are committed: dead-letter what the database rejected, commit the
+        offsets, count, log. Latency is measured at the database commit."""
+        written, rejected, stored_at = result
+        self._dead_letter(rejected)
         self.source.commit(records)
-        now = self._clock()
+        bad += len(rejected)
+        refused = {id(r) for r, _ in rejected}
+        candles = [c for r, c in items if id(r) not in refused]
         for c in candles:
-            self.metrics.latency(now - (c.open_time + parse_timeframe(c.timeframe).ms) / 1000)
+            self.metrics.latency(stored_at - (c.open_time + parse_timeframe(c.timeframe).ms) / 1000)
         self.metrics.stored(written)
         self.stats.batches += 1
         self.stats.messages += len(records)
@@ -119,17 +243,17 @@ class Consume:
                  self.stats.batches, len(records), written, bad, time.monotonic() - t0,
                  "" if lag is None else f", lag {lag}",
                  "" if newest is None else ", close-to-stored %.2fs" % (
-                     now - (newest.open_time + parse_timeframe(newest.timeframe).ms) / 1000))
+                     stored_at - (newest.open_time + parse_timeframe(newest.timeframe).ms) / 1000))
 
     def handle(self, records: list) -> int:
         """Store one polled batch, dead-letter the invalid, then commit. Returns rows written."""
         if not records:
             return 0
         t0 = time.monotonic()
-        candles, bad = self._prepare(records)
-        written = self._store(candles) if candles else 0
-        self._finish(records, candles, written, bad, t0)
-        return written
+        items, bad = self._prepare(records)
+        result = self._store(items) if items else (0, [], self._clock())
+        self._finish(records, items, result, bad, t0)
+        return result[0]
 
     def run(self, max_idle_polls: int | None = None) -> ConsumeStats:
         """Poll, store, commit until `stop` (finishing the batch at hand).
@@ -139,14 +263,16 @@ class Consume:
         only, and only after their batch's database commit."""
         idle = 0
         backoff = 0.5
-        inflight = None  # (records, candles, future, bad, t0)
+        inflight = None  # (records, items, future, bad, t0)
+        if isinstance(self.listing, Listing):
+            self.listing.start()
 
         def settle() -> None:
             nonlocal inflight
             if inflight is not None:
-                records, candles, fut, bad, t0 = inflight
+                records, items, fut, bad, t0 = inflight
                 inflight = None
-                self._finish(records, candles, fut.result(), bad, t0)
+                self._finish(records, items, fut.result(), bad, t0)
 
         with ThreadPoolExecutor(1, thread_name_prefix="store") as writer:
             try:
@@ -155,10 +281,11 @@ class Consume:
                         records = self.source.poll(self.poll_timeout_ms)
                     except BrokerUnavailable as exc:
                         self.metrics.error("broker")
-                        log.warning("%s; retry in %.1fs", exc, backoff)
+                        self._broker_outage.failed(exc, f"retry in {backoff:.1f}s")
                         self.stop.wait(backoff)
                         backoff = min(backoff * 2, self.max_backoff_s)
                         continue
+                    self._broker_outage.ok()
                     backoff = 0.5
                     held = list(inflight[0]) if inflight else []
                     try:
@@ -170,13 +297,14 @@ class Consume:
                             continue
                         idle = 0
                         t0 = time.monotonic()
-                        candles, bad = self._prepare(records)
-                        fut = writer.submit(self._store, candles) if candles else _done(0)
-                        inflight = (records, candles, fut, bad, t0)
+                        items, bad = self._prepare(records)
+                        fut = (writer.submit(self._store, items) if items
+                               else _done((0, [], self._clock())))
+                        inflight = (records, items, fut, bad, t0)
                     except BrokerUnavailable as exc:
                         # dead-letter or commit failed: read these batches again, skip nothing
                         self.metrics.error("broker")
-                        log.warning("%s; the batch will be read again", exc)
+                        self._broker_outage.failed(exc, "the batch will be read again")
                         inflight = None
                         self.source.rewind(held + records)
                         self.stop.wait(backoff)

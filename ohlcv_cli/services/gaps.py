@@ -9,16 +9,17 @@ SQL by the repository (missing_ranges), one segment of the grid at a time.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.ports import CandleRepository, Fetcher, GapRepository
 from ohlcv_cli.core.ranges import Range, clip, count, merge, subtract, uncovered  # noqa: F401
 from ohlcv_cli.core.timeframes import Timeframe
-from ohlcv_cli.services.backfill import window
+from ohlcv_cli.core.window import WindowSpec, grace_end, window
+from ohlcv_cli.services.fill import fill
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,6 @@ log = logging.getLogger(__name__)
 # with a hole also costs a window function, over this chunk only rather than the whole history
 # (measured on 20 symbols x 1 year of 1m candles: about 1.5 s instead of 2-3 s).
 CHUNK = 65_536
-
-
-def grace_end(tf: Timeframe, now_ms: int, delay_ms: int) -> int:
-    """Exclusive end of the candles that must be stored by now: the last closed candle is given
-    the settle delay plus one timeframe to arrive."""
-    return tf.floor(now_ms - delay_ms - tf.ms)
 
 
 # --- check ------------------------------------------------------------------------------------
@@ -93,7 +88,7 @@ class GapCheck:
                days: float | None = None, start: int | None = None, end: int | None = None
                ) -> tuple[int, int]:
         """[start, end) of the check: it ends at the grace end (or earlier, if `end` says so)."""
-        return window(tf, grace_end(tf, now_ms, delay_ms), days, start, end)
+        return window(tf, grace_end(tf, now_ms, delay_ms), WindowSpec(days, start, end))
 
     def run(self, symbols: Sequence[str], tf: Timeframe, now_ms: int, *, delay_ms: int = 1000,
             days: float | None = None, start: int | None = None, end: int | None = None
@@ -151,11 +146,12 @@ class GapRepair:
     """Fetch what the check finds missing; record what the exchange confirms it has not."""
 
     def __init__(self, fetcher: Fetcher, repo: CandleRepository, gaps: GapRepository, *,
-                 batch_size: int = 20_000) -> None:
+                 batch_size: int = 20_000, stop: threading.Event | None = None) -> None:
         self.fetcher = fetcher
         self.repo = repo
         self.gaps = gaps
         self.batch_size = batch_size
+        self.stop = stop
         self.check = GapCheck(repo, gaps, fetcher.exchange_id)
 
     def run(self, symbols: Sequence[str], tf: Timeframe, *, delay_ms: int = 1000,
@@ -178,29 +174,16 @@ class GapRepair:
         r = SymbolRepair(symbol)
         try:
             r.missing = self.check.symbol(symbol, tf, start, end).missing
-            batch: list[Candle] = []
-            for a, b in r.missing:
-                times: list[int] = []
-                for page in self.fetcher.fetch_range(symbol, tf, a, b, "repair"):
-                    batch.extend(page)
-                    times.extend(c.open_time for c in page)
-                    if len(batch) >= self.batch_size:
-                        r.written += self.repo.upsert(batch)
-                        batch.clear()
-                r.fetched += len(times)
-                # the fetch covered all of [a, b) (b <= settled): what it lacks, the exchange lacks
-                empty = [g for g in uncovered(tf, a, b, times) if g[1] <= settled]
-                r.exchange_empty.extend(empty)
-                log.info("%s %s: %d of %d candles fetched, %d ranges empty at the exchange",
-                         symbol, tf, len(times), tf.count(a, b), len(empty))
-            if batch:
-                r.written += self.repo.upsert(batch)
-            # recorded only after the candles around them are stored
-            self.gaps.record_exchange_gaps(self.fetcher.exchange_id, symbol, tf.name,
-                                           r.exchange_empty)
+            # the fetch covers all of each range (end <= settled): what it lacks, the exchange lacks
+            got = fill(self.fetcher, self.repo, self.gaps, symbol, tf, r.missing, source="repair",
+                       batch_size=self.batch_size, settled=settled, stop=self.stop)
+            r.fetched, r.written, r.exchange_empty = got.fetched, got.written, got.empty
+            if got.stopped:
+                r.error = "stopped before every missing range was fetched"
+            log.info("%s %s: %d of %d candles fetched, %d ranges empty at the exchange",
+                     symbol, tf, got.fetched, count(tf, r.missing), len(got.empty))
             after = self.check.symbol(symbol, tf, start, end)
             r.still_missing, r.still_missing_candles = after.missing, after.missing_candles
         except OhlcvError as exc:
-            r.error = str(exc)
-            log.error("%s: %s", symbol, exc)
+            r.error = str(exc)  # reported by the caller, from the report
         return r

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ohlcv_cli.core.ports import GapRepository
 from ohlcv_cli.core.timeframes import parse_timeframe
-from ohlcv_cli.services.gaps import clip, count
+from ohlcv_cli.core.ranges import clip, count
 
 
 @dataclass

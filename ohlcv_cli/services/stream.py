@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from ohlcv_cli.core.candle import Candle
-from ohlcv_cli.core.errors import BrokerUnavailable, ExchangeUnavailable, StorageError
+from ohlcv_cli.core.errors import BadSymbol, BrokerUnavailable, ExchangeUnavailable, StorageError
+from ohlcv_cli.core.halts import HaltedSymbols
+from ohlcv_cli.core.outage import OutageLog
 from ohlcv_cli.core.ports import CandleRepository, CandleSink, Fetcher, Metrics
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 from ohlcv_cli.core.timeutil import iso
@@ -67,6 +69,8 @@ class Stream:
         self.stop = stop or threading.Event()
         self._sleep = sleep or self.stop.wait
         self.state = StreamState()
+        self.halts = HaltedSymbols(fetcher, self.tf)
+        self._outage = OutageLog(log, "the sink")
 
     # --- start --------------------------------------------------------------------------------
     def _last_closed_end(self) -> int:
@@ -107,14 +111,18 @@ class Stream:
         report = CycleReport(self.state.cycles)
         t0 = time.monotonic()
         end = self._last_closed_end()
-        futures = {s: pool.submit(self._fetch, s, end) for s in self.symbols}
+        futures = {s: pool.submit(self._fetch, s, end) for s in self.symbols if self.halts.due(s)}
         for symbol, fut in futures.items():
             try:
                 candles = fut.result()
+            except BadSymbol as exc:  # -1121: delisted while streaming; the others go on
+                self.halts.halt(symbol, str(exc))
+                continue
             except ExchangeUnavailable as exc:
                 self.metrics.error("exchange")
                 report.error = str(exc)
                 continue
+            self.halts.fetched(symbol, bool(candles))
             if candles:
                 self.metrics.fetched(symbol, len(candles))
                 try:
@@ -126,7 +134,9 @@ class Stream:
                 self.metrics.published(symbol, len(candles))
                 self.state.watermarks[symbol] = candles[-1].open_time + self.tf.ms
                 report.candles += len(candles)
-            if self.state.watermarks[symbol] < end:
+            if self.state.watermarks[symbol] >= end:
+                self.halts.caught_up(symbol)
+            elif not self.halts.late(symbol):
                 report.behind += 1
         self.state.published += report.candles
         report.seconds = time.monotonic() - t0
@@ -141,9 +151,13 @@ class Stream:
             while not self.stop.is_set():
                 report = self.cycle(pool)
                 lag_s = (self.fetcher.now_ms() - self._last_closed_end()) / 1000
-                log.info("cycle %d: %d candles published, %d symbols waiting, %.3fs, lag %.2fs%s",
-                         report.cycle, report.candles, report.behind, report.seconds, lag_s,
-                         f", error: {report.error}" if report.error else "")
+                if report.error:  # one line when an outage starts, not one per retry
+                    self._outage.failed(report.error, f"retry in {backoff:.1f}s")
+                else:
+                    self._outage.ok()
+                    log.info("cycle %d: %d candles published, %d symbols waiting, %.3fs, "
+                             "lag %.2fs", report.cycle, report.candles, report.behind,
+                             report.seconds, lag_s)
                 if max_cycles is not None and self.state.cycles >= max_cycles:
                     break
                 if report.error:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 MASK = (1 << 64) - 1
 SECOND, MINUTE, HOUR = 1_000, 60_000, 3_600_000
+_NEVER = 1 << 62  # an open time no range reaches
 INTERVALS = {
     "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
     "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
@@ -83,6 +84,16 @@ class SimConfig:
     settle_lag_ms: int = 0  # after a close, the closed candle still moves for this long
     clock_offset_ms: int = 0  # the exchange's clock minus ours
     seed: int = 7
+    # faults of a 200 answer (klines only): a share answered with an unusable body (an HTML page,
+    # a truncated body, JSON of another shape), a share cut short (the first rows only)
+    share_garbage: float = 0.0
+    share_short_pages: float = 0.0
+    # after this many klines requests, every /api/v3 request answers 503 for outage_seconds
+    outage_after_klines: int | None = None
+    outage_seconds: float = 60.0
+    # per market id, [start, end) ms without candles while halted (end None: still halted);
+    # SimServer.halt/resume maintain it at run time
+    halts: dict[str, list[list]] = field(default_factory=dict)
 
     def spec(self, market_id: str) -> SymbolSpec | None:
         for s in self.symbols:
@@ -118,6 +129,12 @@ class CandleEngine:
                 moved = True
             for start, end in self.config.maintenance:
                 if start <= t < end:
+                    t = _align_up(end, SECOND)
+                    moved = True
+            for start, end in self.config.halts.get(spec.market_id, ()):
+                if end is None and t >= start:
+                    return _NEVER  # halted now: nothing from the halt on, until it resumes
+                if end is not None and start <= t < end:
                     t = _align_up(end, SECOND)
                     moved = True
             if not moved:

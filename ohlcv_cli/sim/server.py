@@ -10,12 +10,21 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from ohlcv_cli.sim.engine import INTERVALS, CandleEngine, SimConfig
+from ohlcv_cli.sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/exchangeInfo": 20, "/api/v3/klines": 2}
 UNTHROTTLED_LIMIT = 100_000_000
+_CONTROLS = ("/sim/outage", "/sim/halt", "/sim/resume")
+_GARBAGE = (
+    (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad"
+     b" Gateway</h1></center><hr><center>cloudfront</center></body></html>", "text/html"),
+    (b'{"status": "ok", "data": null}', "application/json;charset=UTF-8"),
+    (b'[[1700000000000, "1.0"], {"a": 1}]', "application/json;charset=UTF-8"),
+    (b"", "application/json;charset=UTF-8"),
+    (None, "application/json;charset=UTF-8"),  # the real body, cut in the middle
+)
 
 
 class _Weights:
@@ -29,7 +38,8 @@ class _Weights:
         self.over = 0
         self.banned_until = 0.0
         self.stats = {"requests": 0, "klines": 0, "rejected_429": 0, "rejected_418": 0,
-                      "injected_429": 0, "injected_5xx": 0, "windows": {}}
+                      "injected_429": 0, "injected_5xx": 0, "injected_garbage": 0,
+                      "injected_short": 0, "outage_503": 0, "windows": {}}
 
     @property
     def window_ms(self) -> int:
@@ -87,9 +97,15 @@ class _Handler(BaseHTTPRequestHandler):
         now = sim.now_ms()
         if path == "/sim/stats":
             return self._json(200, sim.stats())
+        if path in _CONTROLS:
+            return self._control(path, params)
         weight = WEIGHTS.get(path)
         if weight is None:
             return self._send(404, b"<html><body>404 Not Found</body></html>", "text/html")
+        if sim.in_outage():
+            sim.weights.stats["outage_503"] += 1
+            return self._send(503, b"<html><body>503 Service Temporarily Unavailable</body></html>",
+                              "text/html")
         used, refuse, retry = sim.weights.charge(weight, now)
         headers = {sim.weights.header_name(): str(used)}
         if refuse is not None:
@@ -105,8 +121,27 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/v3/time":
             return self._json(200, {"serverTime": now}, headers)
         if path == "/api/v3/exchangeInfo":
-            return self._json(200, sim.exchange_info(now), headers)
+            info = sim.exchange_info(now)
+            if params.get("symbol"):  # Binance: one symbol's entry, -1121 if it is not listed
+                info["symbols"] = [e for e in info["symbols"] if e["symbol"] == params["symbol"]]
+                if not info["symbols"]:
+                    return self._error(-1121, "Invalid symbol.", headers)
+            return self._json(200, info, headers)
         return self._klines(params, now, headers)
+
+    def _control(self, path: str, params: dict) -> None:
+        """/sim/outage?seconds=N, /sim/halt?symbol=BTCUSDT[&delist=1], /sim/resume?symbol=..."""
+        sim = self.server.sim
+        try:
+            if path == "/sim/outage":
+                sim.outage(float(params.get("seconds", "60")))
+            elif path == "/sim/halt":
+                sim.halt(params["symbol"], delist=params.get("delist") in ("1", "true"))
+            else:
+                sim.resume(params["symbol"])
+        except (KeyError, ValueError) as exc:
+            return self._json(400, {"error": str(exc)})
+        return self._json(200, {"ok": True})
 
     def _klines(self, params: dict, now: int, headers: dict) -> None:
         sim = self.server.sim
@@ -118,11 +153,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == 503:
             sim.weights.stats["injected_5xx"] += 1
             return self._send(503, b"Service Unavailable", "text/plain", headers)
+        sim.count_klines()
         sym = params.get("symbol")
         if not sym:
             return self._error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.", headers)
         spec = sim.config.spec(sym)
-        if spec is None:
+        by_symbol = sim.weights.stats.setdefault("klines_by_symbol", {})
+        with sim.weights.lock:
+            by_symbol[sym] = by_symbol.get(sym, 0) + 1
+        if spec is None or sim.delisted(sym):
             return self._error(-1121, "Invalid symbol.", headers)
         tf = INTERVALS.get(params.get("interval", ""))
         if tf is None:
@@ -139,6 +178,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(-1023, "Start time is greater than end time.", headers)
         sim.weights.stats["klines"] += 1
         body = sim.engine.klines_body(spec, tf, start, end, limit, now)
+        bad = sim.draw_answer_fault()
+        if bad == "garbage":
+            sim.weights.stats["injected_garbage"] += 1
+            body, ctype = sim.garbage(body)
+            return self._send(200, body, ctype, headers)
+        if bad == "short":
+            rows = json.loads(body)
+            if len(rows) >= 2:
+                sim.weights.stats["injected_short"] += 1
+                with sim._rng_lock:
+                    keep = sim._rng.randint(1, len(rows) - 1)
+                body = encode_rows(rows[:keep])
         self._send(200, body, "application/json;charset=UTF-8", headers)
 
     def _error(self, code: int, msg: str, headers: dict) -> None:
@@ -200,6 +251,79 @@ class SimServer:
             return 503
         return None
 
+    # --- faults and controls (run time) -----------------------------------------------------------
+    def draw_answer_fault(self) -> str | None:
+        c = self.config
+        if not (c.share_garbage or c.share_short_pages):
+            return None
+        with self._rng_lock:
+            x = self._rng.random()
+        if x < c.share_garbage:
+            return "garbage"
+        if x < c.share_garbage + c.share_short_pages:
+            return "short"
+        return None
+
+    def garbage(self, body: bytes) -> tuple[bytes, str]:
+        """An unusable 200 body, in turn each of the kinds a proxy or a CDN produces."""
+        with self._rng_lock:
+            self._garbage_turn = getattr(self, "_garbage_turn", -1) + 1
+            junk, ctype = _GARBAGE[self._garbage_turn % len(_GARBAGE)]
+        if junk is None:
+            junk = body[: max(1, len(body) // 2)] if len(body) > 2 else b"[[17000"
+        return junk, ctype
+
+    def count_klines(self) -> None:
+        """Starts the configured outage after `outage_after_klines` klines requests."""
+        c = self.config
+        if c.outage_after_klines is None:
+            return
+        with self._rng_lock:
+            self._klines_seen = getattr(self, "_klines_seen", 0) + 1
+            start = self._klines_seen == c.outage_after_klines
+        if start:
+            self.outage(c.outage_seconds)
+
+    def outage(self, seconds: float) -> None:
+        """Every /api/v3 request answers 503 for `seconds` from now."""
+        self._outage_until = time.monotonic() + seconds
+        log.info("simulated outage for %.0fs", seconds)
+
+    def in_outage(self) -> bool:
+        return time.monotonic() < getattr(self, "_outage_until", 0.0)
+
+    def halt(self, symbol: str, delist: bool = False) -> None:
+        """Stop trading a symbol (market id or BASE/QUOTE) from now: exchangeInfo says BREAK and
+        no candle opens from now on; `delist` also drops it from exchangeInfo and klines answer
+        -1121, as Binance does for a delisted symbol."""
+        mid = self._market_id(symbol)
+        windows = self.config.halts.setdefault(mid, [])
+        if not windows or windows[-1][1] is not None:
+            windows.append([self.now_ms(), None])
+        if delist:
+            self._delisted = getattr(self, "_delisted", set()) | {mid}
+
+    def resume(self, symbol: str) -> None:
+        """Trade the symbol again from now: candles again from the next open time."""
+        mid = self._market_id(symbol)
+        windows = self.config.halts.get(mid, [])
+        if windows and windows[-1][1] is None:
+            windows[-1][1] = self.now_ms()
+        self._delisted = getattr(self, "_delisted", set()) - {mid}
+
+    def halted(self, market_id: str) -> bool:
+        windows = self.config.halts.get(market_id, [])
+        return bool(windows) and windows[-1][1] is None
+
+    def delisted(self, market_id: str) -> bool:
+        return market_id in getattr(self, "_delisted", set())
+
+    def _market_id(self, symbol: str) -> str:
+        mid = symbol.replace("/", "").upper()
+        if self.config.spec(mid) is None:
+            raise KeyError(f"the simulator does not list {symbol!r}")
+        return mid
+
     def final_row(self, symbol: str, timeframe: str, open_time: int) -> list:
         """The final candle the exchange will serve for this open time (for checks)."""
         spec = next(s for s in self.config.symbols if s.symbol == symbol)
@@ -229,13 +353,15 @@ class SimServer:
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
             ],
             "exchangeFilters": [],
-            "symbols": [_symbol_info(spec) for spec in self.config.symbols],
+            "symbols": [_symbol_info(spec, "BREAK" if self.halted(spec.market_id) else "TRADING")
+                        for spec in self.config.symbols if not self.delisted(spec.market_id)],
         }
 
     def stats(self) -> dict:
         w = self.weights
         with w.lock:
-            out = {k: v for k, v in w.stats.items() if k != "windows"}
+            out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in w.stats.items()
+                   if k != "windows"}
             out["windows"] = {str(k): v for k, v in w.stats["windows"].items()}
         out["weight_limit"] = self.config.weight_limit
         out["weight_window_s"] = self.config.weight_window_s
@@ -262,10 +388,10 @@ class SimServer:
         self.stop()
 
 
-def _symbol_info(spec) -> dict:
+def _symbol_info(spec, status: str = "TRADING") -> dict:
     return {
         "symbol": spec.market_id,
-        "status": "TRADING",
+        "status": status,
         "baseAsset": spec.base,
         "baseAssetPrecision": 8,
         "quoteAsset": spec.quote,

@@ -1,0 +1,223 @@
+"""The live pipeline: stream, consume, run, topic_create.
+
+Each runs until `stop` (a threading.Event) is set; the caller decides what sets it (the CLI: SIGINT
+and SIGTERM). Nothing here installs signal handlers, prints or exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from ohlcv_cli.api import wiring
+from ohlcv_cli.api.store import Time, _days, _window
+from ohlcv_cli.api.wiring import settings_for
+from ohlcv_cli.core.errors import OhlcvError, WorkerDied
+from ohlcv_cli.core.ports import Metrics
+from ohlcv_cli.core.settings import Settings
+from ohlcv_cli.services.backfill import Backfill, BackfillResult, Progress
+from ohlcv_cli.services.consume import Consume, ConsumeStats
+from ohlcv_cli.services.stream import RepositorySink, Stream, StreamState
+
+log = logging.getLogger("ohlcv.live")
+
+
+@dataclass(frozen=True)
+class TopicResult:
+    topic: str
+    created: bool  # False: it was there already
+    partitions: int  # the partitions it was created with (when created)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    backfill: BackfillResult
+    stream: StreamState | None  # None: the backfill failed for a symbol, nothing was streamed
+    through_kafka: bool
+
+
+def topic_create(settings: Settings | None = None, **overrides) -> TopicResult:
+    """Create the topic and its dead-letter topic (`<topic>.dlq`) if they are missing."""
+    from ohlcv_cli.adapters.kafka_bus import ensure_topic
+
+    s = settings_for("topic_create", settings, **overrides)
+    created = ensure_topic(wiring.broker(s), s.topic_name, s.topic_partitions,
+                           timeout_s=s.kafka_timeout_seconds)
+    return TopicResult(s.topic_name, created, s.topic_partitions)
+
+
+def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
+                    stop: threading.Event) -> Stream:
+    return Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
+                  delay_s=s.realtime_delay_seconds,
+                  max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
+
+
+def stream(settings: Settings | None = None, *, stop: threading.Event | None = None,
+           max_cycles: int | None = None, **overrides) -> StreamState:
+    """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
+    from ohlcv_cli.adapters.kafka_bus import KafkaPublisher, ensure_topic
+
+    s = settings_for("stream", settings, **overrides)
+    broker = wiring.broker(s)
+    repo = wiring.repository(s, wiring.engine(s))
+    ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
+    publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
+    try:
+        return _stream_service(s, wiring.fetcher(s, retry_forever=True), publisher, repo,
+                               wiring.metrics(s),
+                               stop or threading.Event()).run(max_cycles=max_cycles)
+    finally:
+        publisher.close()
+
+
+def consume(settings: Settings | None = None, *, stop: threading.Event | None = None,
+            max_idle_polls: int | None = None, **overrides) -> ConsumeStats:
+    """Write candles from Kafka into the database, committing offsets after the rows. With
+    CONSUMER_WORKERS > 1 the other group members run as processes of their own (the per-message
+    work is Python, one core per process), stopped when this one stops."""
+    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher
+
+    s = settings_for("consume", settings, **overrides)
+    broker = wiring.broker(s)
+    repo = wiring.repository(s, wiring.engine(s))
+    children = _spawn_consumers(s, broker, s.consumer_workers - 1, max_idle_polls)
+    source = KafkaCandleSource(broker, s.topic_name, s.consumer_group,
+                               timeout_s=s.kafka_timeout_seconds)
+    dlq = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
+    try:
+        stats = Consume(source, repo, dlq, metrics=wiring.metrics(s), stop=stop,
+                        listing=wiring.fetcher(s), exchanges=(s.exchange,)).run(
+            max_idle_polls=max_idle_polls)
+    finally:
+        source.close()
+        dlq.close()
+        failed = _stop_children(children)
+    if failed:
+        raise OhlcvError(f"{failed} of {len(children)} consumer worker processes failed")
+    return stats
+
+
+def _spawn_consumers(s: Settings, broker: str, n: int, max_idle_polls: int | None) -> list:
+    """Start n more `ohlcv consume` processes with the same settings (passed by environment)."""
+    if n <= 0:
+        return []
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BROKER": broker, "TOPIC_NAME": s.topic_name, "CONSUMER_GROUP": s.consumer_group,
+        "DATABASE_URL": s.db_url(), "KAFKA_TIMEOUT_SECONDS": str(s.kafka_timeout_seconds),
+        "LOG_LEVEL": s.log_level, "LOG_FORMAT": s.log_format, "CONSUMER_WORKERS": "1",
+    })
+    env.pop("METRICS_PORT", None)  # one port per host: the first process serves the metrics
+    args = [sys.executable, "-m", "ohlcv_cli", "consume"]
+    if max_idle_polls is not None:
+        args += ["--max-idle-polls", str(max_idle_polls)]
+    log.info("starting %d more consumer processes", n)
+    return [subprocess.Popen(args, env=env) for _ in range(n)]
+
+
+def _stop_children(children: list) -> int:
+    """SIGTERM (each finishes its batch and commits), wait; returns how many failed."""
+    import signal
+
+    for p in children:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    return sum(1 for p in children if p.wait(120) != 0)
+
+
+def run(settings: Settings | None = None, *, days: int | None = None, start: Time = None,
+        stop: threading.Event | None = None, progress: Progress | None = None,
+        on_backfill: Callable[[BackfillResult], None] | None = None,
+        max_cycles: int | None = None, **overrides) -> RunResult:
+    """Backfill the window, then stream: through Kafka with a consumer thread when KAFKA_BROKER
+    is set, else straight into the database. When the backfill fails for a symbol nothing is
+    streamed (the result says which failed). `on_backfill` gets the backfill's result before the
+    stream starts. If either side of the pipeline dies, the other is stopped and WorkerDied
+    raised."""
+    bounds = _window(days, start, None)
+    s = settings_for("run", settings, **overrides)
+    stop = stop or threading.Event()
+    eng = wiring.engine(s)
+    fetcher = wiring.fetcher(s)
+    fetcher.check_symbols(s.symbols)
+    repo = wiring.repository(s, eng)
+    metrics = wiring.metrics(s)
+    result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency, progress=progress,
+                      batch_size=s.backfill_batch_size, gaps=wiring.gap_repository(eng),
+                      stop=stop).run(s.symbols, s.timeframe, **_days(s, bounds))
+    if on_backfill is not None:
+        on_backfill(result)
+    if not result.ok or stop.is_set():
+        return RunResult(result, None, bool(s.kafka_broker))
+    if not s.kafka_broker:
+        log.info("no KAFKA_BROKER: streaming straight into the database")
+        state = _stream_service(s, wiring.fetcher(s, retry_forever=True),
+                                RepositorySink(repo, metrics), repo, metrics,
+                                stop).run(max_cycles=max_cycles)
+        return RunResult(result, state, False)
+    return RunResult(result, _run_through_kafka(s, wiring.fetcher(s, retry_forever=True), repo,
+                                                metrics, stop, max_cycles), True)
+
+
+def _run_through_kafka(s: Settings, fetcher, repo, metrics: Metrics, stop: threading.Event,
+                       max_cycles: int | None) -> StreamState:
+    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher, ensure_topic
+
+    broker = wiring.broker(s)
+    ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
+    publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
+    source = KafkaCandleSource(broker, s.topic_name, s.consumer_group,
+                               timeout_s=s.kafka_timeout_seconds)
+    consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop,
+                       listing=wiring.fetcher(s), exchanges=(s.exchange,))
+    streamer = _stream_service(s, fetcher, publisher, repo, metrics, stop)
+    try:
+        return supervise(lambda: streamer.run(max_cycles=max_cycles), consumer.run, stop)
+    finally:
+        source.close()
+        publisher.close()
+
+
+def supervise(stream_side: Callable[[], StreamState], consume_side: Callable[[], object],
+              stop: threading.Event, join_timeout_s: float = 60) -> StreamState:
+    """Run the consumer in a thread and the stream here. Whichever dies (raises, or the consumer
+    returns before `stop` is set) stops the other; then WorkerDied is raised, from the cause."""
+    failure: list[BaseException] = []
+
+    def consume_loop() -> None:
+        try:
+            consume_side()
+            if not stop.is_set():
+                failure.append(RuntimeError("it returned while the stream was running"))
+        except BaseException as exc:  # noqa: BLE001 - any death is fatal, and reported below
+            failure.append(exc)
+        finally:
+            stop.set()
+
+    thread = threading.Thread(target=consume_loop, name="consume", daemon=True)
+    thread.start()
+    try:
+        state = stream_side()
+    except OhlcvError:
+        raise
+    except Exception as exc:
+        raise WorkerDied(f"the stream stopped: {_describe(exc)}") from exc
+    finally:
+        stop.set()
+        thread.join(timeout=join_timeout_s)
+    if failure:
+        raise WorkerDied(f"the consumer stopped: {_describe(failure[0])}") from failure[0]
+    return state
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OhlcvError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

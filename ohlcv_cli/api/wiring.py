@@ -1,0 +1,119 @@
+"""The composition root's parts: settings per command, and the adapters built from them.
+
+Adapters are imported on first use, so that importing the API stays cheap.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ohlcv_cli.core.errors import ConfigError
+from ohlcv_cli.core.ports import Metrics
+from ohlcv_cli.core.settings import DATABASE, EXCHANGE, KAFKA, LOGGING, Settings, load_settings
+from ohlcv_cli.core.timeutil import dt_to_ms, parse_iso
+
+DEFAULT_BROKER = "127.0.0.1:9092"
+
+_WINDOW = frozenset({"symbols", "timeframe", "backfill_days"})
+# The settings each command reads: only these are validated when it runs.
+USES: dict[str, frozenset[str]] = {
+    "sim": LOGGING,
+    "upgrade": LOGGING | DATABASE,
+    "db_current": LOGGING | DATABASE,
+    "status": LOGGING | DATABASE,
+    "backfill": LOGGING | DATABASE | EXCHANGE | _WINDOW
+    | {"backfill_concurrency", "backfill_batch_size"},
+    "gaps_check": LOGGING | DATABASE | _WINDOW | {"exchange", "realtime_delay_seconds"},
+    "gaps_repair": LOGGING | DATABASE | EXCHANGE | _WINDOW | {"backfill_batch_size"},
+    "stream": LOGGING | DATABASE | EXCHANGE | KAFKA
+    | {"symbols", "timeframe", "stream_max_catchup_minutes", "metrics_port"},
+    # the exchange too: the consumer checks symbols against its listing
+    "consume": LOGGING | DATABASE | KAFKA | EXCHANGE
+    | {"consumer_group", "consumer_workers", "metrics_port"},
+    "run": LOGGING | DATABASE | EXCHANGE | KAFKA | _WINDOW
+    | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
+       "consumer_group", "metrics_port"},
+    "topic_create": LOGGING | KAFKA,
+    # the read API (ohlcv_cli.reader)
+    "export": LOGGING | DATABASE | {"symbols", "timeframe", "exchange"},
+    "plot": LOGGING | DATABASE | {"exchange"},
+}
+
+
+def settings_for(command: str, settings: Settings | None = None, **overrides: Any) -> Settings:
+    """The given settings, or settings built from the overrides (by field name), environment
+    and `.env`, validating only what `command` reads."""
+    if settings is not None:
+        if any(v is not None for v in overrides.values()):
+            raise ConfigError("pass either a Settings object or setting keywords, not both")
+        return settings
+    return load_settings(uses=USES[command], **overrides)
+
+
+def to_ms(value: int | str | datetime | None, what: str) -> int | None:
+    """A time given as epoch ms, an ISO 8601 string (UTC unless zoned) or a datetime."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        return dt_to_ms(value)
+    return parse_iso(value, what)
+
+
+# --- adapters -------------------------------------------------------------------------------
+def engine(s: Settings):
+    from ohlcv_cli.adapters.sql_schema import make_engine
+
+    return make_engine(s.db_url())
+
+
+def repository(s: Settings, eng):
+    """The candle repository, after checking the schema is current. The embedded SQLite
+    default upgrades itself; any other database must be upgraded with `ohlcv db upgrade`."""
+    from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
+    from ohlcv_cli.adapters.sql_schema import ensure_current
+
+    ensure_current(eng, auto_upgrade=s.uses_embedded_default())
+    return SqlCandleRepository(eng)
+
+
+def gap_repository(eng):
+    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+
+    return SqlGapRepository(eng)
+
+
+def fetcher(s: Settings, *, retry_forever: bool = False):
+    """`retry_forever`: the stream rides out any exchange outage; the others give up after
+    EXCHANGE_RETRY_SECONDS."""
+    from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
+
+    return CcxtFetcher(
+        s.exchange,
+        exchange_url=s.exchange_url,
+        api_key=s.binance_api_key.get_secret_value() if s.binance_api_key else None,
+        secret=s.binance_secret_key.get_secret_value() if s.binance_secret_key else None,
+        settle_ms=int(s.realtime_delay_seconds * 1000),
+        timeout_ms=int(s.exchange_timeout_seconds * 1000),
+        max_retries=s.exchange_max_retries,
+        retry_s=None if retry_forever else s.exchange_retry_seconds,
+        weight_limit=s.exchange_weight_limit,
+    )
+
+
+def broker(s: Settings) -> str:
+    from ohlcv_cli.adapters.kafka_bus import check_broker_address
+
+    return check_broker_address(s.kafka_broker or DEFAULT_BROKER)
+
+
+def metrics(s: Settings) -> Metrics:
+    if s.metrics_port is None:
+        return Metrics()
+    from ohlcv_cli.adapters.prometheus_metrics import serve
+
+    try:
+        return serve(s.metrics_port)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on port {s.metrics_port}: "
+                          f"{exc.strerror or exc}") from None
