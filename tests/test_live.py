@@ -183,6 +183,27 @@ def test_poison_messages_go_to_the_dlq_and_valid_ones_are_stored(pg_url, repo_fo
     assert [reason for _, reason in got] == ["not JSON", "unknown schema_version 99", "high 1.00 < low 2.00"]
 
 
+def _wait_for_stable_group(broker: str, group: str, members: int, timeout: float = 60) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    info: dict = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                info = admin.describe_groups([group]).get(group) or {}
+            except KafkaError:  # the group's coordinator is not there until a member joins
+                info = {}
+            if info.get("group_state", info.get("state")) == "Stable" and len(info.get("members") or []) == members:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"group {group} never had {members} stable members: {info}")
+    finally:
+        admin.close()
+
+
 def test_two_consumers_in_one_group_store_every_candle_once(pg_url, repo_for, sim, kafka, topic, tmp_path):
     broker, _ = kafka
     assert run_cli("topic", "create", "--kafka-broker", broker, "--topic", topic, "--partitions", "4").returncode == 0
@@ -190,6 +211,12 @@ def test_two_consumers_in_one_group_store_every_candle_once(pg_url, repo_for, si
 
     symbols = ["BTC/USDT", "ETH/USDT", "BNB/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "LTC/USDT"]
     t0 = 1_704_067_200_000
+    env = {"DATABASE_URL": pg_url, "KAFKA_BROKER": broker, "TOPIC_NAME": topic, "CONSUMER_GROUP": "pair"}
+    # Both members join first, so that the topic's partitions are shared between them when the
+    # messages arrive (otherwise the first one up could drain the topic alone).
+    a = Proc(tmp_path, "a", "consume", "--max-idle-polls", "50", env=env)
+    b = Proc(tmp_path, "b", "consume", "--max-idle-polls", "50", env=env)
+    _wait_for_stable_group(broker, "pair", members=2)
     producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
     total = 0
     for s in symbols:
@@ -199,9 +226,6 @@ def test_two_consumers_in_one_group_store_every_candle_once(pg_url, repo_for, si
             total += 1
     producer.flush()
     producer.close()
-    env = {"DATABASE_URL": pg_url, "KAFKA_BROKER": broker, "TOPIC_NAME": topic, "CONSUMER_GROUP": "pair"}
-    a = Proc(tmp_path, "a", "consume", "--max-idle-polls", "20", env=env)
-    b = Proc(tmp_path, "b", "consume", "--max-idle-polls", "20", env=env)
     assert a.p.wait(120) == 0 and b.p.wait(120) == 0
     repo = repo_for(pg_url)
     assert repo.count() == total
