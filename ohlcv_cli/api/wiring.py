@@ -36,6 +36,9 @@ USES: dict[str, frozenset[str]] = {
     | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
        "consumer_group", "metrics_port"} | _LIVE,
     "topic_create": LOGGING | KAFKA,
+    # the read API (ohlcv_cli.reader)
+    "export": LOGGING | DATABASE | {"symbols", "timeframe", "exchange"},
+    "plot": LOGGING | DATABASE | {"exchange"},
 }
 
 
