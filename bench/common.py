@@ -43,6 +43,7 @@ class Sim:
         self.proc = subprocess.Popen([*OHLCV, "sim", "--port", str(self.port), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
+        self.first_line = line
         if "listening" not in line:
             raise RuntimeError(f"simulator did not start: {line}")
         self.url = f"http://127.0.0.1:{self.port}"

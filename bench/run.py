@@ -14,6 +14,9 @@ def main() -> None:
     print("== backfill")
     backfill_bench.main()
     for name, title in (("consume_bench", "consume (Kafka -> PostgreSQL)"), ("gaps_bench", "gaps check"),
+                        ("ws_bench", "websocket source (live latency, 1,000 symbols, 1s keeping up)"),
+                        ("read_bench", "reading the store (pandas, derived, export)"),
+
                         ("archive_bench", "backfill from the archive, and REST at real latency")):
         try:
             module = __import__(name)

@@ -52,10 +52,34 @@ def topic_create(settings: Settings | None = None, **overrides) -> TopicResult:
 
 
 def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
-                    stop: threading.Event) -> Stream:
-    return Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
-                  delay_s=s.realtime_delay_seconds,
-                  max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics, stop=stop)
+                    stop: threading.Event):
+    """The REST stream; with STREAM_SOURCE=ws, the websocket in front of it (REST stays its
+    safety net). Both run(max_cycles) and return a StreamState."""
+    service = Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
+                     delay_s=s.realtime_delay_seconds,
+                     max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics,
+                     stop=stop)
+    if s.stream_source != "ws":
+        return service
+    if s.websocket_url() is None:
+        log.warning("OHLCV_EXCHANGE_URL is set but OHLCV_STREAM_URL is not: streaming over REST "
+                    "only (set OHLCV_STREAM_URL to the same exchange's websocket)")
+        return service
+    return _ws_service(s, service, fetcher)
+
+
+def _ws_service(s: Settings, service: Stream, fetcher):
+    from ohlcv_cli.adapters.binance_ws import BinanceWsFeed
+    from ohlcv_cli.services.ws_stream import WsStream
+
+    fetcher.check_symbols(s.symbols)
+    url = s.websocket_url()
+    feed = BinanceWsFeed(url, {sym: fetcher.market_id(sym) for sym in s.symbols}, s.timeframe,
+                         exchange_id=fetcher.exchange_id,
+                         max_streams=s.stream_streams_per_connection)
+    log.info("websocket source %s: %d streams on %d connections", url, len(s.symbols),
+             feed.connections)
+    return WsStream(service, feed)
 
 
 def stream(settings: Settings | None = None, *, stop: threading.Event | None = None,

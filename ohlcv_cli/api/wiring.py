@@ -18,6 +18,7 @@ from ohlcv_cli.core.timeutil import dt_to_ms, parse_iso
 DEFAULT_BROKER = "127.0.0.1:9092"
 
 _WINDOW = frozenset({"symbols", "timeframe", "backfill_days"})
+_LIVE = frozenset({"stream_source", "stream_url", "stream_streams_per_connection"})
 # The settings each command reads: only these are validated when it runs.
 USES: dict[str, frozenset[str]] = {
     "sim": LOGGING,
@@ -28,15 +29,18 @@ USES: dict[str, frozenset[str]] = {
     | {"backfill_concurrency", "backfill_batch_size"},
     "gaps_check": LOGGING | DATABASE | _WINDOW | {"exchange", "realtime_delay_seconds"},
     "gaps_repair": LOGGING | DATABASE | EXCHANGE | _WINDOW | SOURCES | {"backfill_batch_size"},
-    "stream": LOGGING | DATABASE | EXCHANGE | KAFKA
+    "stream": LOGGING | DATABASE | EXCHANGE | KAFKA | _LIVE
     | {"symbols", "timeframe", "stream_max_catchup_minutes", "metrics_port"},
     # the exchange too: the consumer checks symbols against its listing
     "consume": LOGGING | DATABASE | KAFKA | EXCHANGE
     | {"consumer_group", "consumer_workers", "metrics_port"},
     "run": LOGGING | DATABASE | EXCHANGE | KAFKA | _WINDOW
     | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
-       "consumer_group", "metrics_port"},
+       "consumer_group", "metrics_port"} | _LIVE,
     "topic_create": LOGGING | KAFKA,
+    # the read API (ohlcv_cli.reader)
+    "export": LOGGING | DATABASE | {"symbols", "timeframe", "exchange"},
+    "plot": LOGGING | DATABASE | {"exchange"},
 }
 
 

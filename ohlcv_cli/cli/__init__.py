@@ -16,6 +16,8 @@ from ohlcv_cli.cli import live
 from ohlcv_cli.cli.common import echo_error
 from ohlcv_cli.cli.sim import sim
 from ohlcv_cli.cli.status import status
+from ohlcv_cli.cli.export import export
+from ohlcv_cli.cli.plot import plot
 from ohlcv_cli.core.errors import OhlcvError
 
 log = logging.getLogger("ohlcv")
@@ -49,6 +51,8 @@ app.command()(live.run)
 app.add_typer(live.topic_app, name="topic")
 app.add_typer(gaps_cli.app, name="gaps")
 app.command()(status)
+app.command()(export)
+app.command()(plot)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,8 @@ log = logging.getLogger("ohlcv.live")
 
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions if the topic is created [env: TOPIC_PARTITIONS]")]
 GroupOpt = Annotated[Optional[str], typer.Option("--group", help="Consumer group [env: CONSUMER_GROUP]")]
+SourceOpt = Annotated[Optional[str], typer.Option("--source", help="ws: the exchange's websocket, REST as the safety net; rest: poll REST at each close [env: STREAM_SOURCE]")]
+StreamUrlOpt = Annotated[Optional[str], typer.Option("--stream-url", help="Websocket base URL [env: OHLCV_STREAM_URL]")]
 MaxCyclesOpt = Annotated[Optional[int], typer.Option("--max-cycles", help="Stop after N cycles (testing)", hidden=True)]
 
 
@@ -48,12 +50,15 @@ def stream(
     database_url: DatabaseOpt = None,
     exchange_url: ExchangeUrlOpt = None,
     metrics_port: MetricsOpt = None,
+    source: SourceOpt = None,
+    stream_url: StreamUrlOpt = None,
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
     s = settings(ctx, "stream", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
                  topic=topic, partitions=partitions, database_url=database_url,
-                 exchange_url=exchange_url, metrics_port=metrics_port)
+                 exchange_url=exchange_url, metrics_port=metrics_port, stream_source=source,
+                 stream_url=stream_url)
     state = api.stream(s, stop=_stop_on_signals(), max_cycles=max_cycles)
     log.info("stream stopped after %d cycles, %d candles published", state.cycles, state.published)
 
@@ -87,6 +92,8 @@ def run(
     database_url: DatabaseOpt = None,
     exchange_url: ExchangeUrlOpt = None,
     metrics_port: MetricsOpt = None,
+    source: SourceOpt = None,
+    stream_url: StreamUrlOpt = None,
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """One process for one machine: backfill, then stream and consume (through Kafka when
@@ -95,7 +102,7 @@ def run(
     start_ms = _run_start(days, start)
     s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
                  topic=topic, database_url=database_url, exchange_url=exchange_url,
-                 metrics_port=metrics_port)
+                 metrics_port=metrics_port, stream_source=source, stream_url=stream_url)
     stop = _stop_on_signals()
     result = api.run(s, days=days, start=start_ms, stop=stop, on_backfill=report_backfill,
                      max_cycles=max_cycles)

@@ -31,6 +31,12 @@ def sim(
     precompute: Annotated[Optional[str], typer.Option("--precompute", help="TIMEFRAME:START/END: render these final candles of every symbol before serving (benchmarks)")] = None,
     archive_fault: Annotated[Optional[List[str]], typer.Option("--archive-fault", help="KIND:SYMBOL:PERIOD, KIND one of corrupt, disagree, missing, header; * for any symbol or period; repeatable")] = None,
     precompute_archive: Annotated[Optional[str], typer.Option("--precompute-archive", help="TIMEFRAME:START/END: build the archive files of every symbol before serving (benchmarks)")] = None,
+    ws_port: Annotated[Optional[int], typer.Option("--ws-port", help="Port of the websocket streams (default: --port + 1; 0: any free port; -1: none)")] = None,
+    ws_drop_final: Annotated[float, typer.Option("--ws-drop-final", help="Share of final kline events (x: true) never sent")] = 0.0,
+    ws_disconnect_every: Annotated[Optional[float], typer.Option("--ws-disconnect-every", help="Cut each websocket connection this many seconds after it opened")] = None,
+    ws_shutdown_every: Annotated[Optional[float], typer.Option("--ws-shutdown-every", help="Send serverShutdown this many seconds after a connection opened (closed 2 s later)")] = None,
+    ws_malformed_every: Annotated[Optional[float], typer.Option("--ws-malformed-every", help="Send a malformed message every N seconds")] = None,
+    ws_stall_after: Annotated[Optional[float], typer.Option("--ws-stall-after", help="Each websocket connection goes silent (stays open) after N seconds")] = None,
 ) -> None:
     """Serve Binance's spot REST API (ping, time, exchangeInfo, klines) with deterministic candles."""
     from ohlcv_cli.sim import SimConfig, SimServer
@@ -47,8 +53,16 @@ def sim(
     )
     pre = _precompute(precompute) if precompute else None
     pre_archive = _precompute(precompute_archive) if precompute_archive else None
+    from ohlcv_cli.sim.ws import WsFaults
+
+    if ws_port is None:
+        ws_port = port + 1 if port else 0
+    faults = WsFaults(drop_final_share=ws_drop_final, disconnect_every_s=ws_disconnect_every,
+                      shutdown_every_s=ws_shutdown_every, malformed_every_s=ws_malformed_every,
+                      stall_after_s=ws_stall_after)
     try:
-        server = SimServer(config, host=host, port=port)
+        server = SimServer(config, host=host, port=port,
+                           ws_port=None if ws_port < 0 else ws_port, ws_faults=faults)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except ValueError as exc:  # a malformed --archive-fault
@@ -60,8 +74,15 @@ def sim(
         server.archive.precompute(tf_name, pre_archive[1], pre_archive[2])
     for spec in specs if pre is not None else []:
         server.engine.precompute(spec, *pre)
+    try:
+        if server.ws is not None:
+            server.ws.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{ws_port}: {exc.strerror or exc}") from None
+    ws_note = (f"; websocket streams on ws://{host}:{server.ws.port} (--stream-url)"
+               if server.ws is not None else "")
     console.print(f"simulator listening on http://{host}:{server.port} "
-                  f"({len(specs)} symbols); use --exchange-url http://{host}:{server.port}",
+                  f"({len(specs)} symbols); use --exchange-url http://{host}:{server.port}{ws_note}",
                   markup=False, highlight=False)
     try:
         server.serve_forever()

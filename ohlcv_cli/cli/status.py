@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -19,12 +20,17 @@ def status(
     timeframe: TimeframeOpt = None,
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the coverage timeline to this .png or .html")] = None,
 ) -> None:
     """Per symbol and timeframe in the store: first and last candle, stored and expected counts,
     coverage, freshness and the ranges the exchange has no candles for."""
     # Only the flags filter: without them every series in the store is shown.
     s = settings(ctx, "status", database_url=database_url)
     report = api.status(s, symbols=symbols, timeframe=timeframe)
+    if plot is not None:
+        from ohlcv_cli.cli.plot import coverage
+
+        coverage(s, plot, symbols, timeframe)
     if as_json:
         typer.echo(json.dumps([_json(r) for r in report.series], indent=2))
     elif not report.series:

@@ -18,6 +18,7 @@ from ohlcv_cli.core.symbols import parse_symbols
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 
 DEFAULT_SQLITE_URL = "sqlite:///ohlcv.db"
+DEFAULT_STREAM_URL = "wss://stream.binance.com:9443"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # The largest timeout or delay accepted, in seconds: beyond it a value is a typo, not a wish.
 MAX_SECONDS = 86_400.0
@@ -99,6 +100,12 @@ class Settings(BaseSettings):
     archive_concurrency: int = Field(4, gt=0, le=64)
 
     stream_max_catchup_minutes: int = Field(1440, gt=0)
+    stream_source: str = "ws"
+    stream_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OHLCV_STREAM_URL", "stream_url"),
+    )
+    stream_streams_per_connection: int = Field(1024, gt=0, le=1024)
     metrics_port: int | None = _port(None)
     log_level: str = "INFO"
     log_format: str = "text"
@@ -137,6 +144,24 @@ class Settings(BaseSettings):
         _check_url_port(v)
         return v.rstrip("/")
 
+    @field_validator("stream_source")
+    @classmethod
+    def _check_stream_source(cls, v: str) -> str:
+        if v not in ("ws", "rest"):
+            raise ValueError("must be 'ws' (websocket, REST as the safety net) or 'rest'")
+        return v
+
+    @field_validator("stream_url")
+    @classmethod
+    def _check_stream_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError("must be a ws:// or wss:// URL such as wss://stream.binance.com:9443")
+        _check_url_port(v)
+        return v.rstrip("/")
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, v: SecretStr | None) -> SecretStr | None:
@@ -171,6 +196,14 @@ class Settings(BaseSettings):
             )
         return DEFAULT_SQLITE_URL
 
+    def websocket_url(self) -> str | None:
+        """OHLCV_STREAM_URL; else Binance's own when the REST endpoint is Binance's too. With
+        OHLCV_EXCHANGE_URL elsewhere and no OHLCV_STREAM_URL: None, since candles from two
+        different exchanges must never mix in one store."""
+        if self.stream_url:
+            return self.stream_url
+        return None if self.exchange_url else DEFAULT_STREAM_URL
+
     def uses_embedded_default(self) -> bool:
         return self.db_url() == DEFAULT_SQLITE_URL
 
@@ -197,7 +230,8 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-_ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL", "archive_url": "OHLCV_ARCHIVE_URL"}
+_ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL", "stream_url": "OHLCV_STREAM_URL",
+              "archive_url": "OHLCV_ARCHIVE_URL"}
 
 # The settings each kind of collaborator reads; a command validates the groups it uses.
 LOGGING = frozenset({"log_level", "log_format"})

@@ -2,5 +2,6 @@
 
 from ohlcv_cli.sim.engine import SimConfig, SymbolSpec, default_symbols
 from ohlcv_cli.sim.server import SimServer
+from ohlcv_cli.sim.ws import WsFaults
 
-__all__ = ["SimConfig", "SimServer", "SymbolSpec", "default_symbols"]
+__all__ = ["SimConfig", "SimServer", "SymbolSpec", "default_symbols", "WsFaults"]

@@ -3,6 +3,12 @@
 Every final candle is a function of (symbol, timeframe, open time) and the configuration, so a test
 or benchmark can recompute any range exactly. Prices are integer ticks of 0.01, volumes integer
 units of 1e-8, rendered as Binance renders them: decimal strings with eight decimals.
+
+As on the exchange, the intervals agree with each other: the 1m candles are generated, every
+coarser candle is the aggregate of the 1m candles it holds (first open, highest high, lowest low,
+last close, summed volumes and trades; hours are memoised so that a week costs 168 lookups), and
+each 1m candle is split into 1s candles that aggregate back to it exactly. A candle exists when
+any second of it is outside maintenance and after listing.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MASK = (1 << 64) - 1
+SECOND, MINUTE, HOUR = 1_000, 60_000, 3_600_000
 _NEVER = 1 << 62  # an open time no range reaches
 INTERVALS = {
     "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
@@ -109,28 +116,43 @@ class CandleEngine:
         self.config = config
         self._zero_cut = int(config.zero_volume_share * 1_000_000)
         self._cache: dict[tuple[str, int], dict[int, str]] = {}
+        self._hours: dict[tuple[str, int], tuple] = {}
 
     # --- availability -------------------------------------------------------------------------
-    def next_available(self, spec: SymbolSpec, t: int, tf: int) -> int:
-        """The first open time >= t (aligned) at which the exchange has a candle."""
+    def _next_second(self, spec: SymbolSpec, t: int) -> int:
+        """The first second >= t (aligned to 1s) that is traded: after listing, outside
+        maintenance."""
+        t = _align_up(t, SECOND)
         while True:
             moved = False
             if spec.listed_at is not None and t < spec.listed_at:
-                t = _align_up(spec.listed_at, tf, self._offset(tf))
+                t = _align_up(spec.listed_at, SECOND)
                 moved = True
             for start, end in self.config.maintenance:
-                # a candle exists only if it opens outside the window
                 if start <= t < end:
-                    t = _align_up(end, tf, self._offset(tf))
+                    t = _align_up(end, SECOND)
                     moved = True
             for start, end in self.config.halts.get(spec.market_id, ()):
                 if end is None and t >= start:
                     return _NEVER  # halted now: nothing from the halt on, until it resumes
                 if end is not None and start <= t < end:
-                    t = _align_up(end, tf, self._offset(tf))
+                    t = _align_up(end, SECOND)
                     moved = True
             if not moved:
                 return t
+
+    def next_available(self, spec: SymbolSpec, t: int, tf: int) -> int:
+        """The first open time >= t (aligned up) at which the exchange has a candle: a candle
+        exists when any second in it is traded."""
+        off = self._offset(tf)
+        return _align_down(self._next_second(spec, _align_up(t, tf, off)), tf, off)
+
+    def _opens_in(self, spec: SymbolSpec, start: int, end: int, tf: int) -> list[int]:
+        out, t = [], self.next_available(spec, start, tf)
+        while t < end:
+            out.append(t)
+            t = self.next_available(spec, t + tf, tf)
+        return out
 
     @staticmethod
     def _offset(tf: int) -> int:
@@ -154,7 +176,67 @@ class CandleEngine:
         return self._rows(spec, seed, [t], tf)[0]
 
     def _rows(self, spec: SymbolSpec, seed: int, times: list[int], tf: int) -> list[list]:
-        """Final rows for ascending open times; the previous close is carried, not recomputed."""
+        """Final rows (Binance's 12 fields) for ascending open times of any interval."""
+        if tf == MINUTE:
+            return self._minute_rows(spec, seed, times)
+        return [[t, _p(o), _p(h), _p(lo), _p(c), _q(v), t + tf - 1, _q(q), n, _q(tb), _q(tq), "0"]
+                for t, o, h, lo, c, v, q, n, tb, tq in self._ints(spec, seed, times, tf)]
+
+    def _ints(self, spec: SymbolSpec, seed: int, times: list[int], tf: int) -> list[tuple]:
+        """(t, open, high, low, close, volume, quote, trades, taker base, taker quote) as
+        integers (ticks, 1e-8 units) for ascending open times that exist."""
+        if tf == MINUTE:
+            return self._minute_ints(spec, seed, times)
+        if tf == SECOND:
+            return self._second_ints(spec, seed, times)
+        if tf == HOUR:
+            return self._hour_ints(spec, seed, times)
+        child = HOUR if tf > HOUR else MINUTE
+        groups = [self._opens_in(spec, t, t + tf, child) for t in times]
+        flat = self._ints(spec, seed, [c for g in groups for c in g], child)
+        out, i = [], 0
+        for t, g in zip(times, groups):
+            out.append(_merge(t, flat[i:i + len(g)]))
+            i += len(g)
+        return out
+
+    def _hour_ints(self, spec: SymbolSpec, seed: int, times: list[int]) -> list[tuple]:
+        """Hours from their minutes, memoised (every coarser interval is built from hours)."""
+        key = spec.market_id
+        memo = self._hours
+        found = {t: memo.get((key, t)) for t in times}
+        missing = [t for t, v in found.items() if v is None]
+        if missing:
+            if len(memo) > 400_000:
+                memo.clear()
+            groups = [self._opens_in(spec, t, t + HOUR, MINUTE) for t in missing]
+            flat = self._minute_ints(spec, seed, [m for g in groups for m in g])
+            i = 0
+            for t, g in zip(missing, groups):
+                found[t] = memo[(key, t)] = _merge(t, flat[i:i + len(g)])
+                i += len(g)
+        return [found[t] for t in times]
+
+    def _second_ints(self, spec: SymbolSpec, seed: int, times: list[int]) -> list[tuple]:
+        """1s candles: each minute's candle split over its traded seconds."""
+        wanted = set(times)
+        minutes = sorted({t // MINUTE * MINUTE for t in times})
+        by_t: dict[int, tuple] = {}
+        for m in self._minute_ints(spec, seed, minutes):
+            secs = self._opens_in(spec, m[0], m[0] + MINUTE, SECOND)
+            for row in _split(m, secs, seed):
+                if row[0] in wanted:
+                    by_t[row[0]] = row
+        return [by_t[t] for t in times]
+
+    def _minute_rows(self, spec: SymbolSpec, seed: int, times: list[int]) -> list[list]:
+        return [[t, _p(o), _p(h), _p(lo), _p(c), _q(v), t + MINUTE - 1, _q(q), n, _q(tb), _q(tq),
+                 "0"] for t, o, h, lo, c, v, q, n, tb, tq in self._minute_ints(spec, seed, times)]
+
+    def _minute_ints(self, spec: SymbolSpec, seed: int, times: list[int]) -> list[tuple]:
+        """The generated 1m candles, for ascending open times; the previous close is carried,
+        not recomputed. A zero-volume minute keeps the previous close."""
+        tf = MINUTE
         out = []
         prev_t = None
         prev_close = 0
@@ -166,9 +248,7 @@ class CandleEngine:
             open_ = prev_close if prev_t == t - tf else self.close_of(spec, seed, t - tf, tf)
             h = _mix(seed ^ (t * 0x9E3779B97F4A7C15 & MASK) ^ tf)
             if zero_cut and (h >> 44) % 1_000_000 < zero_cut:
-                p = _p(open_)
-                out.append([t, p, p, p, p, "0.00000000", t + tf - 1, "0.00000000", 0,
-                            "0.00000000", "0.00000000", "0"])
+                out.append((t, open_, open_, open_, open_, 0, 0, 0, 0, 0))
                 prev_t, prev_close = t, open_
                 continue
             wave = (t // tf) % 2000
@@ -179,9 +259,8 @@ class CandleEngine:
             volume = (h >> 29) % 50_000_000_000 + 1_000
             quote = volume * close // 100
             share = (h >> 37) % 101
-            out.append([t, _p(open_), _p(high), _p(low), _p(close), _q(volume), t + tf - 1,
-                        _q(quote), (h >> 47) % 5000 + 1, _q(volume * share // 100),
-                        _q(quote * share // 100), "0"])
+            out.append((t, open_, high, low, close, volume, quote, (h >> 47) % 5000 + 1,
+                        volume * share // 100, quote * share // 100))
             prev_t, prev_close = t, close
         return out
 
@@ -259,6 +338,64 @@ class CandleEngine:
         for row in self._rows(spec, seed, times, tf):
             cache[row[0]] = encode_rows([row])[1:-1].decode()
         return len(times)
+
+
+def _merge(t: int, parts: list[tuple]) -> tuple:
+    """The candle at t aggregated from its finer candles, as the exchange aggregates."""
+    return (t, parts[0][1], max(p[2] for p in parts), min(p[3] for p in parts), parts[-1][4],
+            sum(p[5] for p in parts), sum(p[6] for p in parts), sum(p[7] for p in parts),
+            sum(p[8] for p in parts), sum(p[9] for p in parts))
+
+
+def _cut(total: int, weights: list[int]) -> list[int]:
+    """Integer parts of total proportional to weights, summing exactly to total; each part is at
+    most its weight's share rounded up, so a part of a part never exceeds the whole."""
+    out, acc, prev = [], 0, 0
+    wsum = sum(weights)
+    for w in weights:
+        acc += w
+        cur = total * acc // wsum if wsum else 0
+        out.append(cur - prev)
+        prev = cur
+    return out
+
+
+def _split(m: tuple, secs: list[int], seed: int) -> list[tuple]:
+    """1s candles for the traded seconds of minute candle m that aggregate back to m exactly:
+    some seconds have no trades (volume 0, OHLC = previous close), the high and the low are each
+    reached in a second with trades, the last second with trades closes at the minute's close."""
+    t, o, h, lo, c, v, q, n, tb, tq = m
+    if v == 0:
+        return [(s, o, o, o, o, 0, 0, 0, 0, 0) for s in secs]
+    hs = [_mix(seed ^ (s * 0xD6E8FEB86659FD93 & MASK) ^ SECOND) for s in secs]
+    traded = [j for j, x in enumerate(hs) if (x >> 40) % 100 >= 35] or [len(secs) - 1]
+    if len(traded) > n:
+        traded = traded[-n:]
+    k = len(traded)
+    vols = [1 + x for x in _cut(v - k, [1 + (hs[j] >> 16) % 1000 for j in traded])]
+    trades = [1 + x for x in _cut(n - k, [1 + (hs[j] >> 26) % 100 for j in traded])]
+    quotes = _cut(q, vols)
+    taker_b = _cut(tb, vols)
+    taker_q = _cut(tq, quotes)
+    hi_j = traded[hs[0] % k]
+    lo_j = traded[(hs[0] >> 20) % k]
+    last = traded[-1]
+    span = h - lo + 1
+    out, price, i = [], o, 0
+    for j, s in enumerate(secs):
+        if i >= k or j != traded[i]:
+            out.append((s, price, price, price, price, 0, 0, 0, 0, 0))
+            continue
+        x = hs[j]
+        close = c if j == last else lo + (x >> 8) % span
+        top, bottom = max(price, close), min(price, close)
+        high = h if j == hi_j else top + (x >> 30) % (h - top + 1) // 4
+        low = lo if j == lo_j else bottom - (x >> 50) % (bottom - lo + 1) // 4
+        out.append((s, price, high, low, close, vols[i], quotes[i], trades[i], taker_b[i],
+                    taker_q[i]))
+        price = close
+        i += 1
+    return out
 
 
 def _shrink(q: str) -> str:

@@ -222,7 +222,8 @@ class _Server(ThreadingHTTPServer):
 class SimServer:
     """Start with `start()` (a background thread) or `serve_forever()`; `url` is the base URL."""
 
-    def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+                 ws_port: int | None = None, ws_faults=None):
         self.config = config or SimConfig()
         self.engine = CandleEngine(self.config)
         self.weights = _Weights(self.config)
@@ -232,6 +233,15 @@ class SimServer:
         self._httpd = _Server((host, port), _Handler)
         self._httpd.sim = self
         self._thread: threading.Thread | None = None
+        self.ws = None  # the websocket endpoint (sim/ws.py), when ws_port is given (0: any port)
+        if ws_port is not None:
+            from ohlcv_cli.sim.ws import WsSim
+
+            self.ws = WsSim(self, ws_faults, host=host, port=ws_port)
+
+    @property
+    def ws_url(self) -> str | None:
+        return self.ws.url if self.ws is not None else None
 
     @property
     def port(self) -> int:
@@ -374,11 +384,15 @@ class SimServer:
         return out
 
     def start(self) -> "SimServer":
+        if self.ws is not None:
+            self.ws.start()
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="sim", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
+        if self.ws is not None:
+            self.ws.start()
         self._httpd.serve_forever()
 
     def stop(self) -> None:
@@ -386,6 +400,8 @@ class SimServer:
             self._httpd.shutdown()
             self._thread = None
         self._httpd.server_close()
+        if self.ws is not None:
+            self.ws.stop()
 
     def __enter__(self) -> "SimServer":
         return self.start()

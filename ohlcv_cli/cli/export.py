@@ -1,0 +1,76 @@
+"""`ohlcv export`: candles to csv, parquet or jsonl, streamed in chunks."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from ohlcv_cli.cli.common import (
+    DatabaseOpt, SymbolsOpt, TimeframeOpt, check_window_flags, err_console, parse_window,
+    settings,
+)
+from ohlcv_cli.core.errors import ConfigError
+from ohlcv_cli.core.timeutil import iso
+
+DAY = 86_400_000
+
+DaysOpt = Annotated[Optional[int], typer.Option("--days", help="The last N days up to now")]
+StartOpt = Annotated[Optional[str], typer.Option("--start", help="ISO start (inclusive), UTC if no zone")]
+EndOpt = Annotated[Optional[str], typer.Option("--end", help="ISO end (exclusive); default: the newest candle")]
+
+
+def window(days: int | None, start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """--days N (up to now), --start [--end], or nothing (everything stored)."""
+    check_window_flags(days, start, end)
+    if days is not None:
+        now = int(time.time() * 1000)
+        return now - days * DAY, now
+    return parse_window(start, end)
+
+
+def warn_incomplete(symbol: str, timeframe: str, buckets: list[int]) -> None:
+    if buckets:
+        err_console.print(
+            f"warning: {symbol}: {len(buckets)} {timeframe} candles left out, their base candles"
+            f" are not all stored (first {iso(min(buckets))}); `ohlcv gaps check` tells which",
+            markup=False, highlight=False, soft_wrap=True)
+
+
+def export(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option("--out", "-o", help="File path, a directory with --per-symbol, or - for stdout")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or jsonl")] = "csv",
+    symbols: SymbolsOpt = None,
+    timeframe: TimeframeOpt = None,
+    days: DaysOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    per_symbol: Annotated[bool, typer.Option("--per-symbol", help="One file per symbol (no symbol column); --out is a directory or a path with {symbol}")] = False,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Write candles (stored or derived timeframes) to csv, parquet or jsonl, exactly as stored,
+    in chunks with flat memory. Without --days/--start: everything stored."""
+    from ohlcv_cli.reader import open_store
+
+    start_ms, end_ms = window(days, start, end)
+    s = settings(ctx, "export", symbols=symbols, timeframe=timeframe, database_url=database_url)
+    tf = s.timeframe.name
+    with open_store(s) as store:
+        result = store.export(list(s.symbols), tf, start_ms, end_ms, fmt.lower(), out,
+                              per_symbol)
+    for sym, buckets in result.incomplete.items():
+        warn_incomplete(sym, tf, buckets)
+    if result.rows == 0:
+        for f in result.files:
+            if f != "-" and os.path.exists(f):
+                os.remove(f)
+        raise ConfigError(f"no {tf} candles of {', '.join(s.symbols)} in the window:"
+                          " nothing exported")
+    rate = result.rows / result.seconds if result.seconds else 0
+    err_console.print(
+        f"exported {result.rows} {tf} candles of {len(s.symbols)} symbol(s) to "
+        f"{', '.join('stdout' if f == '-' else f for f in result.files)} in {result.seconds:.2f} s"
+        f" ({rate:,.0f} candles/s)", markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,49 @@
+"""`ohlcv plot`: a candlestick chart with volume, as a PNG or a self-contained HTML."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ohlcv_cli.cli.common import DatabaseOpt, console, settings
+from ohlcv_cli.cli.export import DaysOpt, EndOpt, StartOpt, warn_incomplete, window
+from ohlcv_cli.core.timeutil import iso
+
+
+def plot(
+    ctx: typer.Context,
+    symbol: Annotated[str, typer.Argument(help="ccxt symbol, e.g. BTC/USDT")],
+    out: Annotated[str, typer.Option("--out", "-o", help="chart.png (static) or chart.html (interactive)")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Stored or derivable timeframe")] = "1h",
+    days: DaysOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Draw candlesticks with volume underneath on a UTC time axis; a candle that is not stored
+    is a hole. Without --days/--start: everything stored."""
+    from ohlcv_cli.reader import check_picture, open_store
+
+    start_ms, end_ms = window(days, start, end)
+    check_picture(out)
+    s = settings(ctx, "plot", database_url=database_url)
+    with open_store(s) as store:
+        w = store.window(symbol, timeframe, start_ms, end_ms)
+        drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out)
+    warn_incomplete(symbol, timeframe, incomplete)
+    console.print(f"{out}: {drawn} {timeframe} candles of {symbol}, {iso(w.start)} to "
+                  f"{iso(w.end)} UTC", markup=False, highlight=False, soft_wrap=True)
+
+
+def coverage(s, out: str, symbols: str | None, timeframe: str | None) -> None:
+    """`ohlcv status --plot PATH`: per symbol and timeframe, what is stored, missing, or has no
+    candles on the exchange."""
+    from ohlcv_cli.core.symbols import parse_symbols
+    from ohlcv_cli.reader import check_picture, open_store
+
+    check_picture(out)
+    wanted = parse_symbols(symbols) if symbols is not None else None
+    with open_store(s) as store:
+        n = store.plot_coverage(out, wanted, timeframe)
+    console.print(f"{out}: coverage of {n} series", markup=False, highlight=False)
