@@ -70,8 +70,13 @@ def test_maintenance_listing_and_zero_volume(sim_factory):
 
 def test_settle_lag_moves_the_just_closed_candle(sim_factory):
     sim = sim_factory(settle_lag_ms=2000)
-    now = int(time.time() * 1000)
-    closed = now // 1000 * 1000 - 1000
+    # a second without trades looks the same moving or final: take one with trades
+    for _ in range(30):
+        now = int(time.time() * 1000)
+        closed = now // 1000 * 1000 - 1000
+        if sim.final_row("BTC/USDT", "1s", closed)[5] != "0.00000000" and now % 1000 < 500:
+            break
+        time.sleep(0.5)
     _, _, rows = get(f"{sim.url}/api/v3/klines?symbol=BTCUSDT&interval=1s&startTime={closed}&limit=1")
     assert rows[0][0] == closed
     assert rows[0] != sim.final_row("BTC/USDT", "1s", closed)  # still moving

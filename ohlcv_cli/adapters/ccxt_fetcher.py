@@ -243,9 +243,10 @@ class CcxtFetcher:
                 self.budget.acquire(weight)
             try:
                 self.stats["requests"] += 1
+                sent = time.monotonic()
                 result = fn()
                 self._observe(ex)
-                self._outage.ok()
+                self._outage.ok(sent)
                 return result
             except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as exc:  # 429, 418, -1003
                 self._observe(ex)

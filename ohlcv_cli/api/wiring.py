@@ -5,6 +5,7 @@ Adapters are imported on first use, so that importing the API stays cheap.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from ohlcv_cli.core.settings import (
 )
 from ohlcv_cli.core.timeutil import dt_to_ms, parse_iso
 
+log = logging.getLogger(__name__)
 DEFAULT_BROKER = "127.0.0.1:9092"
 
 _WINDOW = frozenset({"symbols", "timeframe", "backfill_days"})
@@ -126,11 +128,16 @@ def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True, progress=Non
     """The archive pass for the configured source, or None for `rest`."""
     if s.backfill_source == "rest":
         return None
+    base = s.archive_base(explicit=s.backfill_source == "archive")
+    if base is None:
+        log.debug("OHLCV_EXCHANGE_URL is set but OHLCV_ARCHIVE_URL is not: history comes from REST "
+                  "only (set OHLCV_ARCHIVE_URL to the same exchange's archive)")
+        return None
     from ohlcv_cli.adapters.binance_archive import BinanceArchive
     from ohlcv_cli.adapters.sql_archive import SqlArchiveWriter
     from ohlcv_cli.services.archive import ArchivePass
 
-    return ArchivePass(BinanceArchive(s.archive_url, timeout_s=s.exchange_timeout_seconds * 3,
+    return ArchivePass(BinanceArchive(base, timeout_s=s.exchange_timeout_seconds * 3,
                                       max_retries=s.exchange_max_retries),
                        SqlArchiveWriter(eng), fetcher, verify=verify,
                        concurrency=s.archive_concurrency, progress=progress)

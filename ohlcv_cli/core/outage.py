@@ -36,10 +36,15 @@ class OutageLog:
         else:
             self.log.debug("%s still unavailable: %s%s", self.what, reason, tail)
 
-    def ok(self) -> None:
+    def ok(self, started: float | None = None) -> None:
+        """The service answered. `started` (time.monotonic() when the request was sent): an answer
+        to a request sent before the outage began says nothing about its end (with many requests
+        in flight, such answers still arrive after the first failure)."""
         if self._since is None:  # the common case, without the lock
             return
         with self._lock:
+            if self._since is None or (started is not None and started < self._since):
+                return
             since, self._since = self._since, None
         if since is not None:
             self.log.info("%s available again after %.1fs", self.what, time.monotonic() - since)

@@ -18,6 +18,7 @@ from ohlcv_cli.core.symbols import parse_symbols
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 
 DEFAULT_SQLITE_URL = "sqlite:///ohlcv.db"
+DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 DEFAULT_STREAM_URL = "wss://stream.binance.com:9443"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # The largest timeout or delay accepted, in seconds: beyond it a value is a typo, not a wish.
@@ -95,8 +96,8 @@ class Settings(BaseSettings):
     backfill_batch_size: int = Field(10_000, gt=0)
     backfill_in_flight: int = Field(16, gt=0, le=256)  # REST pages in flight across symbols
     backfill_source: str = "auto"  # auto | rest | archive
-    archive_url: str = Field("https://data.binance.vision",
-                             validation_alias=AliasChoices("OHLCV_ARCHIVE_URL", "archive_url"))
+    archive_url: str | None = Field(None,
+                                    validation_alias=AliasChoices("OHLCV_ARCHIVE_URL", "archive_url"))
     archive_concurrency: int = Field(4, gt=0, le=64)
 
     stream_max_catchup_minutes: int = Field(1440, gt=0)
@@ -127,7 +128,9 @@ class Settings(BaseSettings):
 
     @field_validator("archive_url")
     @classmethod
-    def _check_archive_url(cls, v: str) -> str:
+    def _check_archive_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as https://data.binance.vision")
@@ -203,6 +206,14 @@ class Settings(BaseSettings):
         if self.stream_url:
             return self.stream_url
         return None if self.exchange_url else DEFAULT_STREAM_URL
+
+    def archive_base(self, explicit: bool = False) -> str | None:
+        """OHLCV_ARCHIVE_URL; else Binance's own archive when the REST endpoint is Binance's too (or
+        the archive was asked for by name). With OHLCV_EXCHANGE_URL elsewhere and no
+        OHLCV_ARCHIVE_URL: None, since files of one exchange must never fill another's store."""
+        if self.archive_url:
+            return self.archive_url
+        return DEFAULT_ARCHIVE_URL if explicit or not self.exchange_url else None
 
     def uses_embedded_default(self) -> bool:
         return self.db_url() == DEFAULT_SQLITE_URL
