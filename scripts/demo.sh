@@ -28,11 +28,12 @@ grep -q "listening" "$DEMO_DIR/sim.log" || { echo "error: the simulator did not 
 
 export OHLCV_EXCHANGE_URL="http://127.0.0.1:$SIM_PORT"
 export OHLCV_STREAM_URL="ws://127.0.0.1:$WS_PORT"
+export OHLCV_ARCHIVE_URL="http://127.0.0.1:$SIM_PORT"   # the simulator serves the archive layout too
 export SYMBOLS="BTC/USDT,ETH/USDT,SOL/USDT"
 export LOG_LEVEL=WARNING
 cd "$DEMO_DIR"
 
-echo "== ohlcv backfill --days 2   (1m candles into ./ohlcv.db, the embedded default)"
+echo "== ohlcv backfill --days 2   (1m candles into ./ohlcv.db, the embedded default: ended days from the archive files, the rest from REST)"
 "$ROOT/$OHLCV" backfill --days 2
 echo
 START=$("$ROOT/$PY" -c "import datetime as d; print((d.datetime.now(d.timezone.utc) - d.timedelta(minutes=2)).strftime('%Y-%m-%dT%H:%M:%SZ'))")
