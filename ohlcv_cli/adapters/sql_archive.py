@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from ohlcv_cli.adapters.sql_repository import (
-    ALL_COLS, KEY_COLS, VALUE_COLS, SqlCandleRepository,
+    ALL_COLS, PG_ON_CONFLICT, VALUE_COLS, SqlCandleRepository,
 )
 from ohlcv_cli.adapters.sql_schema import storage_error
 from ohlcv_cli.core.archive import ArchiveFile, ArchiveRejected
@@ -36,17 +36,13 @@ CREATE TEMP TABLE IF NOT EXISTS archive_stage (
     taker_buy_quote_volume numeric, ignore text
 ) ON COMMIT DELETE ROWS
 """
-_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*VALUE_COLS, "source"))
-_DIFF_OLD = ", ".join(f"candles.{c}" for c in VALUE_COLS)
-_DIFF_NEW = ", ".join(f"EXCLUDED.{c}" for c in VALUE_COLS)
 _MERGE = f"""
 INSERT INTO candles ({", ".join(ALL_COLS)})
 SELECT %(e)s, %(s)s, %(tf)s, timestamptz 'epoch' + (open_time / %(div)s) * interval '1 millisecond',
        {", ".join(VALUE_COLS)}, '{SOURCE}'
 FROM archive_stage
 WHERE open_time >= %(a)s AND open_time < %(b)s AND open_time %% %(step)s = 0
-ON CONFLICT ({", ".join(KEY_COLS)}) DO UPDATE SET {_SET}, ingested_at = now()
-WHERE ({_DIFF_OLD}) IS DISTINCT FROM ({_DIFF_NEW})
+{PG_ON_CONFLICT}
 """
 
 

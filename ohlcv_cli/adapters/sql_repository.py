@@ -37,13 +37,15 @@ CREATE TEMP TABLE IF NOT EXISTS candles_stage (
 _SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*VALUE_COLS, "source"))
 _DIFF_OLD = ", ".join(f"candles.{c}" for c in VALUE_COLS)
 _DIFF_NEW = ", ".join(f"EXCLUDED.{c}" for c in VALUE_COLS)
+# PostgreSQL's rule for a row that is already there: rewrite it only where a value differs.
+PG_ON_CONFLICT = f"""ON CONFLICT ({", ".join(KEY_COLS)}) DO UPDATE SET {_SET}, ingested_at = now()
+WHERE ({_DIFF_OLD}) IS DISTINCT FROM ({_DIFF_NEW})"""
 _PG_MERGE = f"""
 INSERT INTO candles ({", ".join(ALL_COLS)})
 SELECT exchange, symbol, timeframe, timestamptz 'epoch' + open_ms * interval '1 millisecond',
        {", ".join(VALUE_COLS)}, source
 FROM candles_stage
-ON CONFLICT ({", ".join(KEY_COLS)}) DO UPDATE SET {_SET}, ingested_at = now()
-WHERE ({_DIFF_OLD}) IS DISTINCT FROM ({_DIFF_NEW})
+{PG_ON_CONFLICT}
 """
 _SQLITE_UPSERT = f"""
 INSERT INTO candles ({", ".join(ALL_COLS)}, ingested_at)
