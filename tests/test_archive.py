@@ -3,6 +3,9 @@ PostgreSQL and SQLite, the real `ohlcv` process; the planner as pure logic."""
 
 from __future__ import annotations
 
+import copy
+import io
+import zipfile
 from dataclasses import replace
 
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli
-from ohlcv_cli.adapters.binance_archive import BinanceArchive
+from ohlcv_cli.adapters.binance_archive import BinanceArchive, inflate_member
 from ohlcv_cli.core.archive import (
     DAY_MS, ArchiveMissing, ArchiveRejected, Period, next_month, plan,
 )
@@ -84,6 +87,33 @@ def test_plan_covers_every_missing_candle_exactly_once(spans):
             assert p.end == next_month(p.start) and p.label == f"{p.label[:4]}-{p.label[5:7]}"
 
 
+# --- the zip member reader (pure) --------------------------------------------------------------
+def _zip(data: bytes, method: int) -> io.BytesIO:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method) as z:
+        z.writestr("BTCUSDT-1m-2024-03.csv", data)
+    return buf
+
+
+def test_inflate_member_gives_the_members_bytes_and_rejects_a_bad_crc():
+    data = b"".join(b"%d,1.0,2.0,0.5,1.5,10.0,%d,15.0,3,1.0,1.5,0\n" % (t, t + 59_999)
+                    for t in range(0, 200_000 * M, M))  # several read blocks
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        buf = _zip(data, method)
+        info = zipfile.ZipFile(buf).infolist()[0]
+        blocks = list(inflate_member(buf, info))
+        assert b"".join(blocks) == data and max(map(len, blocks)) <= 1 << 20
+        bad = copy.copy(info)
+        bad.CRC ^= 1
+        with pytest.raises(ArchiveRejected, match="CRC-32"):
+            list(inflate_member(buf, bad))
+    raw = bytearray(_zip(data, zipfile.ZIP_DEFLATED).getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(raw))).infolist()[0]
+    raw[200:260] = bytes(60)  # damage the deflate stream itself
+    with pytest.raises(ArchiveRejected):
+        list(inflate_member(io.BytesIO(bytes(raw)), info))
+
+
 # --- the adapter against the simulator's archive ----------------------------------------------
 def test_archive_reads_ms_and_us_files_with_or_without_a_header(sim_factory):
     sim = sim_factory(archive_faults=["header:BTCUSDT:2025-01-01"])
@@ -98,6 +128,51 @@ def test_archive_reads_ms_and_us_files_with_or_without_a_header(sim_factory):
         assert [r[0] for r in rows] == [w[0] for w in want] == list(range(start, start + DAY_MS, M))
         assert [r[1:6] + r[7:8] + r[9:11] for r in rows] == [w[1:6] + w[7:8] + w[9:11] for w in want]
     assert archive.stats()["downloads"] == 2
+
+
+def test_rows_of_a_window_equal_the_slice_of_all_rows_across_read_blocks(sim_factory):
+    """A month's file spans several of the reader's 1 MiB blocks: a window read (the spot-check's
+    way, skipping blocks before it) gives exactly the rows a full read has there."""
+    sim = sim_factory(archive_faults=["header:BTCUSDT:2025-02"])
+    archive = BinanceArchive(sim.url)
+    for month, nxt in (("2024-02-01", "2024-03-01"), ("2025-02-01", "2025-03-01")):  # ms; µs+header
+        f = archive.fetch("BTCUSDT", "1m", Period("monthly", parse_iso(month), parse_iso(nxt)))
+        everything = list(f.rows())
+        assert len(everything) == (parse_iso(nxt) - parse_iso(month)) // M
+        start = parse_iso(month)
+        for a, n in ((0, 1000), (7000, 1000), (15_000, 3000), (len(everything) - 1000, 1000),
+                     (len(everything) - 10, 50)):
+            lo, hi = start + a * M, start + (a + n) * M
+            assert list(f.rows(lo, hi)) == everything[a:a + n]
+        f.close()
+
+
+def test_a_file_whose_period_already_holds_rows_is_upserted_and_leaves_equal_rows_alone(
+        pg_url, repo_for, sim):
+    """The fast path (a plain INSERT) is only for an empty period: rows already there (a stream,
+    a concurrent run) take the repository's upsert rule; identical rows are not rewritten."""
+    from ohlcv_cli.adapters.sql_archive import SqlArchiveWriter
+    from ohlcv_cli.adapters.sql_schema import make_engine
+    from ohlcv_cli.core.candle import Candle
+
+    day = parse_iso("2024-03-05")
+    want = sim.final_rows("BTC/USDT", "1m", day, day + DAY_MS)
+    repo = repo_for(pg_url)
+    some = [Candle("binance", "BTC/USDT", "1m", w[0], w[1], w[2], w[3], w[4], w[5], w[7], w[8],
+                   w[9], w[10], "stream") for w in want[100:130]]
+    repo.upsert(some)
+    f = BinanceArchive(sim.url).fetch("BTCUSDT", "1m", Period("daily", day, day + DAY_MS))
+    engine = make_engine(pg_url)
+    try:
+        written = SqlArchiveWriter(engine).write_archive(f, "binance", "BTC/USDT", M1)
+    finally:
+        f.close()
+        engine.dispose()
+    assert written == 1440 - 30
+    assert as_rows(repo.candles("binance", "BTC/USDT", "1m")) == want
+    src = sources(repo, "BTC/USDT")
+    assert {src[w[0]] for w in want[100:130]} == {"stream"}
+    assert {src[w[0]] for w in want[:100] + want[130:]} == {"archive"}
 
 
 def test_archive_rejects_a_corrupt_file_after_a_second_download_and_404s_unpublished(sim_factory):
@@ -177,11 +252,11 @@ def test_a_corrupt_file_never_yields_a_row_and_its_range_arrives_through_rest(
 
 
 def test_the_spot_check_catches_a_file_that_matches_its_checksum_but_not_rest(
-        sqlite_url, repo_for, sim_factory):
+        db_url, repo_for, sim_factory):
     sim = sim_factory(archive_faults=["disagree:ETHUSDT:2025-01-01"])
-    r = run_cli("backfill", *SEAM, "--symbols", "ETH/USDT", env=env_for(sqlite_url, sim))
+    r = run_cli("backfill", *SEAM, "--symbols", "ETH/USDT", env=env_for(db_url, sim))
     assert r.returncode == 0, r.stderr
-    repo = repo_for(sqlite_url)
+    repo = repo_for(db_url)
     assert as_rows(repo.candles("binance", "ETH/USDT", "1m")) == sim.final_rows(
         "ETH/USDT", "1m", SEAM_A, SEAM_B)
     src = sources(repo, "ETH/USDT")

@@ -7,7 +7,6 @@ the file is rejected. The CSV inside is read lazily, so memory stays flat whatev
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import logging
@@ -15,10 +14,17 @@ import random
 import tempfile
 import threading
 import time
+import struct
 import zipfile
-from typing import Callable, Iterator
+import zlib
+from typing import BinaryIO, Callable, Iterator
 
 import httpx
+
+try:  # a declared dependency; zlib does the same work, slower
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover
+    _inflate = zlib  # type: ignore[assignment]
 
 from ohlcv_cli.core.archive import (
     ArchiveFile, ArchiveMissing, ArchiveRejected, ArchiveUnavailable, Period,
@@ -43,6 +49,62 @@ def kline_path(market_id: str, timeframe: str, period: Period) -> str:
     return f"/data/spot/{period.kind}/klines/{market_id}/{timeframe}/{name}"
 
 
+def inflate_member(spool: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """A zip member's bytes, at most CHUNK at a time, inflated by ISA-L (about 2.5x zlib's speed
+    here: inflating is most of what the client spends on an archive file). The member's CRC-32 is
+    checked at its end; a bad member raises ArchiveRejected, so the caller's transaction rolls
+    back before anything of it is committed."""
+    where = f"{info.filename}: broken zip member"
+    spool.seek(info.header_offset)
+    local = spool.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise ArchiveRejected(f"{where} (no local header)")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    spool.seek(info.header_offset + 30 + name_len + extra_len)
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        inflater = _inflate.decompressobj(-15)
+    elif info.compress_type != zipfile.ZIP_STORED:
+        raise ArchiveRejected(f"{where} (compression method {info.compress_type})")
+    else:
+        inflater = None
+    left, crc, size = info.compress_size, 0, 0
+    try:
+        while left:
+            raw = spool.read(min(CHUNK, left))
+            if not raw:
+                raise ArchiveRejected(f"{where} (truncated)")
+            left -= len(raw)
+            while raw:
+                if inflater is None:
+                    out, raw = raw, b""
+                else:
+                    out = inflater.decompress(raw, CHUNK)
+                    raw = inflater.unconsumed_tail
+                if out:
+                    crc, size = zlib.crc32(out, crc), size + len(out)
+                    yield out
+        if inflater is not None:
+            out = inflater.flush()
+            if out:
+                crc, size = zlib.crc32(out, crc), size + len(out)
+                yield out
+    except _inflate.error as exc:
+        raise ArchiveRejected(f"{where} ({exc})") from None
+    if crc != info.CRC or size != info.file_size:
+        raise ArchiveRejected(f"{where} (CRC-32 or size does not match)")
+
+
+def _last_open_time(lines: bytes) -> int:
+    """The open time (first field) of the last row of whole lines; when it is not a number the
+    block must be parsed (and the bad row reported), so: larger than any open time."""
+    body = lines.rstrip(b"\r\n")
+    row = body[body.rfind(b"\n") + 1:]
+    try:
+        return int(row.split(b",", 1)[0])
+    except ValueError:
+        return 1 << 62
+
+
 class _ZipHandle:
     def __init__(self, spool, member: str) -> None:
         self._spool = spool
@@ -50,24 +112,44 @@ class _ZipHandle:
         self._zip = zipfile.ZipFile(spool)
 
     def chunks(self) -> Iterator[bytes]:
-        with self._zip.open(self._member) as f:
-            while True:
-                block = f.read(CHUNK)
-                if not block:
-                    return
-                yield block
+        return inflate_member(self._spool, self._zip.getinfo(self._member))
 
-    def rows(self, file: ArchiveFile) -> Iterator[list]:
+    def rows(self, file: ArchiveFile, start: int | None = None, end: int | None = None
+             ) -> Iterator[list]:
+        """The CSV's rows with the open time as int ms; with `start`, blocks that end before it
+        are skipped unparsed (only inflated), and with `end` reading stops at the first row at or
+        after it (the files are in open-time order), so a spot-check near the end of a month's
+        file costs an inflate, not a parse of every row."""
         div = file.time_divisor
-        with self._zip.open(self._member) as raw:
-            reader = csv.reader(codecs.iterdecode(raw, "utf-8"))
-            if file.header:
-                next(reader, None)
-            for row in reader:
-                if not row:
-                    continue
-                row[0] = int(row[0]) // div
-                yield row
+        lo = None if start is None else start * div
+        hi = None if end is None else end * div
+        carry = b""
+        first = file.header
+        blocks = self.chunks()
+        while True:
+            block = next(blocks, b"")
+            if not block:
+                data, carry = carry, b""
+            else:
+                data = carry + block
+                cut = data.rfind(b"\n") + 1
+                data, carry = data[:cut], data[cut:]
+            if first and data:  # the header row
+                data = data[data.find(b"\n") + 1:] if b"\n" in data else b""
+                first = False
+            if data and (lo is None or _last_open_time(data) >= lo):
+                for row in csv.reader(data.decode("utf-8").splitlines()):
+                    if not row:
+                        continue
+                    t = int(row[0])
+                    if hi is not None and t >= hi:
+                        return
+                    if lo is not None and t < lo:
+                        continue
+                    row[0] = t // div
+                    yield row
+            if not block:
+                return
 
     def close(self) -> None:
         self._zip.close()

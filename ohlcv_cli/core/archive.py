@@ -37,6 +37,32 @@ class ArchiveUnavailable(ArchiveError):
     """The archive host could not be reached or kept failing after retries."""
 
 
+class ArchiveDisagrees(ArchiveError):
+    """The file's rows differ from the REST API's candles where they were compared."""
+
+
+# One candle as compared: open time (ms) and the kline's values as the exchange's strings.
+Compared = tuple  # (open_time, open, high, low, close, volume, quote_volume, trades, tbb, tbq)
+
+
+def compared(row: list) -> Compared:
+    """A CSV row (Binance's 12 kline fields, open time already in ms) in the compared shape."""
+    return (row[0], row[1], row[2], row[3], row[4], row[5], row[7], int(row[8]), row[9], row[10])
+
+
+@dataclass(frozen=True, slots=True)
+class SpotCheck:
+    """The REST API's candles for [start, end) inside a file's period: the file is written only
+    if its own rows there are the same open times with the same values."""
+
+    start: int
+    end: int
+    expected: tuple[Compared, ...]
+
+    def agrees(self, found: Iterable[Compared]) -> bool:
+        return tuple(found) == self.expected
+
+
 @dataclass(frozen=True, slots=True)
 class Period:
     """One archive file's span: a calendar month ("monthly") or a UTC day ("daily")."""
@@ -106,8 +132,9 @@ class ArchiveFile:
     time_divisor: int  # 1: open times in ms; 1000: in µs
     handle: "ArchiveHandle"
 
-    def rows(self) -> Iterator[list]:
-        return self.handle.rows(self)
+    def rows(self, start: int | None = None, end: int | None = None) -> Iterator[list]:
+        """The rows, or only those with open times in [start, end) (ms), read no further."""
+        return self.handle.rows(self, start, end)
 
     def chunks(self) -> Iterator[bytes]:
         """The CSV's bytes as stored (header included), a bounded chunk at a time."""
@@ -118,7 +145,8 @@ class ArchiveFile:
 
 
 class ArchiveHandle(Protocol):
-    def rows(self, file: ArchiveFile) -> Iterator[list]: ...
+    def rows(self, file: ArchiveFile, start: int | None = None, end: int | None = None
+             ) -> Iterator[list]: ...
     def chunks(self) -> Iterator[bytes]: ...
     def close(self) -> None: ...
 
@@ -132,6 +160,8 @@ class ArchiveSource(Protocol):
 
 
 class ArchiveWriter(Protocol):
-    def write_archive(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe) -> int:
+    def write_archive(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe,
+                      check: SpotCheck | None = None) -> int:
         """Store the file's candles inside its period (source 'archive') in one transaction;
-        returns rows written. ArchiveRejected if the database cannot parse the file."""
+        returns rows written. ArchiveRejected if the database cannot parse the file;
+        ArchiveDisagrees (and nothing written) if its rows fail `check`. The file is read once."""

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from ohlcv_cli.core.archive import (
-    ArchiveError, ArchiveFile, ArchiveMissing, ArchiveRejected, ArchiveSource, ArchiveUnavailable,
-    ArchiveWriter,
-    Period, plan,
+    ArchiveDisagrees, ArchiveError, ArchiveMissing, ArchiveRejected, ArchiveSource,
+    ArchiveUnavailable, ArchiveWriter, Period, SpotCheck, plan,
 )
 from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.ports import Fetcher
@@ -139,18 +138,19 @@ class ArchivePass:
         try:
             file = self.archive.fetch(st.market_id, tf.name, period)
             try:
-                if self.verify and not self._spot_check(r.symbol, tf, file):
-                    with self._lock:
-                        r.disagreed += 1
-                    log.warning("%s %s: archive file %s disagrees with the REST API; its range "
-                                "comes from REST", r.symbol, tf, file.name)
-                    return []
-                written = self.writer.write_archive(file, self.fetcher.exchange_id, r.symbol, tf)
+                check = self._spot_check(r.symbol, tf, period) if self.verify else None
+                written = self.writer.write_archive(file, self.fetcher.exchange_id, r.symbol, tf,
+                                                    check)
             finally:
                 file.close()
             with self._lock:
                 r.files += 1
                 r.candles += written
+        except ArchiveDisagrees:
+            with self._lock:
+                r.disagreed += 1
+            log.warning("%s %s: archive file %s disagrees with the REST API; its range comes "
+                        "from REST", r.symbol, tf, file.name)
         except ArchiveMissing:
             with self._lock:
                 r.not_published += 1
@@ -188,33 +188,19 @@ class ArchivePass:
             self._report(st)
         return []
 
-    def _spot_check(self, symbol: str, tf: Timeframe, file: ArchiveFile) -> bool:
-        """One REST request of up to SPOT_CHECK candles at a random place in the file's range:
-        the same open times with the same values, or the file is not used."""
-        p = file.period
+    def _spot_check(self, symbol: str, tf: Timeframe, p: Period) -> SpotCheck:
+        """One REST request of up to SPOT_CHECK candles at a random place in the file's range;
+        the writer compares the file's rows there before it commits anything."""
         n = tf.count(p.start, p.end)
         k = min(SPOT_CHECK, n)
         with self._rng_lock:
             offset = self._rng.randrange(0, n - k + 1)
         a = p.start + offset * tf.ms
         b = a + k * tf.ms
-        rest = [(c.open_time, *c.values())
-                for page in self.fetcher.fetch_range(symbol, tf, a, b, "archive") for c in page]
-        mine = []
-        try:
-            for row in file.rows():
-                ot = row[0]
-                if ot >= b:
-                    break
-                if ot >= a:
-                    mine.append((ot, row[1], row[2], row[3], row[4], row[5], row[7], int(row[8]),
-                                 row[9], row[10]))
-        except (ValueError, IndexError) as exc:
-            raise ArchiveRejected(f"{file.name}: unreadable row: {exc}") from None
-        if rest != mine:
-            log.debug("%s spot-check [%d, %d): %d REST candles, %d in the file", file.name, a, b,
-                      len(rest), len(mine))
-        return rest == mine
+        rest = tuple((c.open_time, *c.values())
+                     for page in self.fetcher.fetch_range(symbol, tf, a, b, "archive")
+                     for c in page)
+        return SpotCheck(a, b, rest)
 
     def _report(self, st: _State) -> None:
         if self.progress is not None:
