@@ -199,6 +199,7 @@ def test_auto_is_exact_across_days_units_and_the_rest_seam_and_a_rerun_asks_noth
     env = env_for(db_url, sim)
     r = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT,ETH/BTC", env=env)
     assert r.returncode == 0, r.stderr
+    assert "BTC/USDT: 2/2 archive files" in r.stderr and "ETH/BTC: 2/2 archive files" in r.stderr
     repo = repo_for(db_url)
     for sym in ("BTC/USDT", "ETH/BTC"):
         stored = repo.candles("binance", sym, "1m")

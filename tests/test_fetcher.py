@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
+from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher, WeightBudget
 from ohlcv_cli.core.errors import BadSymbol, ExchangeUnavailable
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import parse_iso
@@ -84,3 +84,49 @@ def test_listing_inside_the_range_is_not_an_error(sim_factory):
     f = CcxtFetcher(exchange_url=sim.url, settle_ms=0)
     got = fetch_all(f, "ADA/USDT", M1, T0, T0 + 1500 * 60_000)
     assert got[0].open_time == T0 + 90 * 60_000 and len(got) == 1410
+
+
+# --- the weight budget (pure: a fake clock) ------------------------------------------------------
+class _Clock:
+    def __init__(self, t: int) -> None:
+        self.t = t
+        self.slept: list[float] = []
+
+    def __call__(self) -> int:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += int(s * 1000)
+
+
+def test_budget_waits_for_the_next_window_once_spent_with_a_short_margin():
+    clock = _Clock(10_000)
+    b = WeightBudget(10, 1000, clock, clock.sleep)
+    for _ in range(5):
+        b.acquire(2)
+    assert clock.slept == []
+    clock.t = 10_400
+    b.acquire(2)  # the window is spent: wait to 11_000 + 50 ms (a twentieth of a 1 s window)
+    assert clock.slept == [0.65] and clock.t == 11_050
+
+
+def test_an_answer_inside_the_window_raises_the_count_but_one_across_a_boundary_does_not():
+    clock = _Clock(20_000)
+    b = WeightBudget(100, 1000, clock, clock.sleep)
+    b.acquire(2)
+    b.observe(90, sent_ms=20_100, answered_ms=20_200)  # other clients on this IP: 90 used
+    clock.t = 20_300
+    b.acquire(10)
+    b.acquire(2)  # 90 + 10 + 2 > 100: waits for the next window
+    assert len(clock.slept) == 1 and clock.t >= 21_000
+    # sent in the old window, answered in the new one: the old window's count is not the new one's
+    clock2 = _Clock(30_950)
+    b2 = WeightBudget(100, 1000, clock2, clock2.sleep)
+    b2.acquire(2)
+    clock2.t = 31_010
+    b2.acquire(2)
+    b2.observe(98, sent_ms=30_950, answered_ms=31_020)
+    for _ in range(48):
+        b2.acquire(2)  # 2 + 96 of the new window's 100: no wait
+    assert clock2.slept == []

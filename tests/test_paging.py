@@ -62,6 +62,40 @@ def test_in_flight_pages_record_exactly_the_ranges_the_exchange_has_none_for(
     assert sim.stats()["klines"] == klines
 
 
+@pytest.mark.parametrize("in_flight", ["1", "16"])
+def test_gaps_repair_fetches_every_symbols_holes_with_pages_in_flight(
+        pg_url, repo_for, sim_factory, in_flight):
+    import sqlalchemy as sa
+
+    from ohlcv_cli.core.candle import from_kline
+
+    sim = sim_factory(latency_ms=40)
+    repo = repo_for(pg_url)
+    end = T0 + 4320 * M
+    symbols = ("BTC/USDT", "ETH/USDT")
+    for sym in symbols:
+        repo.upsert([from_kline(r, exchange="binance", symbol=sym, timeframe="1m", source="backfill")
+                     for r in sim.final_rows(sym, "1m", T0, end)])
+        for a, b in ((100, 1300), (2000, 2500), (3000, 4200)):  # 2 + 1 + 2 pages
+            with repo.engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM candles WHERE symbol = :s AND open_time >= :a"
+                                     " AND open_time < :b"),
+                             {"s": sym, "a": repo.ts(T0 + a * M), "b": repo.ts(T0 + b * M)})
+    r = run_cli("gaps", "repair", "--start", "2024-03-01", "--end", "2024-03-04", "--symbols",
+                ",".join(symbols), "--source", "rest",
+                env={"DATABASE_URL": pg_url, "OHLCV_EXCHANGE_URL": sim.url,
+                     "BACKFILL_IN_FLIGHT": in_flight})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "repaired: 5800 candles written, 0 confirmed missing at the exchange" in r.stdout
+    for sym in symbols:
+        stored = repo.candles("binance", sym, "1m")
+        assert as_rows(stored) == sim.final_rows(sym, "1m", T0, end)
+        assert {c.source for c in stored if T0 + 100 * M <= c.open_time < T0 + 1300 * M} == {"repair"}
+    assert sim.stats()["klines"] == 10  # one request per page of 1000
+    peak = sim.stats()["max_in_flight"]
+    assert peak == 1 if in_flight == "1" else peak >= 4
+
+
 # --- an interrupted run, with fakes ---------------------------------------------------------
 def candle(symbol: str, t: int) -> Candle:
     return Candle("binance", symbol, "1m", t, "1.0", "2.0", "0.5", "1.5", "3.0", "4.5", 2, "1.0",

@@ -86,7 +86,9 @@ class WeightBudget:
         self.window_ms = window_ms
         self._clock = clock
         self._sleep = sleep
-        self._margin = margin_ms
+        # after a spent window, wait this much past its end (our estimate of the exchange's clock
+        # is off by up to half a round trip); at most a twentieth of a short window
+        self._margin = min(margin_ms, window_ms // 20)
         self._lock = threading.Lock()
         self._window = -1
         self._used = 0
@@ -107,9 +109,14 @@ class WeightBudget:
             self.waited_s += wait
             self._sleep(wait)
 
-    def observe(self, used: int, at_ms: int) -> None:
+    def observe(self, used: int, sent_ms: int, answered_ms: int) -> None:
+        """The exchange's count from an answer. It belongs to the window the exchange counted
+        the request in, somewhere between sending and answering: used only when both lie in the
+        current window (an answer that crosses a boundary would charge the new window with the
+        old one's count, and stall a whole window for nothing)."""
         with self._lock:
-            if at_ms // self.window_ms == self._window and used > self._used:
+            w = answered_ms // self.window_ms
+            if w == sent_ms // self.window_ms == self._window and used > self._used:
                 self._used = used
 
 
@@ -244,12 +251,13 @@ class CcxtFetcher:
             try:
                 self.stats["requests"] += 1
                 sent = time.monotonic()
+                sent_ms = self.now_ms()
                 result = fn()
-                self._observe(ex)
+                self._observe(ex, sent_ms)
                 self._outage.ok(sent)
                 return result
             except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as exc:  # 429, 418, -1003
-                self._observe(ex)
+                self._observe(ex, sent_ms)
                 self.stats["rate_limited"] += 1
                 wait = self._retry_after(ex, default=1.0 + attempt)
                 rl_waited += wait
@@ -300,14 +308,14 @@ class CcxtFetcher:
     def _where(self) -> str:
         return self._url or "the default endpoint"
 
-    def _observe(self, ex: ccxt.Exchange) -> None:
+    def _observe(self, ex: ccxt.Exchange, sent_ms: int) -> None:
         headers = ex.last_response_headers or {}
         if self.budget is None:
             return
         for name, value in headers.items():
             if _WEIGHT_HEADER.match(name):
                 try:
-                    self.budget.observe(int(value), self.now_ms())
+                    self.budget.observe(int(value), sent_ms, self.now_ms())
                 except ValueError:
                     pass
                 return

@@ -85,11 +85,12 @@ def _window(days: int | None, start: Time, end: Time) -> dict:
 
 def backfill(settings: Settings | None = None, *, days: int | None = None, start: Time = None,
              end: Time = None, progress: Progress | None = None,
+             file_progress: Progress | None = None,
              stop: threading.Event | None = None, verify: bool = True,
              **overrides) -> BackfillResult:
     """Fetch every candle the store is missing in the window: `days` (BACKFILL_DAYS) back from
     now, or from `start` to `end` (default now). `progress(symbol, done, total)` is called as
-    candles arrive; setting `stop` ends it after the page at hand. Symbols that failed are named
+    candles arrive, `file_progress(symbol, files done, files to do)` as archive files do; setting `stop` ends it after the page at hand. Symbols that failed are named
     in the result (`result.failed`). BACKFILL_SOURCE (`backfill_source`): `auto` takes whole
     months and days from Binance's public archive (OHLCV_ARCHIVE_URL), each file verified by its
     checksum and, unless `verify` is False, spot-checked against REST; the rest comes from REST."""
@@ -104,7 +105,8 @@ def backfill(settings: Settings | None = None, *, days: int | None = None, start
                     gaps=wiring.gap_repository(eng), stop=stop, in_flight=s.backfill_in_flight)
     return backfill_from_sources(rest, wiring.archive_pass(s, eng, fetcher, verify=verify),
                                  s.symbols, s.timeframe, source=s.backfill_source,
-                                 progress=progress, **_days(s, bounds))
+                                 progress=progress, file_progress=file_progress,
+                                 **_days(s, bounds))
 
 
 def _days(s: Settings, bounds: dict) -> dict:
@@ -143,7 +145,7 @@ def gaps_repair(settings: Settings | None = None, *, days: int | None = None, st
     repo = wiring.repository(s, eng)
     fetcher = wiring.fetcher(s)
     repair = GapRepair(fetcher, repo, wiring.gap_repository(eng),
-                       batch_size=s.backfill_batch_size, stop=stop)
+                       batch_size=s.backfill_batch_size, stop=stop, in_flight=s.backfill_in_flight)
     return repair_from_sources(repair, wiring.archive_pass(s, eng, fetcher, verify=verify),
                                s.symbols, s.timeframe, source=s.backfill_source,
                                **_check_window(s, bounds))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,7 +44,7 @@ def backfill(
                  archive_url=archive_url)
     with progress_bars(s.symbols) as progress:
         result = api.backfill(s, days=days, start=start_ms, end=end_ms, progress=progress,
-                              verify=not no_verify)
+                              file_progress=progress.files, verify=not no_verify)
     report_backfill(result)
     left = sum(r.left_missing for r in result.symbols)
     if left:
@@ -79,15 +79,31 @@ def summary_table(result: BackfillResult) -> Table:
     return table
 
 
+class _Bars:
+    """Progress callbacks: candles per symbol, and the archive files behind them."""
+
+    def __init__(self, update: Callable[[str, int, int], None],
+                 files: Callable[[str, int, int], None]) -> None:
+        self._update, self.files = update, files
+
+    def __call__(self, sym: str, done: int, total: int) -> None:
+        self._update(sym, done, total)
+
+
 @contextmanager
-def progress_bars(symbols) -> Iterator:
-    """A Rich bar per symbol on a terminal; plain log lines every 10 % otherwise."""
+def progress_bars(symbols) -> Iterator[_Bars]:
+    """A Rich bar per symbol on a terminal (candles, and archive files when there are any); plain
+    log lines every 10 % otherwise."""
     if err_console.is_terminal:
         bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err_console, transient=False)
-        tasks = {s: bars.add_task(s, total=None) for s in symbols}
+                        TextColumn("{task.fields[files]}"), TimeElapsedColumn(),
+                        console=err_console, transient=False)
+        tasks = {s: bars.add_task(s, total=None, files="") for s in symbols}
         with bars:
-            yield lambda sym, done, total: bars.update(tasks[sym], completed=done, total=total or 1)
+            yield _Bars(lambda sym, done, total: bars.update(tasks[sym], completed=done,
+                                                             total=total or 1),
+                        lambda sym, done, total: bars.update(tasks[sym],
+                                                             files=f"{done}/{total} files"))
         return
     last: dict[str, int] = {}
 
@@ -97,4 +113,8 @@ def progress_bars(symbols) -> Iterator:
             last[sym] = step
             log.info("%s: %d/%d candles", sym, done, total)
 
-    yield plain
+    def files(sym: str, done: int, total: int) -> None:
+        if done == total and total:
+            log.info("%s: %d/%d archive files", sym, done, total)
+
+    yield _Bars(plain, files)

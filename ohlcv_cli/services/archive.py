@@ -225,12 +225,13 @@ def symbols_missing(repo, gaps, exchange: str, symbols: Sequence[str], tf: Timef
 def backfill_from_sources(backfill: Backfill, archive: ArchivePass | None,
                           symbols: Sequence[str], tf: Timeframe, *, source: str = "auto",
                           days: float | None = None, start: int | None = None,
-                          end: int | None = None, progress: Progress | None = None
-                          ) -> BackfillResult:
+                          end: int | None = None, progress: Progress | None = None,
+                          file_progress: Progress | None = None) -> BackfillResult:
     """`auto`: the archive pass, then the REST backfill on whatever is still missing; `rest`: the
     REST backfill alone; `archive`: the archive pass alone (what it cannot supply stays missing,
     counted in `left_missing`). One result: `written` counts both sources, `from_archive` the
-    archive's part. `progress(symbol, done, total)` runs across both passes."""
+    archive's part. `progress(symbol, done, total)` runs across both passes; `file_progress(symbol,
+    files done, files to do)` counts the archive's files."""
     fetcher = backfill.fetcher
     if source == "rest" or archive is None:
         backfill.progress = progress
@@ -245,6 +246,8 @@ def backfill_from_sources(backfill: Backfill, archive: ArchivePass | None,
         archived[symbol] = done
         if progress is not None:
             progress(symbol, done, total)
+        if file_progress is not None:
+            file_progress(symbol, files_done, files)
 
     def on_rest(symbol: str, done: int, total: int) -> None:
         base = archived.get(symbol, 0)

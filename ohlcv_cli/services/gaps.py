@@ -20,6 +20,7 @@ from ohlcv_cli.core.ranges import Range, clip, count, merge, subtract, uncovered
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.window import WindowSpec, grace_end, window
 from ohlcv_cli.services.fill import fill
+from ohlcv_cli.services.paging import Job, PagedFetch
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,14 @@ class GapRepair:
     """Fetch what the check finds missing; record what the exchange confirms it has not."""
 
     def __init__(self, fetcher: Fetcher, repo: CandleRepository, gaps: GapRepository, *,
-                 batch_size: int = 20_000, stop: threading.Event | None = None) -> None:
+                 batch_size: int = 20_000, stop: threading.Event | None = None,
+                 in_flight: int = 1) -> None:
         self.fetcher = fetcher
         self.repo = repo
         self.gaps = gaps
         self.batch_size = batch_size
         self.stop = stop
+        self.in_flight = in_flight  # > 1: pages in flight across symbols (services.paging)
         self.check = GapCheck(repo, gaps, fetcher.exchange_id)
 
     def run(self, symbols: Sequence[str], tf: Timeframe, *, delay_ms: int = 1000,
@@ -166,9 +169,42 @@ class GapRepair:
                                        start=start, end=end)
         end = min(end, settled)
         report = RepairReport(self.fetcher.exchange_id, tf.name, start, end)
+        if self.in_flight > 1:
+            report.symbols = self._paged(symbols, tf, start, end, settled)
+            return report
         for symbol in symbols:
             report.symbols.append(self._one(symbol, tf, start, end, settled))
         return report
+
+    def _paged(self, symbols: Sequence[str], tf: Timeframe, start: int, end: int, settled: int
+               ) -> list[SymbolRepair]:
+        """Every symbol's missing ranges fetched by one pool of pages in flight."""
+        out: list[SymbolRepair] = []
+        jobs: list[Job] = []
+        for symbol in symbols:
+            r = SymbolRepair(symbol)
+            try:
+                r.missing = self.check.symbol(symbol, tf, start, end).missing
+            except OhlcvError as exc:
+                r.error = str(exc)
+            out.append(r)
+            jobs.append(Job(symbol, r.missing, error=r.error))
+        PagedFetch(self.fetcher, self.repo, self.gaps, in_flight=self.in_flight,
+                   batch_size=self.batch_size, stop=self.stop).fill(jobs, tf, "repair",
+                                                                    settled=settled)
+        for r, job in zip(out, jobs):
+            if r.error is not None:
+                continue
+            r.fetched, r.written, r.exchange_empty, r.error = (job.fetched, job.written,
+                                                               job.empty, job.error)
+            log.info("%s %s: %d of %d candles fetched, %d ranges empty at the exchange",
+                     r.symbol, tf, job.fetched, job.missing, len(job.empty))
+            try:
+                after = self.check.symbol(r.symbol, tf, start, end)
+                r.still_missing, r.still_missing_candles = after.missing, after.missing_candles
+            except OhlcvError as exc:
+                r.error = r.error or str(exc)
+        return out
 
     def _one(self, symbol: str, tf: Timeframe, start: int, end: int, settled: int
              ) -> SymbolRepair:

@@ -39,8 +39,23 @@ def slices(tf: Timeframe, ranges: Sequence[Range], page: int = PAGE) -> Iterator
 
 
 @dataclass
+class Job:
+    """One symbol's ranges to fill, and what filling them did."""
+
+    symbol: str
+    ranges: list[Range]
+    missing: int = 0  # candles in the ranges
+    fetched: int = 0
+    written: int = 0
+    exchange_missing: int = 0  # candles the exchange had none for
+    empty: list[Range] = field(default_factory=list)  # those, as ranges (settled ones only)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
 class _Sym:
-    result: object  # services.backfill.SymbolResult
+    result: Job
     ranges: list[Range]
     outstanding: int = 0
     exhausted: bool = False
@@ -67,28 +82,44 @@ class PagedFetch:
         self.page = page
 
     def run(self, results: Sequence, tf: Timeframe, source: str) -> None:
-        """Fill each SymbolResult (symbol, start, end set) in place."""
-        self._tf = tf
+        """Backfill: fill each SymbolResult (symbol, start, end set) in place, from the store's
+        missing ranges in its window less the ranges known empty at the exchange."""
         exchange = self.fetcher.exchange_id
-        syms: list[_Sym] = []
+        jobs: list[Job] = []
         for r in results:
             try:
                 ranges = self.repo.missing_ranges(exchange, r.symbol, tf, r.start, r.end)
                 if self.gaps is not None:
                     known = self.gaps.exchange_gaps(exchange, r.symbol, tf.name, r.start, r.end)
                     ranges = subtract(ranges, known)
+                jobs.append(Job(r.symbol, ranges))
             except OhlcvError as exc:
-                r.error = str(exc)
                 log.debug("%s: %s", r.symbol, exc)
-                ranges = []
-            r.missing = sum(tf.count(a, b) for a, b in ranges)
-            syms.append(_Sym(r, ranges))
-            self._report(r.symbol, 0, r.missing)
+                jobs.append(Job(r.symbol, [], error=str(exc)))
+        self.fill(jobs, tf, source)
+        for r, job in zip(results, jobs):
+            r.missing, r.fetched, r.written = job.missing, job.fetched, job.written
+            r.exchange_missing, r.seconds = job.exchange_missing, job.seconds
+            if job.error is not None:
+                r.error = job.error
+
+    def fill(self, jobs: Sequence[Job], tf: Timeframe, source: str, *,
+             settled: int | None = None) -> None:
+        """Fetch every job's ranges with pages in flight; each job is filled in place. A range
+        the fetch covered without a candle, ending by `settled` (the exchange's last settled
+        close, asked once if not given), is recorded empty at the exchange."""
+        self._tf = tf
+        syms: list[_Sym] = []
+        for job in jobs:
+            job.missing = sum(tf.count(a, b) for a, b in job.ranges)
+            syms.append(_Sym(job, job.ranges if job.error is None else []))
+            self._report(job.symbol, 0, job.missing)
         # symbol after symbol, so that each symbol's slices are in flight together
         work = ((i, j, a, b) for i, s in enumerate(syms)
                 for j, (a, b) in enumerate(slices(tf, s.ranges, self.page)))
         buffer: dict[int, list[Candle]] = {}
-        settled = self.fetcher.closed_end(tf)
+        if settled is None:
+            settled = self.fetcher.closed_end(tf)
         # Slices reach the writer in order, so a crash leaves each symbol's missing ranges whole
         # (one resume request per page, no holes); slices fetched ahead wait, at most in_flight.
         held = [0]
@@ -195,6 +226,7 @@ class PagedFetch:
                 self.gaps.record_exchange_gaps(self.fetcher.exchange_id, r.symbol, tf.name, s.empty)
             except OhlcvError as exc:
                 r.error = str(exc)
+        r.empty = list(s.empty) if r.error is None else []
         r.seconds = time.monotonic() - s.t0
         log.info("%s %s: %d written, %d missing at the exchange, %.1fs", r.symbol, tf, r.written,
                  r.exchange_missing, r.seconds)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/exchangeInfo": 20, "/api/v3/klines": 2}
 UNTHROTTLED_LIMIT = 100_000_000
-_CONTROLS = ("/sim/outage", "/sim/halt", "/sim/resume")
+_CONTROLS = ("/sim/outage", "/sim/halt", "/sim/resume", "/sim/phase")
 _GARBAGE = (
     (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad"
      b" Gateway</h1></center><hr><center>cloudfront</center></body></html>", "text/html"),
@@ -134,10 +134,15 @@ class _Handler(BaseHTTPRequestHandler):
         return self._klines(params, now, headers)
 
     def _control(self, path: str, params: dict) -> None:
-        """/sim/outage?seconds=N, /sim/halt?symbol=BTCUSDT[&delist=1], /sim/resume?symbol=..."""
+        """/sim/outage?seconds=N, /sim/halt?symbol=BTCUSDT[&delist=1], /sim/resume?symbol=...,
+        /sim/phase (forget the first and last klines times: a benchmark's next fetch phase)"""
         sim = self.server.sim
         try:
-            if path == "/sim/outage":
+            if path == "/sim/phase":
+                with sim.weights.lock:
+                    sim.weights.stats.pop("klines_first_ms", None)
+                    sim.weights.stats.pop("klines_last_ms", None)
+            elif path == "/sim/outage":
                 sim.outage(float(params.get("seconds", "60")))
             elif path == "/sim/halt":
                 sim.halt(params["symbol"], delist=params.get("delist") in ("1", "true"))
@@ -180,7 +185,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(-1130, "Invalid data sent for a parameter.", headers)
         if start is not None and end is not None and start > end:
             return self._error(-1023, "Start time is greater than end time.", headers)
-        sim.weights.stats["klines"] += 1
+        with sim.weights.lock:
+            sim.weights.stats["klines"] += 1
+            sim.weights.stats.setdefault("klines_first_ms", now)
+            sim.weights.stats["klines_last_ms"] = now  # a benchmark's fetch phase: first to last
         body = sim.engine.klines_body(spec, tf, start, end, limit, now)
         bad = sim.draw_answer_fault()
         if bad == "garbage":
