@@ -47,9 +47,9 @@ FROM archive_stage
 WHERE open_time >= %(a)s AND open_time < %(b)s AND open_time %% %(step)s = 0
 """
 _MERGE = _SELECT + PG_ON_CONFLICT
-_SAMPLE = """
-SELECT open_time / %(div)s, open::text, high::text, low::text, close::text, volume::text,
-       quote_volume::text, trades, taker_buy_base_volume::text, taker_buy_quote_volume::text
+# the spot-check's rows in the compared shape (Candle.values(): the decimals as their strings)
+_SAMPLE = f"""
+SELECT open_time / %(div)s, {", ".join(c if c == "trades" else f"{c}::text" for c in VALUE_COLS)}
 FROM archive_stage WHERE open_time >= %(a)s AND open_time < %(b)s ORDER BY open_time
 """
 # A period the store holds nothing of (the usual case: the planner asks only for missing ranges)

@@ -56,6 +56,20 @@ def _check_url_port(url: str) -> None:
         raise ValueError("the port must be a number from 1 to 65535") from None
 
 
+def _base_url(v: str | None, schemes: tuple[str, ...], message: str, *,
+              check_port: bool = True) -> str | None:
+    """A base URL setting: empty means unset; a scheme in `schemes` and a host, else `message`;
+    stored without a trailing slash."""
+    if v is None or v == "":
+        return None
+    parts = urlsplit(v)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ValueError(message)
+    if check_port:
+        _check_url_port(v)
+    return v.rstrip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
@@ -129,23 +143,14 @@ class Settings(BaseSettings):
     @field_validator("archive_url")
     @classmethod
     def _check_archive_url(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http(s) URL such as https://data.binance.vision")
-        return v.rstrip("/")
+        return _base_url(v, ("http", "https"),
+                         "must be an http(s) URL such as https://data.binance.vision",
+                         check_port=False)
 
     @field_validator("exchange_url")
     @classmethod
     def _check_exchange_url(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8900")
-        _check_url_port(v)
-        return v.rstrip("/")
+        return _base_url(v, ("http", "https"), "must be an http(s) URL such as http://127.0.0.1:8900")
 
     @field_validator("stream_source")
     @classmethod
@@ -157,13 +162,8 @@ class Settings(BaseSettings):
     @field_validator("stream_url")
     @classmethod
     def _check_stream_url(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        parts = urlsplit(v)
-        if parts.scheme not in ("ws", "wss") or not parts.netloc:
-            raise ValueError("must be a ws:// or wss:// URL such as wss://stream.binance.com:9443")
-        _check_url_port(v)
-        return v.rstrip("/")
+        return _base_url(v, ("ws", "wss"),
+                         "must be a ws:// or wss:// URL such as wss://stream.binance.com:9443")
 
     @field_validator("database_url")
     @classmethod

@@ -262,30 +262,27 @@ class SimServer:
     def now_ms(self) -> int:
         return int(time.time() * 1000) + self.config.clock_offset_ms
 
-    def draw_fault(self) -> int | None:
-        c = self.config
-        if not (c.share_429 or c.share_5xx):
+    def _draw(self, *outcomes: tuple[float, object]):
+        """One outcome by its share of requests (one draw, only when some share is set)."""
+        if not any(share for share, _ in outcomes):
             return None
         with self._rng_lock:
             x = self._rng.random()
-        if x < c.share_429:
-            return 429
-        if x < c.share_429 + c.share_5xx:
-            return 503
+        edge = 0.0
+        for share, outcome in outcomes:
+            edge += share
+            if x < edge:
+                return outcome
         return None
+
+    def draw_fault(self) -> int | None:
+        c = self.config
+        return self._draw((c.share_429, 429), (c.share_5xx, 503))
 
     # --- faults and controls (run time) -----------------------------------------------------------
     def draw_answer_fault(self) -> str | None:
         c = self.config
-        if not (c.share_garbage or c.share_short_pages):
-            return None
-        with self._rng_lock:
-            x = self._rng.random()
-        if x < c.share_garbage:
-            return "garbage"
-        if x < c.share_garbage + c.share_short_pages:
-            return "short"
-        return None
+        return self._draw((c.share_garbage, "garbage"), (c.share_short_pages, "short"))
 
     def garbage(self, body: bytes) -> tuple[bytes, str]:
         """An unusable 200 body, in turn each of the kinds a proxy or a CDN produces."""
