@@ -16,8 +16,8 @@ import urllib.request
 
 from common import OHLCV, Sim, fresh_db, run_measured, start_pg
 
-from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
-from ohlcv_cli.adapters.sql_schema import make_engine
+from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
+from ohlcv_cli.adapters.sql.schema import make_engine
 
 SYMBOLS = 5
 START, END = "2024-01-01", os.environ.get("ARCHIVE_BENCH_END", "2025-01-01")  # a year

@@ -9,8 +9,8 @@ import psycopg
 
 from common import OHLCV, Sim, fresh_db, run_measured, start_pg
 
-from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
-from ohlcv_cli.adapters.sql_schema import make_engine
+from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
+from ohlcv_cli.adapters.sql.schema import make_engine
 
 SYMBOLS = 20
 DAYS = 18

@@ -21,7 +21,7 @@ OHLCV = [sys.executable, "-m", "ohlcv_cli"]
 
 def fresh_db(cluster: PgCluster, name: str) -> str:
     """A new database in the cluster, migrated by the same code as `ohlcv db upgrade`."""
-    from ohlcv_cli.adapters.sql_schema import make_engine, upgrade
+    from ohlcv_cli.adapters.sql.schema import make_engine, upgrade
 
     url = cluster.create_database(name)
     engine = make_engine(url)

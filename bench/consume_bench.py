@@ -18,12 +18,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from common import OHLCV, ROOT, Sim, fresh_db, start_pg
 
 from broker import KafkaBroker, free_port
-from ohlcv_cli.adapters.kafka_bus import ensure_topic
-from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
-from ohlcv_cli.adapters.sql_schema import make_engine
+from ohlcv_cli.adapters.kafka import ensure_topic
+from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
+from ohlcv_cli.adapters.sql.schema import make_engine
 from ohlcv_cli.core import message
 from ohlcv_cli.core.candle import from_kline
-from ohlcv_cli.sim import SimServer
+from ohlcv_sim import SimServer
 
 N_SYMBOLS = 20
 PER_SYMBOL = int(os.environ.get("BENCH_PER_SYMBOL", 26_000))  # 520k messages
@@ -32,7 +32,7 @@ SEED_SAMPLE = 3_000
 
 
 def _fill(broker: str, topic: str) -> int:
-    from ohlcv_cli.sim import SimConfig, default_symbols
+    from ohlcv_sim import SimConfig, default_symbols
 
     sim = SimServer(SimConfig(symbols=default_symbols(N_SYMBOLS)))  # its candles only; no HTTP
     producer = KafkaProducer(bootstrap_servers=broker, linger_ms=20, batch_size=512 * 1024, acks=1)

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 from cluster import PgCluster  # noqa: E402
 
-from ohlcv_cli.adapters.sql_gaps import SqlGapRepository  # noqa: E402
-from ohlcv_cli.adapters.sql_repository import SqlCandleRepository  # noqa: E402
-from ohlcv_cli.adapters.sql_schema import make_engine, upgrade  # noqa: E402
+from ohlcv_cli.adapters.sql.gaps import SqlGapRepository  # noqa: E402
+from ohlcv_cli.adapters.sql.candles import SqlCandleRepository  # noqa: E402
+from ohlcv_cli.adapters.sql.schema import make_engine, upgrade  # noqa: E402
 from ohlcv_cli.core.timeframes import parse_timeframe  # noqa: E402
 from ohlcv_cli.core.timeutil import iso, parse_iso  # noqa: E402
 from ohlcv_cli.services.gaps import GapCheck  # noqa: E402

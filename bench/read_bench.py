@@ -47,7 +47,7 @@ def best(fn, runs: int = 3) -> tuple[float, object]:
 def main(days: int = 365) -> None:
     import pandas as pd
 
-    from ohlcv_cli.reader import open_store
+    from ohlcv_cli.api.read import open_store
 
     n = days * 1440
     cluster = start_pg()

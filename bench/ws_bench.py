@@ -30,7 +30,7 @@ BINANCE_WEIGHT_PER_MINUTE = 6000
 
 
 def _symbols(n: int) -> list[str]:
-    from ohlcv_cli.sim import default_symbols
+    from ohlcv_sim import default_symbols
 
     return [s.symbol for s in default_symbols(max(0, n - 9))][:n]
 
@@ -139,7 +139,7 @@ def bench_many_symbols(cluster, broker: str, log_dir: Path) -> dict:
 
 def bench_keeping_up(cluster, broker: str, log_dir: Path) -> dict:
     """(c) 1s candles for 200 symbols in one process for minutes: nothing missing."""
-    from ohlcv_cli.sim import SimConfig, SimServer, default_symbols
+    from ohlcv_sim import SimConfig, SimServer, default_symbols
 
     symbols = _symbols(200)
     sim = _sim(191)

@@ -18,7 +18,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in _READ:
-        from ohlcv_cli import reader
+        from ohlcv_cli.api import read as reader
 
         return getattr(reader, name)
     if name in ("Settings", "load_settings"):

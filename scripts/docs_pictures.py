@@ -9,12 +9,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ohlcv_cli.adapters.sql_repository import SqlCandleRepository  # noqa: E402
-from ohlcv_cli.adapters.sql_schema import make_engine, upgrade  # noqa: E402
+from ohlcv_cli.adapters.sql.candles import SqlCandleRepository  # noqa: E402
+from ohlcv_cli.adapters.sql.schema import make_engine, upgrade  # noqa: E402
 from ohlcv_cli.core.candle import from_kline  # noqa: E402
 from ohlcv_cli.core.timeutil import parse_iso  # noqa: E402
-from ohlcv_cli.reader import Store  # noqa: E402
-from ohlcv_cli.sim import SimConfig, SimServer  # noqa: E402
+from ohlcv_cli.api.read import Store  # noqa: E402
+from ohlcv_sim import SimConfig, SimServer  # noqa: E402
 
 H, D = 3_600_000, 86_400_000
 

@@ -17,9 +17,9 @@ sys.path.insert(0, str(ROOT / "scripts" / "kafka"))
 
 from cluster import PgCluster  # noqa: E402
 
-from ohlcv_cli.adapters.sql_repository import SqlCandleRepository  # noqa: E402
-from ohlcv_cli.adapters.sql_schema import make_engine, upgrade  # noqa: E402
-from ohlcv_cli.sim import SimConfig, SimServer  # noqa: E402
+from ohlcv_cli.adapters.sql.candles import SqlCandleRepository  # noqa: E402
+from ohlcv_cli.adapters.sql.schema import make_engine, upgrade  # noqa: E402
+from ohlcv_sim import SimConfig, SimServer  # noqa: E402
 
 # Settings a developer may have exported must not leak into tests.
 SETTING_VARS = (

@@ -14,14 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli
-from ohlcv_cli.adapters.binance_archive import BinanceArchive, inflate_member
+from ohlcv_cli.adapters.binance.archive import BinanceArchive, inflate_member
 from ohlcv_cli.core.archive import (
     DAY_MS, ArchiveMissing, ArchiveRejected, Period, next_month, plan,
 )
 from ohlcv_cli.core.ranges import merge
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import parse_iso
-from ohlcv_cli.sim.engine import default_symbols
+from ohlcv_sim.engine import default_symbols
 
 M = 60_000
 H = 3_600_000
@@ -151,8 +151,8 @@ def test_a_file_whose_period_already_holds_rows_is_upserted_and_leaves_equal_row
         pg_url, repo_for, sim):
     """The fast path (a plain INSERT) is only for an empty period: rows already there (a stream,
     a concurrent run) take the repository's upsert rule; identical rows are not rewritten."""
-    from ohlcv_cli.adapters.sql_archive import SqlArchiveWriter
-    from ohlcv_cli.adapters.sql_schema import make_engine
+    from ohlcv_cli.adapters.sql.archive import SqlArchiveWriter
+    from ohlcv_cli.adapters.sql.schema import make_engine
     from ohlcv_cli.core.candle import Candle
 
     day = parse_iso("2024-03-05")

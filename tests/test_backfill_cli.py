@@ -68,7 +68,7 @@ def test_settling_candle_is_waited_for_never_stored_moving(pg_url, repo_for, sim
 def test_exchange_gaps_and_listing_are_not_errors(pg_url, repo_for, sim_factory):
     from dataclasses import replace
 
-    from ohlcv_cli.sim import default_symbols
+    from ohlcv_sim import default_symbols
 
     t0 = parse_iso("2024-04-01")
     specs = [replace(s, listed_at=t0 + 300 * M) if s.symbol == "DOGE/USDT" else s for s in default_symbols()]

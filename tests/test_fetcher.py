@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher, WeightBudget
+from ohlcv_cli.adapters.binance.rest import CcxtFetcher, WeightBudget
 from ohlcv_cli.core.errors import BadSymbol, ExchangeUnavailable
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import parse_iso
@@ -77,7 +77,7 @@ def test_unknown_symbol_and_unreachable_exchange(sim):
 def test_listing_inside_the_range_is_not_an_error(sim_factory):
     from dataclasses import replace
 
-    from ohlcv_cli.sim import default_symbols
+    from ohlcv_sim import default_symbols
 
     specs = [replace(s, listed_at=T0 + 90 * 60_000) if s.symbol == "ADA/USDT" else s for s in default_symbols()]
     sim = sim_factory(symbols=specs)

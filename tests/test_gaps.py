@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import run_cli
-from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 from ohlcv_cli.core.candle import from_kline
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import iso, parse_iso
 from ohlcv_cli.services.gaps import merge, subtract, uncovered
-from ohlcv_cli.sim import default_symbols
+from ohlcv_sim import default_symbols
 from helpers import kline_rows as as_rows
 
 M = 60_000
@@ -263,7 +263,7 @@ def test_repair_with_unreachable_exchange_exits_2(sqlite_url):
 
 
 def test_schema_without_exchange_gaps_asks_for_upgrade(pg_cluster):
-    from ohlcv_cli.adapters.sql_schema import make_engine, upgrade
+    from ohlcv_cli.adapters.sql.schema import make_engine, upgrade
 
     url = pg_cluster.create_database("at_0001_gaps")
     engine = make_engine(url)
@@ -278,7 +278,7 @@ def test_schema_without_exchange_gaps_asks_for_upgrade(pg_cluster):
 
 
 def test_ranges_cut_by_chunk_boundaries_come_back_whole(db_url, repo_for, sim):
-    from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
+    from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
     from ohlcv_cli.services.gaps import GapCheck
 
     repo = repo_for(db_url)

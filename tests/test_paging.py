@@ -50,7 +50,7 @@ def test_in_flight_pages_record_exactly_the_ranges_the_exchange_has_none_for(
     env = {"DATABASE_URL": sqlite_url, "OHLCV_EXCHANGE_URL": sim.url, "BACKFILL_IN_FLIGHT": "4"}
     r = run_cli(*args, env=env)
     assert r.returncode == 0, r.stderr
-    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+    from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 
     repo = repo_for(sqlite_url)
     gaps = SqlGapRepository(repo.engine)

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 from ohlcv_cli.core.candle import from_kline
 from ohlcv_cli.core.errors import BadSymbol, ConfigError
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import parse_iso
-from ohlcv_cli.reader import open_store
+from ohlcv_cli.api.read import open_store
 
 M, H, D = 60_000, 3_600_000, 86_400_000
 # Saturday 2024-01-27 .. Tuesday 2024-02-06: two Mondays, a month boundary, 3d buckets
@@ -27,7 +27,7 @@ DERIVED = ["3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", 
 def put(url, sim, symbol, tf, start, end, skip=()):
     store_rows = [r for r in sim.final_rows(symbol, tf, start, end) if r[0] not in skip]
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
+    from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
 
     SqlCandleRepository(engine).upsert(
         [from_kline(r, exchange="binance", symbol=symbol, timeframe=tf, source="backfill")
@@ -182,7 +182,7 @@ def test_the_readme_example_runs(tmp_path, sim_factory):
     import re
     from pathlib import Path
 
-    from ohlcv_cli.adapters.sql_schema import make_engine, upgrade
+    from ohlcv_cli.adapters.sql.schema import make_engine, upgrade
 
     url = "sqlite:///ohlcv.db"  # the example's store, in the test's working directory
     engine = make_engine(url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ohlcv_cli.adapters.sql_schema import current_revision, ensure_current, head_revision, make_engine
+from ohlcv_cli.adapters.sql.schema import current_revision, ensure_current, head_revision, make_engine
 from ohlcv_cli.core.candle import from_kline
 from ohlcv_cli.core.errors import ConfigError, SchemaOutOfDate, StorageError
 from ohlcv_cli.core.timeframes import parse_timeframe

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import run_cli
-from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
-from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+from ohlcv_cli.adapters.binance.rest import CcxtFetcher
+from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 from ohlcv_cli.core import message
 from ohlcv_cli.core.candle import Candle, from_kline, validate
 from ohlcv_cli.core.errors import (

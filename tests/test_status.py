@@ -6,7 +6,7 @@ import json
 import time
 
 from conftest import run_cli
-from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 from test_gaps import T0, T1, M, delete, store
 
 

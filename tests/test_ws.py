@@ -10,11 +10,11 @@ import time
 import pytest
 
 from conftest import run_cli
-from ohlcv_cli.adapters.binance_ws import BinanceWsFeed
+from ohlcv_cli.adapters.binance.ws import BinanceWsFeed
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.feed import Connected, Disconnected
 from ohlcv_cli.core.timeframes import parse_timeframe
-from ohlcv_cli.sim import SimConfig, SimServer, WsFaults
+from ohlcv_sim import SimConfig, SimServer, WsFaults
 from test_live import Proc, assert_complete_and_exact, live_env, now_ms, rows, stored_until, wait_for
 
 TF = parse_timeframe("1s")
@@ -82,7 +82,7 @@ def test_feed_yields_each_final_candle_once_over_several_connections_and_subscri
 def test_malformed_messages_are_logged_and_skipped(ws_sim, caplog):
     sim = ws_sim(malformed_every_s=0.3)
     feed = BinanceWsFeed(sim.ws_url, MARKETS, TF)
-    with caplog.at_level(logging.WARNING, logger="ohlcv_cli.adapters.binance_ws"):
+    with caplog.at_level(logging.WARNING, logger="ohlcv_cli.adapters.binance.ws"):
         events = collect(feed, 3.5)
     assert sim.ws.stats()["malformed_sent"] >= 5
     assert feed.stats["malformed"] == sim.ws.stats()["malformed_sent"]

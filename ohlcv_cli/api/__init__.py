@@ -6,7 +6,7 @@ are `ohlcv_cli.core.errors.OhlcvError`s.
 """
 
 from ohlcv_cli.api.live import RunResult, TopicResult, consume, run, stream, supervise, topic_create
-from ohlcv_cli.api.store import (
+from ohlcv_cli.api.history import (
     RevisionResult, StatusReport, UpgradeResult, backfill, db_current, gaps_check, gaps_repair,
     status, upgrade,
 )

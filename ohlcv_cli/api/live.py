@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ohlcv_cli.api import wiring
-from ohlcv_cli.api.store import Time, _days, _window
+from ohlcv_cli.api.history import Time, _days, _window
 from ohlcv_cli.api.wiring import settings_for
 from ohlcv_cli.core.errors import OhlcvError, WorkerDied
 from ohlcv_cli.core.ports import Metrics
@@ -43,7 +43,7 @@ class RunResult:
 
 def topic_create(settings: Settings | None = None, **overrides) -> TopicResult:
     """Create the topic and its dead-letter topic (`<topic>.dlq`) if they are missing."""
-    from ohlcv_cli.adapters.kafka_bus import ensure_topic
+    from ohlcv_cli.adapters.kafka import ensure_topic
 
     s = settings_for("topic_create", settings, **overrides)
     created = ensure_topic(wiring.broker(s), s.topic_name, s.topic_partitions,
@@ -69,7 +69,7 @@ def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
 
 
 def _ws_service(s: Settings, service: Stream, fetcher):
-    from ohlcv_cli.adapters.binance_ws import BinanceWsFeed
+    from ohlcv_cli.adapters.binance.ws import BinanceWsFeed
     from ohlcv_cli.services.ws_stream import WsStream
 
     fetcher.check_symbols(s.symbols)
@@ -85,7 +85,7 @@ def _ws_service(s: Settings, service: Stream, fetcher):
 def stream(settings: Settings | None = None, *, stop: threading.Event | None = None,
            max_cycles: int | None = None, **overrides) -> StreamState:
     """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
-    from ohlcv_cli.adapters.kafka_bus import KafkaPublisher, ensure_topic
+    from ohlcv_cli.adapters.kafka import KafkaPublisher, ensure_topic
 
     s = settings_for("stream", settings, **overrides)
     broker = wiring.broker(s)
@@ -105,7 +105,7 @@ def consume(settings: Settings | None = None, *, stop: threading.Event | None = 
     """Write candles from Kafka into the database, committing offsets after the rows. With
     CONSUMER_WORKERS > 1 the other group members run as processes of their own (the per-message
     work is Python, one core per process), stopped when this one stops."""
-    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher
+    from ohlcv_cli.adapters.kafka import KafkaCandleSource, KafkaPublisher
 
     s = settings_for("consume", settings, **overrides)
     broker = wiring.broker(s)
@@ -191,7 +191,7 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
 
 def _run_through_kafka(s: Settings, fetcher, repo, metrics: Metrics, stop: threading.Event,
                        max_cycles: int | None) -> StreamState:
-    from ohlcv_cli.adapters.kafka_bus import KafkaCandleSource, KafkaPublisher, ensure_topic
+    from ohlcv_cli.adapters.kafka import KafkaCandleSource, KafkaPublisher, ensure_topic
 
     broker = wiring.broker(s)
     ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)

@@ -40,7 +40,7 @@ USES: dict[str, frozenset[str]] = {
     | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
        "consumer_group", "metrics_port"} | _LIVE,
     "topic_create": LOGGING | KAFKA,
-    # the read API (ohlcv_cli.reader)
+    # the read API (ohlcv_cli.api.read)
     "export": LOGGING | DATABASE | {"symbols", "timeframe", "exchange"},
     "plot": LOGGING | DATABASE | {"exchange"},
 }
@@ -67,7 +67,7 @@ def to_ms(value: int | str | datetime | None, what: str) -> int | None:
 
 # --- adapters -------------------------------------------------------------------------------
 def engine(s: Settings):
-    from ohlcv_cli.adapters.sql_schema import make_engine
+    from ohlcv_cli.adapters.sql.schema import make_engine
 
     return make_engine(s.db_url())
 
@@ -75,15 +75,15 @@ def engine(s: Settings):
 def repository(s: Settings, eng):
     """The candle repository, after checking the schema is current. The embedded SQLite
     default upgrades itself; any other database must be upgraded with `ohlcv db upgrade`."""
-    from ohlcv_cli.adapters.sql_repository import SqlCandleRepository
-    from ohlcv_cli.adapters.sql_schema import ensure_current
+    from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
+    from ohlcv_cli.adapters.sql.schema import ensure_current
 
     ensure_current(eng, auto_upgrade=s.uses_embedded_default())
     return SqlCandleRepository(eng)
 
 
 def gap_repository(eng):
-    from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
+    from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 
     return SqlGapRepository(eng)
 
@@ -91,7 +91,7 @@ def gap_repository(eng):
 def fetcher(s: Settings, *, retry_forever: bool = False):
     """`retry_forever`: the stream rides out any exchange outage; the others give up after
     EXCHANGE_RETRY_SECONDS."""
-    from ohlcv_cli.adapters.ccxt_fetcher import CcxtFetcher
+    from ohlcv_cli.adapters.binance.rest import CcxtFetcher
 
     return CcxtFetcher(
         s.exchange,
@@ -107,7 +107,7 @@ def fetcher(s: Settings, *, retry_forever: bool = False):
 
 
 def broker(s: Settings) -> str:
-    from ohlcv_cli.adapters.kafka_bus import check_broker_address
+    from ohlcv_cli.adapters.kafka import check_broker_address
 
     return check_broker_address(s.kafka_broker or DEFAULT_BROKER)
 
@@ -115,7 +115,7 @@ def broker(s: Settings) -> str:
 def metrics(s: Settings) -> Metrics:
     if s.metrics_port is None:
         return Metrics()
-    from ohlcv_cli.adapters.prometheus_metrics import serve
+    from ohlcv_cli.adapters.prometheus import serve
 
     try:
         return serve(s.metrics_port)
@@ -133,8 +133,8 @@ def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True, progress=Non
         log.debug("OHLCV_EXCHANGE_URL is set but OHLCV_ARCHIVE_URL is not: history comes from REST "
                   "only (set OHLCV_ARCHIVE_URL to the same exchange's archive)")
         return None
-    from ohlcv_cli.adapters.binance_archive import BinanceArchive
-    from ohlcv_cli.adapters.sql_archive import SqlArchiveWriter
+    from ohlcv_cli.adapters.binance.archive import BinanceArchive
+    from ohlcv_cli.adapters.sql.archive import SqlArchiveWriter
     from ohlcv_cli.services.archive import ArchivePass
 
     return ArchivePass(BinanceArchive(base, timeout_s=s.exchange_timeout_seconds * 3,

@@ -53,7 +53,7 @@ def export(
 ) -> None:
     """Write candles (stored or derived timeframes) to csv, parquet or jsonl, exactly as stored,
     in chunks with flat memory. Without --days/--start: everything stored."""
-    from ohlcv_cli.reader import open_store
+    from ohlcv_cli.api.read import open_store
 
     start_ms, end_ms = window(days, start, end)
     s = settings(ctx, "export", symbols=symbols, timeframe=timeframe, database_url=database_url)

@@ -23,7 +23,7 @@ def plot(
 ) -> None:
     """Draw candlesticks with volume underneath on a UTC time axis; a candle that is not stored
     is a hole. Without --days/--start: everything stored."""
-    from ohlcv_cli.reader import check_picture, open_store
+    from ohlcv_cli.api.read import check_picture, open_store
 
     start_ms, end_ms = window(days, start, end)
     check_picture(out)
@@ -40,7 +40,7 @@ def coverage(s, out: str, symbols: str | None, timeframe: str | None) -> None:
     """`ohlcv status --plot PATH`: per symbol and timeframe, what is stored, missing, or has no
     candles on the exchange."""
     from ohlcv_cli.core.symbols import parse_symbols
-    from ohlcv_cli.reader import check_picture, open_store
+    from ohlcv_cli.api.read import check_picture, open_store
 
     check_picture(out)
     wanted = parse_symbols(symbols) if symbols is not None else None

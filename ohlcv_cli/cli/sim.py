@@ -8,7 +8,6 @@ import typer
 
 from ohlcv_cli.cli.common import console, settings
 from ohlcv_cli.core.errors import ConfigError
-from ohlcv_cli.core.timeutil import parse_iso
 
 
 def sim(
@@ -38,90 +37,25 @@ def sim(
     ws_malformed_every: Annotated[Optional[float], typer.Option("--ws-malformed-every", help="Send a malformed message every N seconds")] = None,
     ws_stall_after: Annotated[Optional[float], typer.Option("--ws-stall-after", help="Each websocket connection goes silent (stays open) after N seconds")] = None,
 ) -> None:
-    """Serve Binance's spot REST API (ping, time, exchangeInfo, klines) with deterministic candles."""
-    from ohlcv_cli.sim import SimConfig, SimServer
+    """Serve a Binance-compatible exchange for trials and tests: spot REST (exchangeInfo, klines,
+    time, with Binance's weights and errors), the kline websocket streams and the
+    data.binance.vision archive, all from one deterministic candle model."""
+    from ohlcv_sim import ServeOptions, SimStartError, WsFaults, serve
 
     settings(ctx, "sim")  # logging only: the simulator reads no other setting
-    specs = _specs(extra_symbols, listing or [])
-    config = SimConfig(
-        symbols=specs, latency_ms=latency_ms, share_429=share_429, share_5xx=share_5xx,
+    options = ServeOptions(
+        host=host, port=port, ws_port=ws_port, latency_ms=latency_ms, share_429=share_429,
+        share_5xx=share_5xx, share_garbage=share_garbage, share_short_pages=share_short_pages,
         weight_limit=weight_limit, weight_window_s=weight_window,
-        maintenance=_maintenance(maintenance or []), zero_volume_share=zero_volume_share,
-        settle_lag_ms=settle_lag_ms, clock_offset_ms=clock_offset_ms,
-        share_garbage=share_garbage, share_short_pages=share_short_pages,
-        archive_faults=list(archive_fault or []),
+        maintenance=tuple(maintenance or ()), listing=tuple(listing or ()),
+        zero_volume_share=zero_volume_share, settle_lag_ms=settle_lag_ms,
+        extra_symbols=extra_symbols, clock_offset_ms=clock_offset_ms, precompute=precompute,
+        precompute_archive=precompute_archive, archive_faults=tuple(archive_fault or ()),
+        ws_faults=WsFaults(drop_final_share=ws_drop_final, disconnect_every_s=ws_disconnect_every,
+                           shutdown_every_s=ws_shutdown_every,
+                           malformed_every_s=ws_malformed_every, stall_after_s=ws_stall_after),
     )
-    pre = _precompute(precompute) if precompute else None
-    pre_archive = _precompute(precompute_archive) if precompute_archive else None
-    from ohlcv_cli.sim.ws import WsFaults
-
-    if ws_port is None:
-        ws_port = port + 1 if port else 0
-    faults = WsFaults(drop_final_share=ws_drop_final, disconnect_every_s=ws_disconnect_every,
-                      shutdown_every_s=ws_shutdown_every, malformed_every_s=ws_malformed_every,
-                      stall_after_s=ws_stall_after)
     try:
-        server = SimServer(config, host=host, port=port,
-                           ws_port=None if ws_port < 0 else ws_port, ws_faults=faults)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # a malformed --archive-fault
-        raise ConfigError(str(exc)) from None
-    if pre_archive is not None:
-        from ohlcv_cli.sim.engine import INTERVALS
-
-        tf_name = next(k for k, v in INTERVALS.items() if v == pre_archive[0])
-        server.archive.precompute(tf_name, pre_archive[1], pre_archive[2])
-    for spec in specs if pre is not None else []:
-        server.engine.precompute(spec, *pre)
-    try:
-        if server.ws is not None:
-            server.ws.start()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{ws_port}: {exc.strerror or exc}") from None
-    ws_note = (f"; websocket streams on ws://{host}:{server.ws.port} (--stream-url)"
-               if server.ws is not None else "")
-    console.print(f"simulator listening on http://{host}:{server.port} "
-                  f"({len(specs)} symbols); use --exchange-url http://{host}:{server.port}{ws_note}",
-                  markup=False, highlight=False)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-
-
-def _maintenance(items: List[str]) -> list[tuple[int, int]]:
-    windows = []
-    for item in items:
-        a, sep, b = item.partition("/")
-        if not sep:
-            raise ConfigError(f"--maintenance {item!r}: use START/END, e.g. 2024-01-01T10:00/2024-01-01T12:00")
-        windows.append((parse_iso(a, "maintenance start"), parse_iso(b, "maintenance end")))
-    return windows
-
-
-def _specs(extra_symbols: int, listing: List[str]) -> list:
-    from dataclasses import replace
-
-    from ohlcv_cli.sim import default_symbols
-
-    specs = default_symbols(extra_symbols)
-    for item in listing:
-        sym, sep, when = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--listing {item!r}: use SYMBOL=ISO, e.g. SOL/USDT=2024-01-01")
-        idx = next((i for i, sp in enumerate(specs) if sp.symbol == sym.upper()), None)
-        if idx is None:
-            raise ConfigError(f"--listing: the simulator does not list {sym!r}")
-        specs[idx] = replace(specs[idx], listed_at=parse_iso(when, "listing time"))
-    return specs
-
-
-def _precompute(text: str) -> tuple[int, int, int]:
-    from ohlcv_cli.sim.engine import INTERVALS
-
-    tf_name, sep, span = text.partition(":")
-    a, sep2, b = span.partition("/")
-    if not (sep and sep2) or tf_name not in INTERVALS:
-        raise ConfigError(f"--precompute {text!r}: use TIMEFRAME:START/END, e.g. 1m:2024-01-01/2024-01-19")
-    return INTERVALS[tf_name], parse_iso(a, "precompute start"), parse_iso(b, "precompute end")
+        serve(options, announce=lambda line: console.print(line, markup=False, highlight=False))
+    except SimStartError as exc:
+        raise ConfigError(str(exc)) from exc

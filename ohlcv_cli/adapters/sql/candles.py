@@ -14,7 +14,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ohlcv_cli.adapters.sql_errors import translate
+from ohlcv_cli.adapters.sql.errors import translate
 from ohlcv_cli.core.candle import MAX_OPEN_TIME, Candle
 from ohlcv_cli.core.errors import StorageRejected
 from ohlcv_cli.core.timeframes import Timeframe

@@ -10,8 +10,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from ohlcv_cli.sim.archive import ArchiveSim
-from ohlcv_cli.sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
+from ohlcv_sim.archive import ArchiveSim
+from ohlcv_sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class SimServer:
         self._thread: threading.Thread | None = None
         self.ws = None  # the websocket endpoint (sim/ws.py), when ws_port is given (0: any port)
         if ws_port is not None:
-            from ohlcv_cli.sim.ws import WsSim
+            from ohlcv_sim.ws import WsSim
 
             self.ws = WsSim(self, ws_faults, host=host, port=ws_port)
 

@@ -38,7 +38,7 @@ def typed(table: pa.Table, exact: bool, symbol: str | None = None) -> pa.Table:
 
 def concat(tables: list[pa.Table]) -> pa.Table:
     if not tables:
-        from ohlcv_cli.adapters.sql_reader import empty_table
+        from ohlcv_cli.adapters.sql.reader import empty_table
 
         return empty_table()
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

@@ -53,14 +53,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def storage_error(exc: BaseException, engine: Engine) -> StorageError:
-    from ohlcv_cli.adapters.sql_errors import classify
+    from ohlcv_cli.adapters.sql.errors import classify
 
     return classify(exc, engine)
 
 
 def _script_location() -> str:
     """The checkout's alembic/ when run from source, else the copy packaged in the wheel."""
-    checkout = Path(__file__).resolve().parents[2] / "alembic"
+    checkout = Path(__file__).resolve().parents[3] / "alembic"
     if (checkout / "env.py").is_file():
         return str(checkout)
     return str(Path(list(importlib.import_module("ohlcv_cli.migrations").__path__)[0]))

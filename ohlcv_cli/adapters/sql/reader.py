@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from ohlcv_cli.adapters.sql_repository import from_db_time, to_db_time
-from ohlcv_cli.adapters.sql_schema import storage_error
+from ohlcv_cli.adapters.sql.candles import from_db_time, to_db_time
+from ohlcv_cli.adapters.sql.schema import storage_error
 from ohlcv_cli.core.errors import StorageError
 from ohlcv_cli.core.timeframes import SUPPORTED, Timeframe
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from ohlcv_cli.sim.engine import INTERVALS
+from ohlcv_sim.engine import INTERVALS
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ohlcv_cli.adapters.sql_errors import translate
-from ohlcv_cli.adapters.sql_repository import from_db_time, to_db_time
+from ohlcv_cli.adapters.sql.errors import translate
+from ohlcv_cli.adapters.sql.candles import from_db_time, to_db_time
 from ohlcv_cli.core.ports import SeriesSummary
 
 _KEY = "exchange = :e AND symbol = :s AND timeframe = :tf"

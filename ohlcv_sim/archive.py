@@ -23,7 +23,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from ohlcv_cli.sim.engine import INTERVALS, _seed_of
+from ohlcv_sim.engine import INTERVALS, _seed_of
 
 DAY = 86_400_000
 MICROS_FROM = int(datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ohlcv_cli.adapters.frames import DECIMALS, typed
+from ohlcv_cli.adapters.files.frames import DECIMALS, typed
 from ohlcv_cli.core.errors import ConfigError
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -119,7 +119,7 @@ class _ParquetWriter:
 
     def close(self) -> None:
         if self.writer is None:  # nothing written: still a valid, empty file
-            from ohlcv_cli.adapters.sql_reader import empty_table
+            from ohlcv_cli.adapters.sql.reader import empty_table
 
             self.write(empty_table(), "")
         self.writer.close()

@@ -53,7 +53,7 @@ class StatusReport:
 
 def upgrade(settings: Settings | None = None, **overrides) -> UpgradeResult:
     """Create or migrate the schema to the newest revision."""
-    from ohlcv_cli.adapters.sql_schema import upgrade as run_upgrade
+    from ohlcv_cli.adapters.sql.schema import upgrade as run_upgrade
 
     s = settings_for("upgrade", settings, **overrides)
     before, after = run_upgrade(wiring.engine(s))
@@ -62,7 +62,7 @@ def upgrade(settings: Settings | None = None, **overrides) -> UpgradeResult:
 
 def db_current(settings: Settings | None = None, **overrides) -> RevisionResult:
     """The schema revision of the database and the newest one."""
-    from ohlcv_cli.adapters.sql_schema import current_revision, head_revision
+    from ohlcv_cli.adapters.sql.schema import current_revision, head_revision
 
     s = settings_for("db_current", settings, **overrides)
     return RevisionResult(redact_url(s.db_url()), current_revision(wiring.engine(s)),

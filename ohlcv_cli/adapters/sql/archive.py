@@ -16,10 +16,10 @@ import psycopg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from ohlcv_cli.adapters.sql_repository import (
+from ohlcv_cli.adapters.sql.candles import (
     ALL_COLS, PG_ON_CONFLICT, VALUE_COLS, SqlCandleRepository,
 )
-from ohlcv_cli.adapters.sql_schema import storage_error
+from ohlcv_cli.adapters.sql.schema import storage_error
 from ohlcv_cli.core.archive import (
     ArchiveDisagrees, ArchiveFile, ArchiveRejected, SpotCheck, compared,
 )

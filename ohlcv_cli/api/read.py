@@ -66,7 +66,7 @@ def open_store(url_or_settings: Any = None, exchange: str | None = None) -> "Sto
     """A Store on a database URL (postgresql://, sqlite:///...), a Settings object, or None (the
     settings from the environment and .env). The schema must be current (`ohlcv db upgrade`);
     the embedded SQLite default upgrades itself."""
-    from ohlcv_cli.adapters.sql_schema import ensure_current, make_engine
+    from ohlcv_cli.adapters.sql.schema import ensure_current, make_engine
     from ohlcv_cli.core.settings import Settings, load_settings, normalize_db_url
 
     if isinstance(url_or_settings, Settings):
@@ -86,8 +86,8 @@ def open_store(url_or_settings: Any = None, exchange: str | None = None) -> "Sto
 
 class Store:
     def __init__(self, engine, exchange: str = "binance") -> None:
-        from ohlcv_cli.adapters.sql_gaps import SqlGapRepository
-        from ohlcv_cli.adapters.sql_reader import SqlCandleReader
+        from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
+        from ohlcv_cli.adapters.sql.reader import SqlCandleReader
 
         self.engine = engine
         self.exchange = exchange
@@ -192,7 +192,7 @@ class Store:
         A timeframe that is not stored is derived in the database from the finest stored one
         that divides it; buckets with a candle missing (not in a known exchange gap) are left
         out and listed in `df.attrs["incomplete"]` (UTC timestamps)."""
-        from ohlcv_cli.adapters import frames
+        from ohlcv_cli.adapters.files import frames
 
         _check_output(output)
         w = self.window(symbol, timeframe, start, end)
@@ -212,7 +212,7 @@ class Store:
         exactly as stored: the exchange's decimal strings in csv and jsonl, decimal128(38, 8) in
         Parquet. One file with a `symbol` column, or (per_symbol) one file per symbol: `out` is
         then a directory or a path with `{symbol}` in it. `out="-"` writes to stdout."""
-        from ohlcv_cli.adapters import file_export
+        from ohlcv_cli.adapters.files import export as file_export
 
         symbols = [symbols] if isinstance(symbols, str) else list(symbols)
         if not symbols:
@@ -241,7 +241,7 @@ class Store:
         """Candlesticks with volume underneath to a PNG (matplotlib) or a self-contained HTML
         (plotly); a missing candle stays a hole. Returns the number of candles drawn and the
         derived buckets left out as incomplete (open times, ms)."""
-        from ohlcv_cli.adapters import charts
+        from ohlcv_cli.adapters.files import charts
 
         w = self.window(symbol, timeframe, start, end)
         charts.check_target(out)
@@ -272,7 +272,7 @@ class Store:
     def plot_coverage(self, out: str, symbols: Sequence[str] | None = None,
                       timeframe: str | None = None) -> int:
         """The coverage timelines as a picture (PNG or HTML); returns the number of series."""
-        from ohlcv_cli.adapters import charts
+        from ohlcv_cli.adapters.files import charts
 
         charts.check_target(out)
         series = self.coverage(symbols, timeframe)
@@ -284,7 +284,7 @@ class Store:
 
 def check_picture(out: str) -> str:
     """The picture kind (.png or .html) of a path that can be written, or a ConfigError."""
-    from ohlcv_cli.adapters import charts
+    from ohlcv_cli.adapters.files import charts
 
     return charts.check_target(out)
 
@@ -295,7 +295,7 @@ def _check_output(output: str) -> None:
 
 
 def _frame(table, exact: bool, output: str, d: Derivation | None):
-    from ohlcv_cli.adapters import frames
+    from ohlcv_cli.adapters.files import frames
 
     if output == "arrow":
         return frames.typed(table, exact)
