@@ -8,6 +8,7 @@ from typing import NamedTuple, Sequence
 
 from ohlcv_cli.core.errors import InvalidMessage
 from ohlcv_cli.core.symbols import CANONICAL_SYMBOL
+from ohlcv_cli.core.timeframes import parse_timeframe
 
 DECIMAL_FIELDS = (
     "open", "high", "low", "close", "volume", "quote_volume",
@@ -51,6 +52,24 @@ class Candle(NamedTuple):
             self.open, self.high, self.low, self.close, self.volume, self.quote_volume,
             self.trades, self.taker_buy_base_volume, self.taker_buy_quote_volume,
         )
+
+    def close_ms(self) -> int:
+        """When the candle closed: its open time plus its timeframe (the exchange's closeTime
+        + 1 ms)."""
+        return self.open_time + parse_timeframe(self.timeframe).ms
+
+
+def seconds_since_close(candles: Sequence[Candle], now_s: float) -> list[float]:
+    """The close → now latency of each candle, in seconds: the one rule behind the stream's and
+    the consumer's latency metric and log. Each timeframe name is parsed once per call."""
+    lengths: dict[str, int] = {}
+    out = []
+    for c in candles:
+        ms = lengths.get(c.timeframe)
+        if ms is None:
+            ms = lengths[c.timeframe] = parse_timeframe(c.timeframe).ms
+        out.append(now_s - (c.open_time + ms) / 1000)
+    return out
 
 
 def from_kline(

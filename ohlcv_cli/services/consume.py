@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Collection
 
 from ohlcv_cli.core import message
-from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.core.candle import Candle, seconds_since_close
 from ohlcv_cli.core.errors import (
     BrokerUnavailable, InvalidMessage, OhlcvError, StorageError, StorageRejected,
 )
@@ -28,7 +28,6 @@ from ohlcv_cli.core.outage import OutageLog
 from ohlcv_cli.core.ports import (
     CandleRepository, DeadLetters, MessageSource, Metrics, SymbolListing,
 )
-from ohlcv_cli.core.timeframes import parse_timeframe
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +224,9 @@ class Consume:
         bad += len(rejected)
         refused = {id(r) for r, _ in rejected}
         candles = [c for r, c in items if id(r) not in refused]
-        for c in candles:
-            self.metrics.latency(stored_at - (c.open_time + parse_timeframe(c.timeframe).ms) / 1000)
+        latencies = seconds_since_close(candles, stored_at)
+        for seconds in latencies:
+            self.metrics.latency(seconds)
         self.metrics.stored(written)
         self.stats.batches += 1
         self.stats.messages += len(records)
@@ -238,12 +238,10 @@ class Consume:
             lag = self.source.lag()
             if lag is not None:
                 self.metrics.lag(lag)
-        newest = candles[-1] if candles else None
         log.info("batch %d: %d messages, %d rows written, %d dead-lettered, %.3fs%s%s",
                  self.stats.batches, len(records), written, bad, time.monotonic() - t0,
                  "" if lag is None else f", lag {lag}",
-                 "" if newest is None else ", close-to-stored %.2fs" % (
-                     stored_at - (newest.open_time + parse_timeframe(newest.timeframe).ms) / 1000))
+                 "" if not latencies else ", close-to-stored %.2fs" % latencies[-1])
 
     def handle(self, records: list) -> int:
         """Store one polled batch, dead-letter the invalid, then commit. Returns rows written."""

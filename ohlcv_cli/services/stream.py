@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ohlcv_cli.core.candle import Candle
+from ohlcv_cli.core.candle import Candle, seconds_since_close
 from ohlcv_cli.core.errors import BadSymbol, BrokerUnavailable, ExchangeUnavailable, StorageError
 from ohlcv_cli.core.halts import HaltedSymbols
 from ohlcv_cli.core.outage import OutageLog
 from ohlcv_cli.core.ports import CandleRepository, CandleSink, Fetcher, Metrics
-from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
+from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class RepositorySink:
         candles = list(candles)
         written = self.repo.upsert(candles)
         now = self._clock()
-        for c in candles:
-            self.metrics.latency(now - (c.open_time + parse_timeframe(c.timeframe).ms) / 1000)
+        for seconds in seconds_since_close(candles, now):
+            self.metrics.latency(seconds)
         self.metrics.stored(written)
         return len(candles)

@@ -240,70 +240,48 @@ class CcxtFetcher:
         """One request with the retry policy: rate-limit answers wait as Retry-After asks; a
         transient fault (timeout, refused, 5xx, an unusable 200) is retried with capped
         exponential backoff and jitter for `retry_s` seconds (EXCHANGE_RETRY_SECONDS; None: for
-        ever), or, at the first contact, `max_retries` times."""
-        window = self._retry_s if retry_s is _UNSET else retry_s
-        attempt = 0
-        rl_waited = 0.0
-        failing_since: float | None = None
+        ever), or, at the first contact, `max_retries` times. Any other ccxt error is final."""
+        retry = _Retry(self._retry_s if retry_s is _UNSET else retry_s, first_contact,
+                       self._max_retries)
         while True:
             if weight and self.budget is not None:
                 self.budget.acquire(weight)
+            self.stats["requests"] += 1
+            sent, sent_ms = time.monotonic(), self.now_ms()
             try:
-                self.stats["requests"] += 1
-                sent = time.monotonic()
-                sent_ms = self.now_ms()
                 result = fn()
+            except _RATE_LIMITED as exc:  # 429, 418, -1003: before NetworkError, their base
+                self._observe(ex, sent_ms)
+                self._wait_rate_limit(ex, retry, exc)
+            except _TRANSIENT as exc:
+                self._wait_fault(retry, exc)
+            except ccxt.BaseError as exc:
+                raise _final_error(self.exchange_id, exc) from exc
+            else:
                 self._observe(ex, sent_ms)
                 self._outage.ok(sent)
                 return result
-            except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as exc:  # 429, 418, -1003
-                self._observe(ex, sent_ms)
-                self.stats["rate_limited"] += 1
-                wait = self._retry_after(ex, default=1.0 + attempt)
-                rl_waited += wait
-                if rl_waited > self._max_rl_wait:
-                    raise RateLimited(
-                        f"{self.exchange_id} kept refusing requests for rate limits "
-                        f"({rl_waited:.0f}s waited)"
-                    ) from exc
-                log.warning("%s rate limit answer; waiting %.1fs as Retry-After asks",
-                            self.exchange_id, wait)
-                self._sleep(wait)
-            except (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse, _BadAnswer) as exc:
-                attempt += 1
-                now = time.monotonic()
-                failing_since = now if failing_since is None else failing_since
-                elapsed = now - failing_since
-                what = type(exc).__name__ if not isinstance(exc, _BadAnswer) else f"unusable answer ({exc})"
-                if first_contact:
-                    give_up, tried = attempt > self._max_retries, f"after {attempt} attempts"
-                else:
-                    give_up = window is not None and elapsed >= window
-                    tried = f"for {elapsed:.0f}s ({attempt} attempts)" if attempt > 1 else "(one attempt)"
-                if give_up:
-                    raise ExchangeUnavailable(
-                        f"{self.exchange_id} unreachable at {self._where()}: {what} {tried}"
-                    ) from exc
-                self.stats["retries"] += 1
-                wait = min(MAX_BACKOFF_S, 0.2 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
-                if not first_contact and window is not None:
-                    wait = max(0.0, min(wait, window - elapsed))  # the last try at the deadline
-                if first_contact:
-                    plan = f"retry {attempt} of {self._max_retries}"
-                elif window is None:
-                    plan = "retrying until it answers"
-                else:
-                    plan = f"retrying for up to {window:.0f}s"
-                self._outage.failed(what, plan)
-                self._sleep(wait)
-            except ccxt.BadSymbol as exc:
-                raise BadSymbol(f"{self.exchange_id} does not list this symbol: {exc}") from exc
-            except ccxt.BadRequest as exc:
-                raise ExchangeRejected(f"{self.exchange_id} rejected the request: {exc}") from exc
-            except ccxt.AuthenticationError as exc:
-                raise ConfigError(f"{self.exchange_id} rejected the API key: {exc}") from exc
-            except ccxt.BaseError as exc:
-                raise ExchangeUnavailable(f"{self.exchange_id} error: {exc}") from exc
+
+    def _wait_rate_limit(self, ex: ccxt.Exchange, retry: "_Retry", exc: Exception) -> None:
+        self.stats["rate_limited"] += 1
+        wait = self._retry_after(ex, default=1.0 + retry.attempt)
+        retry.rl_waited += wait
+        if retry.rl_waited > self._max_rl_wait:
+            raise RateLimited(f"{self.exchange_id} kept refusing requests for rate limits "
+                              f"({retry.rl_waited:.0f}s waited)") from exc
+        log.warning("%s rate limit answer; waiting %.1fs as Retry-After asks",
+                    self.exchange_id, wait)
+        self._sleep(wait)
+
+    def _wait_fault(self, retry: "_Retry", exc: Exception) -> None:
+        elapsed = retry.failed(time.monotonic())
+        what = f"unusable answer ({exc})" if isinstance(exc, _BadAnswer) else type(exc).__name__
+        if retry.exhausted(elapsed):
+            raise ExchangeUnavailable(f"{self.exchange_id} unreachable at {self._where()}: "
+                                      f"{what} {retry.tried(elapsed)}") from exc
+        self.stats["retries"] += 1
+        self._outage.failed(what, retry.plan())
+        self._sleep(retry.backoff(elapsed))
 
     def _where(self) -> str:
         return self._url or "the default endpoint"
@@ -412,3 +390,60 @@ class CcxtFetcher:
             if isinstance(entry, dict) and entry.get("symbol") == mid:
                 return entry.get("status") == "TRADING"
         return False
+
+
+_RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
+_TRANSIENT = (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse, _BadAnswer)
+# ccxt's final errors, most specific first, as ours (anything else: ExchangeUnavailable).
+_FINAL = (
+    (ccxt.BadSymbol, BadSymbol, "does not list this symbol"),
+    (ccxt.BadRequest, ExchangeRejected, "rejected the request"),
+    (ccxt.AuthenticationError, ConfigError, "rejected the API key"),
+)
+
+
+def _final_error(exchange_id: str, exc: ccxt.BaseError) -> Exception:
+    for theirs, ours, what in _FINAL:
+        if isinstance(exc, theirs):
+            return ours(f"{exchange_id} {what}: {exc}")
+    return ExchangeUnavailable(f"{exchange_id} error: {exc}")
+
+
+class _Retry:
+    """One request's retries of transient faults: for `window` seconds (None: for ever), or
+    `max_retries` times at the first contact; and the rate-limit waits so far."""
+
+    def __init__(self, window: float | None, first_contact: bool, max_retries: int) -> None:
+        self.window, self.first_contact, self.max_retries = window, first_contact, max_retries
+        self.attempt = 0
+        self.rl_waited = 0.0
+        self._since: float | None = None
+
+    def failed(self, now: float) -> float:
+        """Count a failed attempt; the seconds since the first one."""
+        self.attempt += 1
+        self._since = now if self._since is None else self._since
+        return now - self._since
+
+    def exhausted(self, elapsed: float) -> bool:
+        if self.first_contact:
+            return self.attempt > self.max_retries
+        return self.window is not None and elapsed >= self.window
+
+    def tried(self, elapsed: float) -> str:
+        if self.first_contact:
+            return f"after {self.attempt} attempts"
+        return f"for {elapsed:.0f}s ({self.attempt} attempts)" if self.attempt > 1 else "(one attempt)"
+
+    def plan(self) -> str:
+        if self.first_contact:
+            return f"retry {self.attempt} of {self.max_retries}"
+        return ("retrying until it answers" if self.window is None
+                else f"retrying for up to {self.window:.0f}s")
+
+    def backoff(self, elapsed: float) -> float:
+        """Capped exponential with jitter; never past the window (the last try at its end)."""
+        wait = min(MAX_BACKOFF_S, 0.2 * 2 ** (self.attempt - 1)) * (0.75 + random.random() / 2)
+        if not self.first_contact and self.window is not None:
+            wait = max(0.0, min(wait, self.window - elapsed))
+        return wait

@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 
 import psycopg
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from ohlcv_cli.adapters.sql.candles import (
     ALL_COLS, PG_ON_CONFLICT, VALUE_COLS, SqlCandleRepository,
 )
-from ohlcv_cli.adapters.sql.schema import storage_error
+from ohlcv_cli.adapters.sql.errors import translate
 from ohlcv_cli.core.archive import (
     ArchiveDisagrees, ArchiveFile, ArchiveRejected, SpotCheck, compared,
 )
@@ -79,7 +78,11 @@ class SqlArchiveWriter:
                   "a": file.period.start * div, "b": file.period.end * div, "step": tf.ms * div,
                   "ta": ms_to_dt(file.period.start), "tb": ms_to_dt(file.period.end)}
         header = "true" if file.header else "false"
-        try:
+
+        def rejected(why: str) -> ArchiveRejected:
+            return ArchiveRejected(f"{file.name}: PostgreSQL cannot read it: {why}")
+
+        with translate(self.engine, unreadable=rejected):
             with self.engine.begin() as conn:
                 raw = conn.connection.driver_connection
                 with raw.cursor() as cur:
@@ -94,18 +97,6 @@ class SqlArchiveWriter:
                         if not check.agrees(cur.fetchall()):
                             raise ArchiveDisagrees(f"{file.name} differs from the REST API")
                     return self._insert(cur, params, file)
-        except (psycopg.errors.DataError, psycopg.errors.CardinalityViolation,
-                psycopg.errors.BadCopyFileFormat) as exc:
-            raise ArchiveRejected(f"{file.name}: PostgreSQL cannot read it: "
-                                  f"{str(exc).splitlines()[0]}") from None
-        except sa_exc.DBAPIError as exc:
-            orig = getattr(exc, "orig", None)
-            if isinstance(orig, (psycopg.errors.DataError, psycopg.errors.CardinalityViolation)):
-                raise ArchiveRejected(f"{file.name}: PostgreSQL cannot read it: "
-                                      f"{str(orig).splitlines()[0]}") from None
-            raise storage_error(exc, self.engine) from None
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
 
     @staticmethod
     def _insert(cur, params: dict, file: ArchiveFile) -> int:
@@ -143,5 +134,5 @@ class SqlArchiveWriter:
                         written += self._repo.upsert(batch, expect_new=True)
                         batch = []
         except (ValueError, IndexError) as exc:
-            raise ArchiveRejected(f"{file.name}: unreadable row: {exc}") from None
+            raise ArchiveRejected(f"{file.name}: unreadable row: {exc}") from exc
         return written + self._repo.upsert(batch, expect_new=True)

@@ -16,11 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from ohlcv_cli.adapters.sql.candles import from_db_time, to_db_time
-from ohlcv_cli.adapters.sql.schema import storage_error
+from ohlcv_cli.adapters.sql.errors import translate
 from ohlcv_cli.core.errors import StorageError
 from ohlcv_cli.core.timeframes import SUPPORTED, Timeframe
 
@@ -76,11 +75,8 @@ class SqlCandleReader:
         return to_db_time(self.dialect, ms)
 
     def _all(self, sql: str, params: dict) -> list:
-        try:
-            with self.engine.connect() as conn:
-                return conn.execute(sa.text(sql), params).all()
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
+        with translate(self.engine), self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).all()
 
     # --- what is stored ------------------------------------------------------------------------
     def stored_timeframes(self, exchange: str, symbol: str) -> list[str]:
@@ -119,7 +115,7 @@ class SqlCandleReader:
         """COPY (select) TO STDOUT as CSV, parsed by pyarrow; values stay decimal text."""
         names = (*COLUMNS, *(n for n, _ in extra))
         types = {**{f.name: f.type for f in SCHEMA}, **dict(extra)}
-        try:
+        with translate(self.engine):
             raw = self.engine.raw_connection()
             try:
                 cur = raw.driver_connection.cursor()
@@ -131,12 +127,6 @@ class SqlCandleReader:
                 raw.driver_connection.rollback()
             finally:
                 raw.close()
-        except sa_exc.SQLAlchemyError as exc:
-            raise storage_error(exc, self.engine) from None
-        except Exception as exc:  # psycopg's errors, without importing psycopg here twice
-            if type(exc).__module__.startswith("psycopg"):
-                raise StorageError(f"database error: {str(exc).splitlines()[0]}") from None
-            raise
         if buf.tell() == 0:
             return pa.schema([(n, types[n]) for n in names]).empty_table()
         buf.seek(0)

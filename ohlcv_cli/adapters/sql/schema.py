@@ -13,7 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from ohlcv_cli.core.errors import ConfigError, SchemaOutOfDate, StorageError
+from ohlcv_cli.adapters.sql.errors import first_line, translate
+from ohlcv_cli.core.errors import ConfigError, SchemaOutOfDate
 from ohlcv_cli.core.settings import redact_url
 
 
@@ -33,29 +34,18 @@ def make_engine(url: str) -> Engine:
             return engine
         return sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ValueError) as exc:
-        raise ConfigError(f"invalid database URL {redact_url(url)!r}: {_first_line(exc)}") from None
+        raise ConfigError(f"invalid database URL {redact_url(url)!r}: {first_line(exc)}") from exc
     except ImportError as exc:  # the dialect's driver is not installed
         module = (exc.name or "").split(".")[0]
         package = _DRIVER_PACKAGES.get(module, module or "its driver")
         raise ConfigError(f"database URL {redact_url(url)!r} needs the Python package "
-                          f"{package!r}, which is not installed: pip install {package}") from None
+                          f"{package!r}, which is not installed: pip install {package}") from exc
 
 
 # Driver modules whose package is named otherwise on PyPI.
 _DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "psycopg2": "psycopg2-binary",
                     "cx_Oracle": "cx-Oracle", "pyodbc": "pyodbc", "pymssql": "pymssql",
                     "asyncpg": "asyncpg", "mariadb": "mariadb", "oracledb": "oracledb"}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def storage_error(exc: BaseException, engine: Engine) -> StorageError:
-    from ohlcv_cli.adapters.sql.errors import classify
-
-    return classify(exc, engine)
 
 
 def _script_location() -> str:
@@ -78,21 +68,15 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    except sa_exc.SQLAlchemyError as exc:
-        raise storage_error(exc, engine) from exc
+    with translate(engine), engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Run the migrations; returns (revision before, revision after)."""
     before = current_revision(engine)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(_config(conn), revision)
-    except sa_exc.SQLAlchemyError as exc:
-        raise storage_error(exc, engine) from exc
+    with translate(engine), engine.begin() as conn:
+        command.upgrade(_config(conn), revision)
     return before, current_revision(engine)
 
 
