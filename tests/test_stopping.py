@@ -181,16 +181,17 @@ def test_a_broker_outage_is_one_line_when_it_starts_one_when_it_ends_and_consumi
     repo = repo_for(pg_url)
     try:
         assert wait_for(lambda: repo.count() >= 6, 40), stream.text()[-2000:] + consume.text()[-2000:]
-        handle.stop()
+        stopping_at = time.monotonic()
+        handle.stop()  # graceful: a few seconds
         down_at = time.monotonic()
         # while the broker is down: one WARNING each, soon
         assert wait_for(lambda: "Kafka broker unavailable" in consume.text(), 8, 0.1), consume.text()[-3000:]
-        consume_seen = time.monotonic() - down_at
-        assert wait_for(lambda: "the sink unavailable" in stream.text(), 8, 0.1), stream.text()[-3000:]
-        stream_seen = time.monotonic() - down_at
+        consume_seen = time.monotonic() - stopping_at
+        assert wait_for(lambda: "Kafka broker unavailable" in stream.text(), 8, 0.1), stream.text()[-3000:]
+        stream_seen = time.monotonic() - stopping_at
         time.sleep(max(0.0, 8 - (time.monotonic() - down_at)))
         handle.start()
-        up_at = time.monotonic()
+        up_at = time.monotonic()  # start() returns once the broker says it has started
         outage = up_at - down_at
         back_at = now_ms()
         # consuming resumes: candles that closed after the broker came back are stored
@@ -201,14 +202,17 @@ def test_a_broker_outage_is_one_line_when_it_starts_one_when_it_ends_and_consumi
         for p in (stream, consume):
             p.signal(signal.SIGTERM)
         stream.wait(30), consume.wait(30)
-    for p, what in ((consume, "Kafka broker"), (stream, "the sink")):
+    for p, what in ((consume, "Kafka broker"), (stream, "Kafka broker")):
         text = p.text()
         assert sum(f"{what} unavailable" in ln for ln in text.splitlines()) == 1, text[-3000:]
         backs = re.findall(rf"{what} available again after ([\d.]+)s", text)
         assert len(backs) == 1, text[-3000:]
         assert outage - 3 <= float(backs[0]) <= outage + 6, (backs, outage)
-    print(f"outage {outage:.1f}s; seen by consume after {consume_seen:.1f}s, by stream after "
-          f"{stream_seen:.1f}s; candles stored again {resumed:.1f}s after the broker was back")
+        print(f"{what}: " + " | ".join(ln.split(": ", 1)[-1][:160] for ln in text.splitlines()
+                                       if f"{what} unavailable" in ln or f"{what} available" in ln))
+    print(f"outage {outage:.1f}s (from stop() returned to start() returned); seen by consume "
+          f"{consume_seen:.1f}s, by stream {stream_seen:.1f}s after stop() was called; candles "
+          f"stored again {resumed:.1f}s after start() returned")
     assert resumed <= 10
     assert_complete_and_exact(repo, sim, min_count=8)
 
@@ -237,3 +241,21 @@ def test_consume_logs_a_summary_not_a_line_per_batch(caplog, sim):
     assert sum(m.startswith("batch ") for m in caplog.messages) == 3  # at DEBUG
     summary = [m for m in info if m.startswith("consumed in ")]
     assert len(summary) == 1 and "6 candles stored, 3 batches, 6 messages, 0 dead-lettered" in summary[0]
+
+
+def test_sigterm_stops_export_at_once_and_leaves_no_half_written_file(pg_url, repo_for, tmp_path):
+    from ohlcv_cli.core.candle import Candle
+
+    repo = repo_for(pg_url)
+    t0 = parse_iso("2024-01-01")
+    for sym in ("BTC/USDT", "ETH/USDT"):
+        repo.upsert([Candle("binance", sym, "1m", t0 + i * M, "1.5", "2", "1", "1.5", "3", "4.5", 2, "1", "1.5",
+                            "backfill") for i in range(300_000)])
+    out = tmp_path / "all.csv"
+    proc = Proc(tmp_path, "export", "export", "--out", str(out), "--symbols", "BTC/USDT,ETH/USDT",
+                env={"DATABASE_URL": pg_url})
+    assert wait_for(lambda: out.exists() and out.stat().st_size > 0, 60, 0.01), proc.text()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(10) == 143, proc.text() + proc.out.read_text()[-2000:]
+    assert proc.last_line() == "error: interrupted"
+    assert not out.exists()

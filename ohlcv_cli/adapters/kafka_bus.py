@@ -89,6 +89,8 @@ class KafkaPublisher:
     """Idempotent producer, acks=all, key = symbol. `publish` returns only once the broker has
     confirmed every candle; if it cannot, it raises and the caller must not move on."""
 
+    name = "Kafka broker"  # in the stream's outage lines
+
     def __init__(self, broker: str, topic: str, *, timeout_s: float = 15, linger_ms: int = 5) -> None:
         self.broker, self.topic = broker, topic
         self._timeout_s = timeout_s

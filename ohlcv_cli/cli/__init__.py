@@ -73,4 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         log.debug("the error's cause", exc_info=exc.__cause__ or exc)
         echo_error(str(exc))
         sys.exit(exc.exit_code)
+    if signals.signum is not None and not signals.reported:  # Typer's exit 130 for Ctrl-C
+        echo_error("interrupted")
+        sys.exit(signals.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -5,7 +5,9 @@ stop event: a command that watches it (backfill, gaps repair, stream, consume, r
 batch at hand (committed or rolled back whole, offsets committed after the rows) and returns,
 then prints one line (`interrupted: 12,345 candles written; rerun to resume`) and exits 128 +
 the signal's number: 130 for SIGINT, 143 for SIGTERM. A command that does not watch it (export)
-is interrupted at once, as by Ctrl-C. A second signal interrupts at once.
+is interrupted at once, as by Ctrl-C (`error: interrupted`, the same exit codes; Typer turns a
+KeyboardInterrupt into exit 130 without a word, main() says it). A second signal interrupts at
+once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Signals:
         self.event = threading.Event()
         self.signum: int | None = None
         self.cooperative = False
+        self.reported = False  # the command said what it did (exit_if_stopped)
 
     def install(self) -> None:
         """At the start of each command (main()); only the main thread can install handlers."""
@@ -66,6 +69,7 @@ def exit_if_stopped(done: str) -> None:
     """After a signal: `interrupted: <done>; rerun to resume` and exit 130 or 143."""
     if signals.signum is None:
         return
+    signals.reported = True
     err_console.print(f"interrupted: {done}; rerun to resume", markup=False, highlight=False,
                       soft_wrap=True)
     raise typer.Exit(signals.exit_code)

@@ -268,9 +268,9 @@ class Consume:
         self._summary_at = time.monotonic()
         if force and not w.batches:
             return
-        log.info("consumed in %.0fs: %d candles stored, %d batches, %d messages, %d "
-                 "dead-lettered%s", elapsed, w.stored, w.batches, w.messages, w.dead_lettered,
-                 "" if self._lag is None else f", lag {self._lag}")
+        log.info("consumed in %.0fs: %s candles stored, %s batches, %s messages, %s "
+                 "dead-lettered%s", elapsed, f"{w.stored:,}", f"{w.batches:,}", f"{w.messages:,}",
+                 f"{w.dead_lettered:,}", "" if self._lag is None else f", lag {self._lag:,}")
 
     def handle(self, records: list) -> int:
         """Store one polled batch, dead-letter the invalid, then commit. Returns rows written."""

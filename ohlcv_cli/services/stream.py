@@ -75,7 +75,8 @@ class Stream:
         self._sleep = sleep or self.stop.wait
         self.state = StreamState()
         self.halts = HaltedSymbols(fetcher, self.tf)
-        self.outage = OutageLog(log, "the sink")  # WsStream reports its sink's outages here too
+        # WsStream reports its sink's outages here too
+        self.outage = OutageLog(log, getattr(sink, "name", "the sink"))
 
     # --- start --------------------------------------------------------------------------------
     def _last_closed_end(self) -> int:
@@ -187,6 +188,8 @@ class Stream:
 
 class RepositorySink:
     """The sink of `ohlcv run` without Kafka: candles go straight into the database."""
+
+    name = "database"
 
     def __init__(self, repo: CandleRepository, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time) -> None:
