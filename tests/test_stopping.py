@@ -259,3 +259,28 @@ def test_sigterm_stops_export_at_once_and_leaves_no_half_written_file(pg_url, re
     assert proc.wait(10) == 143, proc.text() + proc.out.read_text()[-2000:]
     assert proc.last_line() == "error: interrupted"
     assert not out.exists()
+
+
+def test_sigterm_stops_the_archive_pass_after_the_files_at_hand(pg_url, repo_for, sim_factory, tmp_path):
+    sim = sim_factory(latency_ms=150)
+    env = {"DATABASE_URL": pg_url, "OHLCV_EXCHANGE_URL": sim.url, "OHLCV_ARCHIVE_URL": sim.url,
+           "ARCHIVE_CONCURRENCY": "1"}
+    args = ["backfill", "--start", "2023-01-01", "--end", "2024-01-01", "--symbols", "BTC/USDT",
+            "--source", "archive", "--no-verify"]
+    proc = Proc(tmp_path, "archive", *args, env=env)
+    repo = repo_for(pg_url)
+    assert wait_for(lambda: repo.count() > 0, 60, 0.05), proc.text()
+    proc.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert proc.wait(30) == 143, proc.text()[-3000:]
+    assert time.monotonic() - t0 < 10  # the file at hand is written whole, inside docker stop's 10 s
+    written, _ = proc.interrupted()
+    stored = repo.candles("binance", "BTC/USDT", "1m")
+    assert written == len(stored) < 365 * 1440
+    # whole files only: the store ends at a month's end
+    end = stored[-1].open_time + M
+    assert time.strftime("%d %H:%M", time.gmtime(end / 1000)) == "01 00:00", end
+    again = Proc(tmp_path, "archive2", *args, env=env)
+    assert again.wait(120) == 0, again.text()[-3000:]
+    start, stop = parse_iso("2023-01-01"), parse_iso("2024-01-01")
+    assert as_rows(repo.candles("binance", "BTC/USDT", "1m")) == sim.final_rows("BTC/USDT", "1m", start, stop)

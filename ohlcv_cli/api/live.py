@@ -147,13 +147,13 @@ def _spawn_consumers(s: Settings, broker: str, n: int, max_idle_polls: int | Non
 
 def _stop_children(children: list) -> int:
     """SIGTERM (each finishes its batch and commits), wait; returns how many failed (a
-    process stopped by the SIGTERM exits 128 + 15)."""
+    process stopped by a signal exits 128 + its number: Ctrl-C reaches them too)."""
     import signal
 
     for p in children:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    return sum(1 for p in children if p.wait(120) not in (0, 128 + signal.SIGTERM))
+    return sum(1 for p in children if p.wait(120) not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT))
 
 
 def run(settings: Settings | None = None, *, days: int | None = None, start: Time = None,
