@@ -86,7 +86,7 @@ def test_end_to_end_exact_and_complete(pg_url, repo_for, sim_factory, kafka, top
     repo = repo_for(pg_url)
     target = now_ms() + 8000
     assert wait_for(stored_until(repo, target - 2000, SYMS), 40), stream.text()[-2000:] + consume.text()[-2000:]
-    assert stream.stop() == 0 and consume.stop() == 0
+    assert stream.stop() == 143 and consume.stop() == 143
     assert_complete_and_exact(repo, sim)
     assert "SIGTERM received" in stream.text() and "stream stopped after" in stream.text()
     assert "consume stopped:" in consume.text()
@@ -107,7 +107,7 @@ def test_consumer_killed_and_restarted_loses_and_doubles_nothing(pg_url, repo_fo
     time.sleep(3)  # candles pile up on the topic meanwhile
     consume = Proc(tmp_path, "consume2", "consume", env=env)
     assert wait_for(stored_until(repo, now_ms() - 1500), 40), consume.text()
-    assert stream.stop() == 0 and consume.stop() == 0
+    assert stream.stop() == 143 and consume.stop() == 143
     assert_complete_and_exact(repo, sim)
 
 
@@ -125,7 +125,7 @@ def test_broker_restart_while_streaming_loses_nothing(pg_url, repo_for, sim_fact
     time.sleep(4)
     handle.start()
     assert wait_for(stored_until(repo, now_ms() - 1500), 60), stream.text()[-3000:] + consume.text()[-3000:]
-    assert stream.stop() == 0 and consume.stop() == 0
+    assert stream.stop() == 143 and consume.stop() == 143
     assert_complete_and_exact(repo, sim, min_count=8)
 
 
@@ -137,13 +137,13 @@ def test_stream_stopped_then_restarted_catches_up(pg_url, repo_for, sim_factory,
     stream = Proc(tmp_path, "stream1", "stream", env=env)
     repo = repo_for(pg_url)
     assert wait_for(lambda: repo.count() >= 4, 30), stream.text()
-    assert stream.stop() == 0
+    assert stream.stop() == 143
     stopped_at = now_ms()
     time.sleep(5)
     restarted_at = now_ms()
     stream = Proc(tmp_path, "stream2", "stream", env=env)
     assert wait_for(stored_until(repo, now_ms() - 1500), 40), stream.text()
-    assert stream.stop() == 0 and consume.stop() == 0
+    assert stream.stop() == 143 and consume.stop() == 143
     assert_complete_and_exact(repo, sim)
     outage = set(range(stopped_at // 1000 * 1000, restarted_at - 2000, 1000))  # closed while no stream ran
     assert len(outage) >= 3

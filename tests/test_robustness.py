@@ -286,7 +286,7 @@ def test_close_to_stored_is_taken_at_the_commit_not_after_the_next_poll(caplog):
     c = Candle("binance", "BTC/USDT", "1s", t, "1.0", "2.0", "0.5", "1.5", "3.0", "4.5", 2, "1.0", "1.5", "stream")
     metrics = Latencies()
     source = ListSource([records_of([message.encode(c, 1)], key=b"BTC/USDT")], idle_s=1.0)
-    caplog.set_level(logging.INFO, "ohlcv_cli.services.consume")
+    caplog.set_level(logging.DEBUG, "ohlcv_cli.services.consume")  # the per-batch line
     Consume(source, FlakyRepo(-1, 0), ListDlq(), metrics=metrics).run(max_idle_polls=1)
     close_s = (t + 1000) / 1000
     assert len(metrics.seen) == 1

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from ohlcv_cli.core import message
@@ -41,6 +41,24 @@ def _translate(broker: str, doing: str, *, config: bool = False) -> Iterator[Non
         if not config:
             raise
         raise _broker_error(exc, broker, doing) from exc
+
+
+# kafka-python waits up to 30 s between reconnect attempts by default (exponential, jittered):
+# a consumer then resumed about 30 s after the broker was back. 1 s bounds that wait.
+RECONNECT_BACKOFF_MAX_MS = 1000
+
+
+def _connected(client) -> bool | None:
+    """Whether kafka-python's client holds a live connection to a broker; None: cannot tell.
+
+    While the broker is gone kafka-python's poll neither raises nor returns (it reconnects on
+    its own) and a send just waits, so this is how an outage is seen when it starts. It reaches
+    into the client (3.x: `client._manager._conns`), which has no public call for it."""
+    try:
+        conns = list(client._manager._conns.values())
+    except AttributeError:
+        return None
+    return any(getattr(c, "connected", False) for c in conns)
 
 
 def ensure_topic(broker: str, topic: str, partitions: int, *, timeout_s: float = 15) -> bool:
@@ -71,6 +89,8 @@ class KafkaPublisher:
     """Idempotent producer, acks=all, key = symbol. `publish` returns only once the broker has
     confirmed every candle; if it cannot, it raises and the caller must not move on."""
 
+    name = "Kafka broker"  # in the stream's outage lines
+
     def __init__(self, broker: str, topic: str, *, timeout_s: float = 15, linger_ms: int = 5) -> None:
         self.broker, self.topic = broker, topic
         self._timeout_s = timeout_s
@@ -86,7 +106,7 @@ class KafkaPublisher:
                     max_block_ms=int(self._timeout_s * 1000),
                     request_timeout_ms=int(self._timeout_s * 1000),
                     delivery_timeout_ms=int(self._timeout_s * 2000) + self._linger,
-                    reconnect_backoff_max_ms=2000,
+                    reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                     bootstrap_timeout_ms=int(self._timeout_s * 1000),
                 )
         return self._producer
@@ -100,7 +120,7 @@ class KafkaPublisher:
         with self._resetting("publishing"):
             futures = [producer.send(self.topic, key=message.key(c), value=message.encode(c, now))
                        for c in candles]
-            producer.flush(timeout=self._timeout_s * 2)
+            self._flush(producer)
             for f in futures:
                 f.get(timeout=self._timeout_s)
         return len(candles)
@@ -116,6 +136,23 @@ class KafkaPublisher:
             self._reset()
             raise
 
+    def _flush(self, producer: KafkaProducer) -> None:
+        """Wait for the broker's confirmation, up to twice the timeout; but a producer without a
+        single broker connection after a second has lost the broker: say so now, not after the
+        timeout (the caller retries, and the watermark has not moved)."""
+        deadline = time.monotonic() + self._timeout_s * 2
+        while True:
+            try:
+                producer.flush(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                return
+            except KafkaTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                client = getattr(getattr(producer, "_sender", None), "_client", None)
+                if _connected(client) is False:
+                    raise BrokerUnavailable(f"Kafka broker {self.broker} unavailable while "
+                                            "publishing: connection lost") from None
+
     def send_dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
                          origin: str) -> None:
         producer = self._get()
@@ -127,7 +164,7 @@ class KafkaPublisher:
         if self._producer is None:
             return
         with self._resetting("flushing"):
-            self._producer.flush(timeout=self._timeout_s * 2)
+            self._flush(self._producer)
 
     def _reset(self) -> None:
         if self._producer is not None:
@@ -165,7 +202,9 @@ class KafkaCandleSource:
                 session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=session_timeout_ms // 4,
                 max_poll_interval_ms=600_000, request_timeout_ms=max(30_000, session_timeout_ms + 5000),
                 bootstrap_timeout_ms=int(timeout_s * 1000),
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
+        self._was_connected = False
 
     def poll(self, timeout_ms: int = 500) -> list:
         """kafka-python's ConsumerRecords (topic, partition, offset, key, value), as they come."""
@@ -174,6 +213,13 @@ class KafkaCandleSource:
         out: list = []
         for records in batches.values():
             out.extend(records)
+        if not out:
+            connected = _connected(getattr(self._consumer, "_client", None))
+            if connected is False and self._was_connected:
+                raise BrokerUnavailable(f"Kafka broker {self.broker} unavailable while polling: "
+                                        "connection lost")
+            if connected:
+                self._was_connected = True
         return out
 
     def commit(self, records: list) -> None:

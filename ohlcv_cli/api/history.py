@@ -103,7 +103,8 @@ def backfill(settings: Settings | None = None, *, days: int | None = None, start
     rest = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
                     batch_size=s.backfill_batch_size, progress=progress,
                     gaps=wiring.gap_repository(eng), stop=stop, in_flight=s.backfill_in_flight)
-    return backfill_from_sources(rest, wiring.archive_pass(s, eng, fetcher, verify=verify),
+    return backfill_from_sources(rest, wiring.archive_pass(s, eng, fetcher, verify=verify,
+                                                           stop=stop),
                                  s.symbols, s.timeframe, source=s.backfill_source,
                                  progress=progress, file_progress=file_progress,
                                  **_days(s, bounds))
@@ -146,7 +147,8 @@ def gaps_repair(settings: Settings | None = None, *, days: int | None = None, st
     fetcher = wiring.fetcher(s)
     repair = GapRepair(fetcher, repo, wiring.gap_repository(eng),
                        batch_size=s.backfill_batch_size, stop=stop, in_flight=s.backfill_in_flight)
-    return repair_from_sources(repair, wiring.archive_pass(s, eng, fetcher, verify=verify),
+    return repair_from_sources(repair, wiring.archive_pass(s, eng, fetcher, verify=verify,
+                                                           stop=stop),
                                s.symbols, s.timeframe, source=s.backfill_source,
                                **_check_window(s, bounds))
 

@@ -146,13 +146,14 @@ def _spawn_consumers(s: Settings, broker: str, n: int, max_idle_polls: int | Non
 
 
 def _stop_children(children: list) -> int:
-    """SIGTERM (each finishes its batch and commits), wait; returns how many failed."""
+    """SIGTERM (each finishes its batch and commits), wait; returns how many failed (a
+    process stopped by a signal exits 128 + its number: Ctrl-C reaches them too)."""
     import signal
 
     for p in children:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    return sum(1 for p in children if p.wait(120) != 0)
+    return sum(1 for p in children if p.wait(120) not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT))
 
 
 def run(settings: Settings | None = None, *, days: int | None = None, start: Time = None,
@@ -167,6 +168,7 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
     bounds = _window(days, start, None)
     s = settings_for("run", settings, **overrides)
     stop = stop or threading.Event()
+    _check_broker(s)
     eng = wiring.engine(s)
     fetcher = wiring.fetcher(s)
     fetcher.check_symbols(s.symbols)
@@ -187,6 +189,16 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
         return RunResult(result, state, False)
     return RunResult(result, _run_through_kafka(s, wiring.fetcher(s, retry_forever=True), repo,
                                                 metrics, stop, max_cycles), True)
+
+
+def _check_broker(s: Settings) -> None:
+    """With KAFKA_BROKER set, the broker must answer (and the topics exist) before the backfill
+    starts: a dead broker fails `run` at once (BrokerUnavailable), not after the backfill."""
+    if s.kafka_broker:
+        from ohlcv_cli.adapters.kafka import ensure_topic
+
+        ensure_topic(wiring.broker(s), s.topic_name, s.topic_partitions,
+                     timeout_s=s.kafka_timeout_seconds)
 
 
 def _run_through_kafka(s: Settings, fetcher, repo, metrics: Metrics, stop: threading.Event,

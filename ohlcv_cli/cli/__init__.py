@@ -14,6 +14,7 @@ from ohlcv_cli.cli import gaps as gaps_cli
 from ohlcv_cli.cli.backfill import backfill
 from ohlcv_cli.cli import live
 from ohlcv_cli.cli.common import echo_error
+from ohlcv_cli.cli.signals import signals
 from ohlcv_cli.cli.sim import sim
 from ohlcv_cli.cli.status import status
 from ohlcv_cli.cli.export import export
@@ -56,12 +57,14 @@ app.command()(plot)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: OhlcvError and usage errors become one `error: ...` line and an exit code."""
+    """Run the CLI: OhlcvError and usage errors become one `error: ...` line and an exit code;
+    SIGINT and SIGTERM exit 130 and 143 (cli/signals.py)."""
+    signals.install()
     try:
         code = app(args=argv, standalone_mode=False)
     except (typer.Abort, KeyboardInterrupt):
         echo_error("interrupted")
-        sys.exit(130)
+        sys.exit(signals.exit_code)
     except TyperException as exc:  # usage errors: bad option values, unknown commands
         echo_error(exc.format_message() if hasattr(exc, "format_message") else str(exc))
         sys.exit(2)
@@ -70,4 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         log.debug("the error's cause", exc_info=exc.__cause__ or exc)
         echo_error(str(exc))
         sys.exit(exc.exit_code)
+    if signals.signum is not None and not signals.reported:  # Typer's exit 130 for Ctrl-C
+        echo_error("interrupted")
+        sys.exit(signals.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -15,6 +15,7 @@ from ohlcv_cli.cli.common import (
     DatabaseOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
     console, echo_error, err_console, parse_window, settings,
 )
+from ohlcv_cli.cli.signals import exit_if_stopped, watch
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt
 from ohlcv_cli.core.timeutil import iso
 from ohlcv_cli.services.backfill import BackfillResult
@@ -44,7 +45,9 @@ def backfill(
                  archive_url=archive_url)
     with progress_bars(s.symbols) as progress:
         result = api.backfill(s, days=days, start=start_ms, end=end_ms, progress=progress,
-                              file_progress=progress.files, verify=not no_verify)
+                              file_progress=progress.files, verify=not no_verify,
+                              stop=watch())
+    exit_if_stopped(f"{result.written:,} candles written")
     report_backfill(result)
     left = sum(r.left_missing for r in result.symbols)
     if left:

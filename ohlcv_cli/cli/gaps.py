@@ -13,6 +13,7 @@ from ohlcv_cli.cli.common import (
     DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
     console, echo_error, parse_window, settings,
 )
+from ohlcv_cli.cli.signals import exit_if_stopped, watch
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt, archive_line
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.timeutil import iso
@@ -71,7 +72,8 @@ def repair(
     s = settings(ctx, "gaps_repair", symbols=symbols, timeframe=timeframe,
                  database_url=database_url, exchange_url=exchange_url, backfill_source=source,
                  archive_url=archive_url)
-    report = api.gaps_repair(s, verify=not no_verify, **window)
+    report = api.gaps_repair(s, verify=not no_verify, stop=watch(), **window)
+    exit_if_stopped(f"{sum(r.written for r in report.symbols):,} candles written")
     if as_json:
         out = repair_json(report, s.timeframe)
         for item in out["symbols"]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from typing import Annotated, Optional
 
 import typer
 
 from ohlcv_cli import api
 from ohlcv_cli.cli.backfill import report_backfill
+from ohlcv_cli.cli.signals import exit_if_stopped, stopped, watch
 from ohlcv_cli.cli.common import (
     BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
     console, settings,
@@ -25,19 +24,6 @@ GroupOpt = Annotated[Optional[str], typer.Option("--group", help="Consumer group
 SourceOpt = Annotated[Optional[str], typer.Option("--source", help="ws: the exchange's websocket, REST as the safety net; rest: poll REST at each close [env: STREAM_SOURCE]")]
 StreamUrlOpt = Annotated[Optional[str], typer.Option("--stream-url", help="Websocket base URL [env: OHLCV_STREAM_URL]")]
 MaxCyclesOpt = Annotated[Optional[int], typer.Option("--max-cycles", help="Stop after N cycles (testing)", hidden=True)]
-
-
-def _stop_on_signals() -> threading.Event:
-    """SIGINT/SIGTERM set the event: the work at hand finishes, then the command exits 0."""
-    stop = threading.Event()
-
-    def handler(signum, _frame) -> None:
-        log.info("%s received: finishing the work at hand", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
 
 
 def stream(
@@ -59,8 +45,9 @@ def stream(
                  topic=topic, partitions=partitions, database_url=database_url,
                  exchange_url=exchange_url, metrics_port=metrics_port, stream_source=source,
                  stream_url=stream_url)
-    state = api.stream(s, stop=_stop_on_signals(), max_cycles=max_cycles)
+    state = api.stream(s, stop=watch(), max_cycles=max_cycles)
     log.info("stream stopped after %d cycles, %d candles published", state.cycles, state.published)
+    exit_if_stopped(f"{state.published:,} candles published")
 
 
 def consume(
@@ -76,9 +63,10 @@ def consume(
     """Write candles from Kafka into the database; offsets are committed after the rows."""
     s = settings(ctx, "consume", kafka_broker=kafka_broker, topic=topic, group=group,
                  database_url=database_url, metrics_port=metrics_port, workers=workers)
-    stats = api.consume(s, stop=_stop_on_signals(), max_idle_polls=max_idle_polls)
+    stats = api.consume(s, stop=watch(), max_idle_polls=max_idle_polls)
     log.info("consume stopped: %d messages, %d rows written, %d dead-lettered",
              stats.messages, stats.stored, stats.dead_lettered)
+    exit_if_stopped(f"{stats.stored:,} candles written, their offsets committed")
 
 
 def run(
@@ -103,14 +91,17 @@ def run(
     s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
                  topic=topic, database_url=database_url, exchange_url=exchange_url,
                  metrics_port=metrics_port, stream_source=source, stream_url=stream_url)
-    stop = _stop_on_signals()
-    result = api.run(s, days=days, start=start_ms, stop=stop, on_backfill=report_backfill,
-                     max_cycles=max_cycles)
+    stop = watch()
+    result = api.run(s, days=days, start=start_ms, stop=stop, max_cycles=max_cycles,
+                     on_backfill=lambda r: None if stopped() else report_backfill(r))
     if not result.backfill.ok and not stop.is_set():
         raise typer.Exit(1)
+    done = f"{result.backfill.written:,} candles backfilled"
     if result.stream is not None:
         log.info("run stopped after %d cycles, %d candles %s", result.stream.cycles,
                  result.stream.published, "published" if result.through_kafka else "stored")
+        done += f", {result.stream.published:,} streamed"
+    exit_if_stopped(done)
 
 
 def _run_start(days: int | None, start: str | None) -> int | None:

@@ -101,7 +101,8 @@ class GapRepository(ExchangeGapRepository, StoreSummary, Protocol):
 
 class CandleSink(Protocol):
     """Where the stream puts closed candles: Kafka, or the database directly (`ohlcv run`).
-    `publish` returns only once every candle is durably accepted, or raises."""
+    `publish` returns only once every candle is durably accepted, or raises. An optional
+    `name` ("Kafka broker", "database") names it in the outage log lines."""
 
     def publish(self, candles: Iterable[Candle], fetched_at: int | None = None) -> int: ...
 

@@ -74,8 +74,9 @@ class _State:
 class ArchivePass:
     def __init__(self, archive: ArchiveSource, writer: ArchiveWriter, fetcher: MarketFetcher, *,
                  verify: bool = True, concurrency: int = 4,
-                 progress: ArchiveProgress | None = None, rng: random.Random | None = None
-                 ) -> None:
+                 progress: ArchiveProgress | None = None, rng: random.Random | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop  # set: no new file is started; the files at hand are written whole
         self.archive = archive
         self.writer = writer
         self.fetcher = fetcher
@@ -126,6 +127,8 @@ class ArchivePass:
     def _one(self, st: _State, tf: Timeframe, period: Period) -> list[Period]:
         """Fetch, verify and write one file; returns the days to try instead of a missing month."""
         r = st.result
+        if self.stop is not None and self.stop.is_set() and r.error is None:
+            r.error = "stopped before the end of the window"  # the rest stays missing: rerun
         if r.error is not None:
             return []
         if self._down is not None:  # the host is unreachable: every range goes to REST

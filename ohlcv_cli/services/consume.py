@@ -31,6 +31,10 @@ from ohlcv_cli.core.ports import (
 
 log = logging.getLogger(__name__)
 
+# The broker client reconnects on its own (within a second): polling again soon after a lost
+# broker costs nothing, and consuming resumes within seconds of the broker's return.
+BROKER_RETRY_MAX_S = 1.0
+
 Item = tuple[object, Candle]  # (the raw record, its candle)
 
 
@@ -125,6 +129,7 @@ class Consume:
         clock: Callable[[], float] = time.time,
         listing: SymbolListing | Listing | None = None,
         exchanges: Collection[str] | None = ("binance",),
+        summary_every_s: float = 60.0,
     ) -> None:
         self.source, self.repo, self.dlq = source, repo, dead_letters
         # None: no symbol check (no exchange to ask); exchanges None: any exchange
@@ -141,6 +146,11 @@ class Consume:
         self.stats = ConsumeStats()
         self.lag_every_s = 5.0
         self._lag_at = float("-inf")
+        self._lag: int | None = None
+        # one INFO line a minute (per batch: DEBUG); counts since the last line
+        self.summary_every_s = summary_every_s
+        self._summary_at = time.monotonic()
+        self._window = ConsumeStats()
 
     def decode(self, records: list) -> tuple[list[Item], list[tuple[object, str]]]:
         good: list[Item] = []
@@ -232,16 +242,33 @@ class Consume:
         self.stats.messages += len(records)
         self.stats.stored += written
         self.stats.dead_lettered += bad
+        w = self._window
+        w.batches, w.messages, w.stored = w.batches + 1, w.messages + len(records), w.stored + written
+        w.dead_lettered += bad
         lag = None
         if time.monotonic() - self._lag_at >= self.lag_every_s:  # a broker round trip: not per batch
             self._lag_at = time.monotonic()
             lag = self.source.lag()
             if lag is not None:
+                self._lag = lag
                 self.metrics.lag(lag)
-        log.info("batch %d: %d messages, %d rows written, %d dead-lettered, %.3fs%s%s",
+        log.debug("batch %d: %d messages, %d rows written, %d dead-lettered, %.3fs%s%s",
                  self.stats.batches, len(records), written, bad, time.monotonic() - t0,
                  "" if lag is None else f", lag {lag}",
                  "" if not latencies else ", close-to-stored %.2fs" % latencies[-1])
+
+    def _summary(self, force: bool = False) -> None:
+        """Once every `summary_every_s` (and at the end, if anything came): what was stored."""
+        elapsed = time.monotonic() - self._summary_at
+        if not force and elapsed < self.summary_every_s:
+            return
+        w, self._window = self._window, ConsumeStats()
+        self._summary_at = time.monotonic()
+        if force and not w.batches:
+            return
+        log.info("consumed in %.0fs: %s candles stored, %s batches, %s messages, %s "
+                 "dead-lettered%s", elapsed, f"{w.stored:,}", f"{w.batches:,}", f"{w.messages:,}",
+                 f"{w.dead_lettered:,}", "" if self._lag is None else f", lag {self._lag:,}")
 
     def handle(self, records: list) -> int:
         """Store one polled batch, dead-letter the invalid, then commit. Returns rows written."""
@@ -275,13 +302,14 @@ class Consume:
         with ThreadPoolExecutor(1, thread_name_prefix="store") as writer:
             try:
                 while not self.stop.is_set():
+                    self._summary()
                     try:
                         records = self.source.poll(self.poll_timeout_ms)
                     except BrokerUnavailable as exc:
                         self.metrics.error("broker")
                         self._broker_outage.failed(exc, f"retry in {backoff:.1f}s")
                         self.stop.wait(backoff)
-                        backoff = min(backoff * 2, self.max_backoff_s)
+                        backoff = min(backoff * 2, self.max_backoff_s, BROKER_RETRY_MAX_S)
                         continue
                     self._broker_outage.ok()
                     backoff = 0.5
@@ -308,6 +336,7 @@ class Consume:
                         self.stop.wait(backoff)
             finally:
                 settle()
+                self._summary(force=True)
         return self.stats
 
 

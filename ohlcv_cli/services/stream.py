@@ -24,6 +24,10 @@ from ohlcv_cli.core.timeutil import iso
 
 log = logging.getLogger(__name__)
 
+# A lost broker is seen within a second and the client reconnects on its own: retry publishing
+# often, so candles flow again within seconds of the broker's return.
+SINK_RETRY_MAX_S = 1.0
+
 
 @dataclass
 class CycleReport:
@@ -32,6 +36,7 @@ class CycleReport:
     behind: int = 0  # symbols whose newest closed candle is not there yet
     seconds: float = 0.0
     error: str | None = None
+    sink_down: bool = False  # the error is the sink's (the broker, the database)
 
 
 @dataclass
@@ -70,7 +75,8 @@ class Stream:
         self._sleep = sleep or self.stop.wait
         self.state = StreamState()
         self.halts = HaltedSymbols(fetcher, self.tf)
-        self._outage = OutageLog(log, "the sink")
+        # WsStream reports its sink's outages here too
+        self.outage = OutageLog(log, getattr(sink, "name", "the sink"))
 
     # --- start --------------------------------------------------------------------------------
     def _last_closed_end(self) -> int:
@@ -129,7 +135,7 @@ class Stream:
                     self.sink.publish(candles)
                 except (BrokerUnavailable, StorageError) as exc:
                     self.metrics.error("broker" if isinstance(exc, BrokerUnavailable) else "storage")
-                    report.error = str(exc)
+                    report.error, report.sink_down = str(exc), True
                     break  # the sink is down: nothing else will get through this cycle
                 self.metrics.published(symbol, len(candles))
                 self.state.watermarks[symbol] = candles[-1].open_time + self.tf.ms
@@ -152,9 +158,9 @@ class Stream:
                 report = self.cycle(pool)
                 lag_s = (self.fetcher.now_ms() - self._last_closed_end()) / 1000
                 if report.error:  # one line when an outage starts, not one per retry
-                    self._outage.failed(report.error, f"retry in {backoff:.1f}s")
+                    self.outage.failed(report.error, f"retry in {backoff:.1f}s")
                 else:
-                    self._outage.ok()
+                    self.outage.ok()
                     log.info("cycle %d: %d candles published, %d symbols waiting, %.3fs, "
                              "lag %.2fs", report.cycle, report.candles, report.behind,
                              report.seconds, lag_s)
@@ -163,7 +169,7 @@ class Stream:
                 if report.error:
                     # exchange or sink down: back off, then retry from the same watermarks
                     self._sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, SINK_RETRY_MAX_S if report.sink_down else 30.0)
                     continue
                 backoff = 0.5
                 if report.behind:
@@ -182,6 +188,8 @@ class Stream:
 
 class RepositorySink:
     """The sink of `ohlcv run` without Kafka: candles go straight into the database."""
+
+    name = "database"
 
     def __init__(self, repo: CandleRepository, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time) -> None:

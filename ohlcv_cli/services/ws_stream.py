@@ -25,7 +25,7 @@ from typing import Callable
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import BadSymbol, BrokerUnavailable, ExchangeUnavailable, StorageError
 from ohlcv_cli.core.feed import CandleFeed, Connected, Disconnected
-from ohlcv_cli.services.stream import Stream, StreamState
+from ohlcv_cli.services.stream import SINK_RETRY_MAX_S, Stream, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class WsStream:
                 error = self._publish()
                 if error:
                     s.stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, SINK_RETRY_MAX_S)
                 else:
                     backoff = 0.5
                 end = self._due_end()
@@ -267,8 +267,9 @@ class WsStream:
             s.sink.publish(batch)
         except (BrokerUnavailable, StorageError) as exc:
             s.metrics.error("broker" if isinstance(exc, BrokerUnavailable) else "storage")
-            log.warning("publishing failed: %s; retrying", exc)
+            s.outage.failed(exc, "retrying")  # one line when it starts, one when it ends
             return str(exc)
+        s.outage.ok()
         for sym, (end, n_socket, n_rest) in runs.items():
             pending = self._pending[sym]
             for t in range(wm[sym], end, tf_ms):

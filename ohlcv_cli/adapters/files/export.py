@@ -135,14 +135,18 @@ def open_writer(fmt: str, target: str, with_symbol: bool = True) -> Iterator:
     except OSError as exc:
         raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
     writer = _WRITERS[fmt](stream, with_symbol)
+    whole = False
     try:
         yield writer
         writer.close()
+        whole = True
     finally:
         if target == "-":
             stream.flush()
         else:
             stream.close()
+            if not whole:  # interrupted (a signal) or failed: leave no half-written file
+                Path(target).unlink(missing_ok=True)
 
 
 __all__ = ["FORMATS", "DECIMALS", "open_writer", "targets", "safe_name"]
