@@ -104,12 +104,35 @@ class Store:
         self.close()
 
     # --- resolving a read ----------------------------------------------------------------------
+    def symbols(self) -> list[str]:
+        """The symbols stored (any timeframe), sorted."""
+        return self.reader.stored_symbols(self.exchange)
+
+    def resolve(self, symbols: Sequence[str] | str) -> list[str]:
+        """ccxt symbols for what a user wrote: any case (`btc/usdt`), the exchange's id form
+        (`BTCUSDT`) or a regular expression (`'.*/USDT'`), the last two against the symbols
+        stored."""
+        from ohlcv_cli.core.symbols import needs_resolving, parse_symbols, resolve_symbols
+
+        tokens = parse_symbols(symbols)
+        if not needs_resolving(tokens):
+            return tokens
+        return resolve_symbols(tokens, self.symbols(), where=f"the store ({self.exchange})")
+
+    def _symbol(self, symbol: str) -> str:
+        found = self.resolve([symbol])
+        if len(found) != 1:
+            raise BadSymbol(f"{symbol!r} selects {len(found)} symbols ({', '.join(found)}); "
+                            "a read takes one")
+        return found[0]
+
     def timeframes(self, symbol: str) -> list[str]:
         """The timeframes stored for the symbol."""
         return self.reader.stored_timeframes(self.exchange, symbol)
 
     def window(self, symbol: str, timeframe: str = "1m", start: Any = None,
                end: Any = None) -> Window:
+        symbol = self._symbol(symbol)
         tf = timeframe if isinstance(timeframe, Timeframe) else parse_timeframe(timeframe)
         start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
@@ -217,6 +240,7 @@ class Store:
         symbols = [symbols] if isinstance(symbols, str) else list(symbols)
         if not symbols:
             raise ConfigError("no symbols to export")
+        symbols = self.resolve(symbols)
         started = time.perf_counter()
         result = ExportResult()
         # resolve every symbol first: bad input stops before a file is written

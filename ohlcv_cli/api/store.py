@@ -98,6 +98,7 @@ def backfill(settings: Settings | None = None, *, days: int | None = None, start
     s = settings_for("backfill", settings, **overrides)
     eng = wiring.engine(s)
     fetcher = wiring.fetcher(s)
+    s = wiring.exchange_symbols(s, fetcher)
     fetcher.check_symbols(s.symbols)
     repo = wiring.repository(s, eng)
     rest = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
@@ -129,6 +130,7 @@ def gaps_check(settings: Settings | None = None, *, days: int | None = None, sta
     s = settings_for("gaps_check", settings, **overrides)
     eng = wiring.engine(s)
     repo = wiring.repository(s, eng)
+    s = wiring.stored_symbols(s, eng)
     now_ms = to_ms(now, "now") or int(time.time() * 1000)
     return GapCheck(repo, wiring.gap_repository(eng), s.exchange).run(
         s.symbols, s.timeframe, now_ms, **_check_window(s, bounds))
@@ -144,6 +146,7 @@ def gaps_repair(settings: Settings | None = None, *, days: int | None = None, st
     eng = wiring.engine(s)
     repo = wiring.repository(s, eng)
     fetcher = wiring.fetcher(s)
+    s = wiring.exchange_symbols(s, fetcher)
     repair = GapRepair(fetcher, repo, wiring.gap_repository(eng),
                        batch_size=s.backfill_batch_size, stop=stop, in_flight=s.backfill_in_flight)
     return repair_from_sources(repair, wiring.archive_pass(s, eng, fetcher, verify=verify),
@@ -160,6 +163,9 @@ def status(settings: Settings | None = None, *, symbols: str | Sequence[str] | N
     s = settings_for("status", settings, **overrides)
     eng = wiring.engine(s)
     wiring.repository(s, eng)  # checks the schema
+    if wanted is not None:  # id forms and patterns against the symbols stored
+        wanted = list(wiring.stored_symbols(s.model_copy(update={"symbols": tuple(wanted)}),
+                                            eng).symbols)
     now_ms = to_ms(now, "now") or int(time.time() * 1000)
     rows = Status(wiring.gap_repository(eng)).run(now_ms, wanted, tf)
     return StatusReport(redact_url(s.db_url()), rows)
