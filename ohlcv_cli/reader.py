@@ -65,7 +65,8 @@ class ExportResult:
 def open_store(url_or_settings: Any = None, exchange: str | None = None) -> "Store":
     """A Store on a database URL (postgresql://, sqlite:///...), a Settings object, or None (the
     settings from the environment and .env). The schema must be current (`ohlcv db upgrade`);
-    the embedded SQLite default upgrades itself."""
+    the embedded SQLite default upgrades itself. A SQLite file that does not exist is a
+    StorageError naming its path."""
     from ohlcv_cli.adapters.sql_schema import ensure_current, make_engine
     from ohlcv_cli.core.settings import Settings, load_settings, normalize_db_url
 
@@ -79,7 +80,7 @@ def open_store(url_or_settings: Any = None, exchange: str | None = None) -> "Sto
         url, auto, exchange = s.db_url(), s.uses_embedded_default(), exchange or s.exchange
     else:
         url, auto = normalize_db_url(str(url_or_settings)), False
-    engine = make_engine(url)
+    engine = make_engine(url, create=False)  # a read never leaves an empty SQLite file behind
     ensure_current(engine, auto_upgrade=auto)
     return Store(engine, exchange or "binance")
 

@@ -65,7 +65,7 @@ def db_current(settings: Settings | None = None, **overrides) -> RevisionResult:
     from ohlcv_cli.adapters.sql_schema import current_revision, head_revision
 
     s = settings_for("db_current", settings, **overrides)
-    return RevisionResult(redact_url(s.db_url()), current_revision(wiring.engine(s)),
+    return RevisionResult(redact_url(s.db_url()), current_revision(wiring.engine(s, create=False)),
                           head_revision())
 
 
@@ -128,7 +128,7 @@ def gaps_check(settings: Settings | None = None, *, days: int | None = None, sta
     database ("now" is the local clock unless given)."""
     bounds = _window(days, start, end)
     s = settings_for("gaps_check", settings, **overrides)
-    eng = wiring.engine(s)
+    eng = wiring.engine(s, create=False)
     repo = wiring.repository(s, eng)
     s = wiring.stored_symbols(s, eng)
     now_ms = to_ms(now, "now") or int(time.time() * 1000)
@@ -161,7 +161,7 @@ def status(settings: Settings | None = None, *, symbols: str | Sequence[str] | N
     wanted = parse_symbols(symbols) if symbols is not None else None
     tf = parse_timeframe(timeframe).name if timeframe is not None else None
     s = settings_for("status", settings, **overrides)
-    eng = wiring.engine(s)
+    eng = wiring.engine(s, create=False)
     wiring.repository(s, eng)  # checks the schema
     if wanted is not None:  # id forms and patterns against the symbols stored
         wanted = list(wiring.stored_symbols(s.model_copy(update={"symbols": tuple(wanted)}),

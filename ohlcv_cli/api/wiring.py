@@ -68,10 +68,12 @@ def to_ms(value: int | str | datetime | None, what: str) -> int | None:
 
 
 # --- adapters -------------------------------------------------------------------------------
-def engine(s: Settings):
+def engine(s: Settings, create: bool = True):
+    """`create` False (commands that only read): a missing SQLite file is an error naming its
+    path, not a new empty database."""
     from ohlcv_cli.adapters.sql_schema import make_engine
 
-    return make_engine(s.db_url())
+    return make_engine(s.db_url(), create=create)
 
 
 def repository(s: Settings, eng):

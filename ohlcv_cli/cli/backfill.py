@@ -65,12 +65,12 @@ def report_backfill(result: BackfillResult, wide: bool = False) -> None:
 
 def summary_table(result: BackfillResult, wide: bool = False) -> Table:
     """Symbol, candles written (from the archive, from REST), candles the exchange has none
-    for, seconds, status; `wide` adds the archive files, the rejected files and the range."""
+    for (no data), seconds, status; `wide` adds the archive files, the files rejected by their
+    checksum and by the spot-check against REST, and the range."""
     seconds = result.timeframe.endswith("s")
     t = table(f"backfill {result.timeframe} {span(result.start, result.end, seconds, wide)} UTC")
-    cols = (("symbol", "written", "from archive", "from REST", "archive files",
-             "rejected: checksum", "rejected: vs REST", "range", "no candles at exchange",
-             "seconds", "status") if wide else
+    cols = (("symbol", "written", "archive", "REST", "files", "bad checksum", "bad vs REST",
+             "range", "no data", "seconds", "status") if wide else
             ("symbol", "written", "archive", "REST", "no data", "s", "status"))
     for col in cols:
         column(t, col, right=col not in ("symbol", "range", "status"))
@@ -80,7 +80,7 @@ def summary_table(result: BackfillResult, wide: bool = False) -> Table:
         if wide:
             t.add_row(r.symbol, str(r.written), str(r.from_archive), rest, str(r.archive_files),
                       str(r.rejected_checksum), str(r.rejected_vs_rest),
-                      span(r.start, r.end, wide=True), str(r.exchange_missing),
+                      span(r.start, r.end, seconds), str(r.exchange_missing),
                       f"{r.seconds:.1f}", status)
         else:
             t.add_row(r.symbol, str(r.written), str(r.from_archive), rest,

@@ -31,10 +31,10 @@ def table(title: str) -> Table:
     return Table(title=title, title_justify="left")
 
 
-def column(t: Table, header: str, right: bool = False, fold: bool = False) -> None:
-    """A column; `fold`: long text (ranges) may wrap at spaces instead of being cut."""
-    t.add_column(header, justify="right" if right else "left",
-                 no_wrap=not fold, overflow="fold")
+def column(t: Table, header: str, right: bool = False) -> None:
+    """A column whose text wraps (folds) when the terminal is narrower than the table was made
+    for, rather than being cut or ellipsized."""
+    t.add_column(header, justify="right" if right else "left", overflow="fold")
 
 
 def when(ms: int, seconds: bool = True) -> str:

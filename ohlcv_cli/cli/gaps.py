@@ -121,7 +121,8 @@ def _status(g) -> str:
 
 
 def _title(what: str, report, wide: bool) -> str:
-    return (f"{what} {report.timeframe} {span(report.start, report.end, True, wide)} UTC"
+    seconds = report.timeframe.endswith("s")
+    return (f"{what} {report.timeframe} {span(report.start, report.end, seconds, wide)} UTC"
             + (" (end exclusive)" if wide else ""))
 
 
@@ -136,7 +137,7 @@ def check_table(report: GapReport, tf: Timeframe, wide: bool = False) -> Table:
         column(t, "expected", right=True)
     column(t, "coverage %" if wide else "cover %", right=True)
     column(t, "missing ranges: first → last open time (candles)" if wide
-           else "missing: first → last (n)", fold=True)
+           else "missing: first → last (n)")
     for g in report.symbols:
         ranges = _lines(tf, g.missing, wide=wide)
         if g.empty:
@@ -191,7 +192,7 @@ def repair_table(report: RepairReport, tf: Timeframe, wide: bool = False) -> Tab
     column(t, "missing", right=True)
     column(t, "written", right=True)
     if wide:
-        column(t, "no data at the exchange: first → last open time (candles)", fold=True)
+        column(t, "no data at the exchange: first → last open time (candles)")
         column(t, "still missing", right=True)
     else:
         column(t, "no data", right=True)

@@ -33,8 +33,8 @@ def plot(
     with open_store(s) as store:
         w = store.window(symbol, timeframe, start_ms, end_ms)
         drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out)
-    warn_incomplete(symbol, timeframe, incomplete)
-    console.print(f"{out}: {drawn} {timeframe} candles of {symbol}, {iso(w.start)} to "
+    warn_incomplete(w.symbol, timeframe, incomplete)
+    console.print(f"{out}: {drawn} {timeframe} candles of {w.symbol}, {iso(w.start)} to "
                   f"{iso(w.end)} UTC", markup=False, highlight=False, soft_wrap=True)
 
 
