@@ -290,3 +290,41 @@ def test_logs_go_through_richs_handler_on_the_progress_console(monkeypatch):
         assert type(handler) is logging.StreamHandler
     finally:
         logging.getLogger().handlers[:] = []
+
+
+def test_on_a_terminal_log_lines_are_richs_and_plain_off_it(sim, sqlite_url):
+    """A real terminal (a pty): the progress bars and Rich's log lines share stderr's console;
+    off a terminal, plain timestamped lines."""
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import SETTING_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_VARS}
+    env.update({"OHLCV_EXCHANGE_URL": sim.url, "DATABASE_URL": sqlite_url, "COLUMNS": "120",
+                "TERM": "xterm"})
+    env.pop("NO_COLOR", None)
+    leader, follower = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "ohlcv_cli", "backfill", *HOUR, "--symbols",
+                          "BTC/USDT"], stdin=follower, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the pty closed: the process is gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait(60) == 0
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode("utf-8", "replace"))
+    line = next(ln for ln in text.splitlines() if "60 written" in ln)
+    # Rich's handler: [HH:MM:SS] LEVEL, no date; not the plain formatter's "2026-... INFO"
+    assert re.search(r"\[?\d\d:\d\d:\d\d\]? INFO +ohlcv_cli\.", line), line
+    assert not re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO", text), text
+    r = run_cli("backfill", *HOUR, "--symbols", "ETH/USDT",
+                env={"OHLCV_EXCHANGE_URL": sim.url, "DATABASE_URL": sqlite_url})
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ohlcv", r.stderr, re.M), r.stderr

@@ -41,7 +41,7 @@ def warn_incomplete(symbol: str, timeframe: str, buckets: list[int]) -> None:
 
 def export(
     ctx: typer.Context,
-    out: Annotated[str, typer.Option("--out", "-o", help="File path, a directory with --per-symbol, or - for stdout (required)")],
+    out: Annotated[str, typer.Option("--out", "-o", help="File path, a directory with --per-symbol, or - for stdout")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or jsonl", show_default=True)] = "csv",
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,

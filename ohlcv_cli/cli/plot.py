@@ -14,7 +14,7 @@ from ohlcv_cli.core.timeutil import iso
 def plot(
     ctx: typer.Context,
     symbol: Annotated[str, typer.Argument(help="Symbol, any case: BTC/USDT, or the id form BTCUSDT")],
-    out: Annotated[str, typer.Option("--out", "-o", help="chart.png (static) or chart.html (interactive) (required)")],
+    out: Annotated[str, typer.Option("--out", "-o", help="chart.png (static) or chart.html (interactive)")],
     timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Stored or derivable timeframe", show_default=True)] = "1h",
     days: DaysOpt = None,
     start: StartOpt = None,
