@@ -129,7 +129,7 @@ class Store:
 
     def timeframes(self, symbol: str) -> list[str]:
         """The timeframes stored for the symbol."""
-        return self.reader.stored_timeframes(self.exchange, symbol)
+        return self.reader.stored_timeframes(self.exchange, self._symbol(symbol))
 
     def window(self, symbol: str, timeframe: str = "1m", start: Any = None,
                end: Any = None) -> Window:
@@ -139,7 +139,7 @@ class Store:
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise ConfigError(f"empty window: start {iso(start_ms)} is not before end "
                               f"{iso(end_ms)}")
-        stored = self.timeframes(symbol)
+        stored = self.reader.stored_timeframes(self.exchange, symbol)
         if not stored:
             raise BadSymbol(f"no candles stored for {symbol} ({self.exchange})")
         source = pick_source(tf, stored)
@@ -282,6 +282,7 @@ class Store:
         """Per stored symbol and timeframe, a timeline of bins: the share of expected candles
         stored in each, and the ranges the exchange has no candles for."""
         out = []
+        symbols = self.resolve(symbols) if symbols else symbols
         for s in self.gaps.series(symbols, timeframe):
             tf = parse_timeframe(s.timeframe)
             start, end = s.first, s.last + tf.ms

@@ -272,7 +272,10 @@ def test_tables_fit_80_columns_and_do_not_wrap_at_160(sim, sqlite_url, repo_for)
 def test_logs_go_through_richs_handler_on_the_progress_console(monkeypatch):
     from rich.logging import RichHandler
 
-    from ohlcv_cli.cli import backfill, common
+    import importlib
+
+    common = importlib.import_module("ohlcv_cli.cli.common")
+    backfill = importlib.import_module("ohlcv_cli.cli.backfill")  # the module, not the command
 
     monkeypatch.setattr(common.err_console, "_force_terminal", True)
     try:

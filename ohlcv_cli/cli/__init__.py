@@ -38,7 +38,9 @@ app = typer.Typer(
 
 def _flags_take_no_value() -> None:
     """Typer shows `<bool>` beside on/off flags as if they took a value; a flag has no value."""
-    shown = TyperOption.display_type_rich
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # older Typers show no type at all
+        return
 
     def display_type_rich(self, ctx):
         return None if self.is_flag else shown(self, ctx)
