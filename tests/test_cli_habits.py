@@ -16,8 +16,8 @@ import typer
 from conftest import run_cli
 from ohlcv_cli import open_store
 from ohlcv_cli.core.errors import BadSymbol, StorageError
-from ohlcv_cli.core.settings import Settings, env_name
-from ohlcv_cli.core.symbols import parse_symbols, resolve_symbols
+from ohlcv_cli.core.settings import Settings
+from ohlcv_cli.core.symbols import parse_symbols
 
 SIM_USDT = ["ADA/USDT", "BNB/USDT", "BTC/USDT", "DOGE/USDT", "ETH/USDT", "LTC/USDT", "SOL/USDT",
             "XRP/USDT"]
@@ -43,6 +43,8 @@ def one_error_line(r, prefix: str) -> str:
 
 # --- point 5: help and habits -----------------------------------------------------------------
 def test_every_option_shows_its_default_and_setting_options_their_real_env_var():
+    from ohlcv_cli.core.settings import env_name
+
     real = {env_name(f) for f in Settings.model_fields}
     # options that set a setting, wherever a command has them
     backed = {"--days": "BACKFILL_DAYS", "--timeframe": "TIMEFRAME", "--source": None,
@@ -133,6 +135,8 @@ def test_sim_help_describes_rest_websocket_and_archive():
 
 # --- point 8: symbols ---------------------------------------------------------------------------
 def test_symbols_parse_any_case_and_resolve_ids_and_patterns():
+    from ohlcv_cli.core.symbols import resolve_symbols
+
     assert parse_symbols("btc/usdt, BTCUSDT ,.*/usdt,eth/btc") == [
         "BTC/USDT", "BTCUSDT", ".*/usdt", "ETH/BTC"]
     markets = {"BTC/USDT": "BTCUSDT", "ETH/USDT": "ETHUSDT", "ETH/BTC": "ETHBTC"}
