@@ -178,6 +178,20 @@ def test_backfill_takes_id_form_lower_case_and_patterns(sim, sqlite_url):
     one_error_line(r, "error: symbol pattern 'zzz.*' selects no symbol of binance spot")
 
 
+def test_run_resolves_patterns_and_ids_for_its_backfill_and_its_stream(sim, sqlite_url):
+    import time
+
+    from ohlcv_cli.core.timeutil import iso
+    start = iso(int(time.time() * 1000) - 120_000).replace(" ", "T")
+    r = run_cli("run", "--start", start, "--symbols", "eth/btc,xrpusdt", "--max-cycles", "2",
+                env={"OHLCV_EXCHANGE_URL": sim.url, "DATABASE_URL": sqlite_url,
+                     "TIMEFRAME": "1s", "REALTIME_DELAY_SECONDS": "0.3"})
+    assert r.returncode == 0, r.stderr
+    assert "cycle 2" in r.stderr, r.stderr
+    with open_store(sqlite_url) as store:
+        assert store.symbols() == ["ETH/BTC", "XRP/USDT"]
+
+
 def test_reads_take_any_case_the_id_form_and_patterns(sim, sqlite_url):
     env = {"OHLCV_EXCHANGE_URL": sim.url, "DATABASE_URL": sqlite_url}
     r = run_cli("backfill", *HOUR, "--symbols", "BTC/USDT,ETH/USDT", env=env)
