@@ -206,7 +206,8 @@ def test_reads_take_any_case_the_id_form_and_patterns(sim, sqlite_url):
     r = run_cli("export", *HOUR, "--symbols", ".*/usdt", "--out", "-", env=env)
     assert r.returncode == 0, r.stderr
     rows = r.stdout.splitlines()[1:]
-    assert len(rows) == 120 and {ln.split(",")[0].strip('"') for ln in rows} == {"BTC/USDT", "ETH/USDT"}
+    assert len(rows) == 120
+    assert {ln.split(",")[0].strip('"') for ln in rows} == {"BTC/USDT", "ETH/USDT"}
     r = run_cli("status", "--symbols", "eth.*", "--json", env=env)
     assert [x["symbol"] for x in __import__("json").loads(r.stdout)] == ["ETH/USDT"]
 
@@ -267,12 +268,14 @@ def test_tables_fit_80_columns_and_do_not_wrap_at_160(sim, sqlite_url, repo_for)
     with repo.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM candles WHERE symbol = 'DOGE/USDT' AND open_time >= :a "
                              "AND open_time < :b"),
-                     {"a": repo.ts(parse_iso("2024-03-01T23:00")), "b": repo.ts(parse_iso("2024-03-02"))})
+                     {"a": repo.ts(parse_iso("2024-03-01T23:00")),
+                      "b": repo.ts(parse_iso("2024-03-02"))})
     window = ["--start", "2024-03-01", "--end", "2024-03-02T00:00"]
     r = run_cli("gaps", "check", *window, "--symbols", syms, env=env)
     assert r.returncode in (0, 1), r.stderr
     _fits(r.stdout, 80, syms)
-    assert "│ DOGE/USDT │ gaps   │      60 │   95.83 │ 2024-03-01 23:00 → 23:59 (60) │" in r.stdout
+    row = "│ DOGE/USDT │ gaps   │      60 │   95.83 │ 2024-03-01 23:00 → 23:59 (60) │"
+    assert row in r.stdout
     r = run_cli("status", env=env)
     assert r.returncode == 0, r.stderr
     _fits(r.stdout, 80, syms)

@@ -15,6 +15,6 @@ from ohlcv_cli.api.wiring import USES, settings_for
 
 __all__ = [
     "upgrade", "db_current", "backfill", "gaps_check", "gaps_repair", "status", "stream",
-    "consume", "run", "topic_create", "supervise", "symbols", "settings_for", "USES", "UpgradeResult",
-    "RevisionResult", "StatusReport", "RunResult", "TopicResult",
+    "consume", "run", "topic_create", "supervise", "symbols", "settings_for", "USES",
+    "UpgradeResult", "RevisionResult", "StatusReport", "RunResult", "TopicResult",
 ]

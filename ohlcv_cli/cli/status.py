@@ -22,7 +22,8 @@ def status(
         "--symbols", help="Only these symbols: a comma list of symbols or patterns, as SYMBOLS "
         "takes it \\[default: every symbol stored]")] = None,
     timeframe: Annotated[Optional[str], typer.Option(
-        "--timeframe", "-t", help="Only this timeframe \\[default: every timeframe stored]")] = None,
+        "--timeframe", "-t",
+        help="Only this timeframe \\[default: every timeframe stored]")] = None,
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
     wide: WideOpt = False,

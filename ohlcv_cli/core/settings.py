@@ -251,6 +251,7 @@ def env_name(field: str) -> str:
         raise ConfigError(f"unknown setting {field!r}")
     return _ENV_NAMES.get(field, field.upper())
 
+
 # The settings each kind of collaborator reads; a command validates the groups it uses.
 LOGGING = frozenset({"log_level", "log_format"})
 DATABASE = frozenset({"database_url", "postgres_user", "postgres_password", "postgres_db",
