@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OHLCV := $(VENV)/bin/ohlcv
 KAFKA_PORT ?= 9092
+PG_PORT ?= 5432
 SIM_PORT ?= 8900
 
 .PHONY: install test demo bench lint kafka kafka-stop pg pg-stop sim clean up down logs ps
@@ -44,7 +45,7 @@ kafka-stop:
 	$(PYTHON) scripts/kafka/broker.py stop
 
 pg: install
-	$(PY) scripts/pg/cluster.py start --port 5432
+	$(PY) scripts/pg/cluster.py start --port $(PG_PORT)
 
 pg-stop:
 	$(PYTHON) scripts/pg/cluster.py stop

@@ -7,7 +7,7 @@ the read API (`ohlcv_cli.open_store`) and `Settings` load their modules on first
 __version__ = "0.1.0"
 
 _API = ("upgrade", "db_current", "backfill", "gaps_check", "gaps_repair", "status", "stream",
-        "consume", "run", "topic_create")
+        "consume", "run", "topic_create", "symbols")
 _READ = ("open_store", "Store")
 __all__ = [*_API, *_READ, "Settings", "load_settings", "OhlcvError"]
 

@@ -197,7 +197,7 @@ SEAM_A, SEAM_B = parse_iso("2024-12-30T22:00"), parse_iso("2025-01-02T03:00")
 def test_auto_is_exact_across_days_units_and_the_rest_seam_and_a_rerun_asks_nothing(
         db_url, repo_for, sim):
     env = env_for(db_url, sim)
-    r = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT,ETH/BTC", env=env)
+    r = run_cli("backfill", "--wide", *SEAM, "--symbols", "BTC/USDT,ETH/BTC", env=env)
     assert r.returncode == 0, r.stderr
     assert "BTC/USDT: 2/2 archive files" in r.stderr and "ETH/BTC: 2/2 archive files" in r.stderr
     repo = repo_for(db_url)
@@ -211,7 +211,7 @@ def test_auto_is_exact_across_days_units_and_the_rest_seam_and_a_rerun_asks_noth
         c = cells(r.stdout, sym)
         assert c[1:6] == [str(len(stored)), "2880", str(len(stored) - 2880), "2", "0"]
     before = sim.stats()
-    again = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT,ETH/BTC", env=env)
+    again = run_cli("backfill", "--wide", *SEAM, "--symbols", "BTC/USDT,ETH/BTC", env=env)
     assert again.returncode == 0, again.stderr
     after = sim.stats()
     assert after["archive_requests"] == before["archive_requests"]
@@ -222,7 +222,7 @@ def test_auto_is_exact_across_days_units_and_the_rest_seam_and_a_rerun_asks_noth
 def test_monthly_files_and_a_missing_month_falls_back_to_its_days(pg_url, repo_for, sim_factory):
     sim = sim_factory(archive_faults=["missing:BTCUSDT:2024-11"])
     a, b = parse_iso("2024-10-30T05:00"), parse_iso("2025-01-01")
-    r = run_cli("backfill", "--start", "2024-10-30T05:00", "--end", "2025-01-01", "-t", "1h",
+    r = run_cli("backfill", "--wide", "--start", "2024-10-30T05:00", "--end", "2025-01-01", "-t", "1h",
                 "--symbols", "BTC/USDT,ETH/USDT", env=env_for(pg_url, sim))
     assert r.returncode == 0, r.stderr
     repo = repo_for(pg_url)
@@ -240,7 +240,7 @@ def test_a_corrupt_file_never_yields_a_row_and_its_range_arrives_through_rest(
         pg_url, repo_for, sim_factory):
     # the served zip's candles all carry 7 more trades than REST's: any row from it would show
     sim = sim_factory(archive_faults=["corrupt:BTCUSDT:2024-12-31", "missing:BTCUSDT:2025-01-01"])
-    r = run_cli("backfill", *SEAM, "--symbols", "BTC/USDT", env=env_for(pg_url, sim))
+    r = run_cli("backfill", "--wide", *SEAM, "--symbols", "BTC/USDT", env=env_for(pg_url, sim))
     assert r.returncode == 0, r.stderr
     repo = repo_for(pg_url)
     stored = repo.candles("binance", "BTC/USDT", "1m")
@@ -255,7 +255,7 @@ def test_a_corrupt_file_never_yields_a_row_and_its_range_arrives_through_rest(
 def test_the_spot_check_catches_a_file_that_matches_its_checksum_but_not_rest(
         db_url, repo_for, sim_factory):
     sim = sim_factory(archive_faults=["disagree:ETHUSDT:2025-01-01"])
-    r = run_cli("backfill", *SEAM, "--symbols", "ETH/USDT", env=env_for(db_url, sim))
+    r = run_cli("backfill", "--wide", *SEAM, "--symbols", "ETH/USDT", env=env_for(db_url, sim))
     assert r.returncode == 0, r.stderr
     repo = repo_for(db_url)
     assert as_rows(repo.candles("binance", "ETH/USDT", "1m")) == sim.final_rows(
@@ -270,7 +270,7 @@ def test_the_spot_check_catches_a_file_that_matches_its_checksum_but_not_rest(
 def test_no_verify_skips_the_spot_check_and_source_archive_spends_no_rest_weight(
         pg_url, repo_for, sim_factory):
     sim = sim_factory(archive_faults=["disagree:ETHUSDT:2025-01-01"])
-    r = run_cli("backfill", *SEAM, "--symbols", "ETH/USDT", "--source", "archive", "--no-verify",
+    r = run_cli("backfill", "--wide", *SEAM, "--symbols", "ETH/USDT", "--source", "archive", "--no-verify",
                 env=env_for(pg_url, sim))
     assert r.returncode == 0, r.stderr
     assert sim.stats()["klines"] == 0
@@ -298,7 +298,7 @@ def test_a_recently_listed_symbol_works(pg_url, repo_for, sim_factory):
     listed = parse_iso("2024-12-31T12:00")
     specs = [replace(s, listed_at=listed) if s.base == "SOL" else s for s in default_symbols()]
     sim = sim_factory(symbols=specs)
-    r = run_cli("backfill", "--start", "2024-12-28", "--end", "2025-01-02", "--symbols", "SOL/USDT",
+    r = run_cli("backfill", "--wide", "--start", "2024-12-28", "--end", "2025-01-02", "--symbols", "SOL/USDT",
                 env=env_for(pg_url, sim))
     assert r.returncode == 0, r.stderr
     repo = repo_for(pg_url)

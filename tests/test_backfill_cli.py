@@ -137,7 +137,7 @@ def test_interrupted_backfill_resumes_where_it_stopped(pg_url, repo_for, sim_fac
     (["--days", "abc"], "error: Invalid value for '--days': Input should be a valid integer"),
     (["--start", "2024-02-02", "--end", "2024-02-01"], "error: --start 2024-02-02 is not before --end 2024-02-01"),
     (["--start", "someday"], "error: invalid --start 'someday'"),
-    (["--symbols", "BTCUSDT"], "error: malformed symbol 'BTCUSDT'"),
+    (["--symbols", "BTC-USDT"], "error: malformed symbol 'BTC-USDT'"),
     (["--database-url", "nosuchdb://x/y"], "error: invalid database URL 'nosuchdb://x/y'"),
     (["--database-url", "postgresql://bob:hunter2@127.0.0.1:9/db"], "error: database error at postgresql+psycopg://bob:***@127.0.0.1:9/db"),
     (["--exchange-url", "http://127.0.0.1:9"], "error: binance unreachable at http://127.0.0.1:9"),

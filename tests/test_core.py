@@ -47,7 +47,8 @@ def test_iso_parsing_defaults_to_utc_and_rejects_garbage():
 
 def test_symbols_are_normalised_and_checked():
     assert parse_symbols(" btc/usdt,ETH/USDT,btc/usdt ") == ["BTC/USDT", "ETH/USDT"]
-    for bad in ("BTCUSDT", "BTC-USDT", "BTC/", "/USDT", "BTC/USDT/X"):
+    assert parse_symbols("btcusdt") == ["BTCUSDT"]  # the exchange's id form, resolved later
+    for bad in ("BTC-USDT", "BTC/", "/USDT", "BTC/USDT/X", "bad sym", "(btc"):
         with pytest.raises(BadSymbol, match="malformed symbol"):
             parse_symbols(bad)
 

@@ -91,7 +91,7 @@ def test_deleted_rows_found_exactly(db_url, repo_for, sim):
     assert report["ok"] is False and report["missing_candles"] == 38
     assert (report["start"], report["end"]) == (z(T0), z(T1))
 
-    table, _ = check(db_url, *WINDOW, "--symbols", "BTC/USDT,ETH/USDT,SOL/USDT")
+    table, _ = check(db_url, *WINDOW, "--symbols", "BTC/USDT,ETH/USDT,SOL/USDT", "--wide")
     assert table.returncode == 1
     assert "2024-03-01 01:40:00 → 2024-03-01 02:09:00 (30)" in table.stdout
     sol = next(ln for ln in table.stdout.splitlines() if "SOL/USDT" in ln)
@@ -120,7 +120,7 @@ def test_grid_starts_at_first_stored_candle_and_empty_symbol_is_all_missing(db_u
     assert (ada["status"], ada["start"], ada["expected"], ada["missing"]) == ("ok", z(T0 + 60 * M), 300, [])
     assert ltc["status"] == "no candles stored" and ltc["coverage"] == 0.0
     assert ranges_of(report, "LTC/USDT") == [("2024-03-01T00:00:00Z", "2024-03-01T05:59:00Z", 360)]
-    table, _ = check(db_url, *WINDOW, "--symbols", "ADA/USDT,LTC/USDT")
+    table, _ = check(db_url, *WINDOW, "--symbols", "ADA/USDT,LTC/USDT", "--wide")
     ltc_line = next(ln for ln in table.stdout.splitlines() if "LTC/USDT" in ln)
     assert "no candles stored" in ltc_line and "all, 2024-03-01 00:00:00 → 2024-03-01 05:59:00 (360)" in ltc_line
     assert "no candles stored at all for LTC/USDT" in table.stdout
@@ -243,7 +243,7 @@ def test_repair_that_cannot_reach_klines_exits_1_naming_the_symbol(sqlite_url, r
     (["--start", "someday"], "error: invalid --start 'someday'"),
     (["--start", "2024-02-02", "--end", "2024-02-01"], "error: --start 2024-02-02 is not before --end 2024-02-01"),
     (["--days", "1", "--start", "2024-02-01"], "error: use either --days or --start/--end, not both"),
-    (["--symbols", "BTCUSDT"], "error: malformed symbol 'BTCUSDT'"),
+    (["--symbols", "BTC-USDT"], "error: malformed symbol 'BTC-USDT'"),
     (["--database-url", "postgresql://bob:hunter2@127.0.0.1:9/db"],
      "error: database error at postgresql+psycopg://bob:***@127.0.0.1:9/db"),
 ])

@@ -40,7 +40,7 @@ def test_status_per_symbol_and_timeframe(db_url, repo_for, sim):
     age = time.time() - (T1 / 1000)
     assert abs(btc["age_seconds"] - age) < 60
 
-    table = status(db_url)
+    table = status(db_url, "--wide")
     assert table.returncode == 0
     line = next(ln for ln in table.stdout.splitlines() if "ETH/USDT" in ln)
     for part in ("2024-03-01 00:00:00", "2024-03-01 05:59:00", "350", "100.00", "1 / 10"):

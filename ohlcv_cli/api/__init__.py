@@ -6,6 +6,7 @@ are `ohlcv_cli.core.errors.OhlcvError`s.
 """
 
 from ohlcv_cli.api.live import RunResult, TopicResult, consume, run, stream, supervise, topic_create
+from ohlcv_cli.api.markets import symbols
 from ohlcv_cli.api.history import (
     RevisionResult, StatusReport, UpgradeResult, backfill, db_current, gaps_check, gaps_repair,
     status, upgrade,
@@ -14,6 +15,6 @@ from ohlcv_cli.api.wiring import USES, settings_for
 
 __all__ = [
     "upgrade", "db_current", "backfill", "gaps_check", "gaps_repair", "status", "stream",
-    "consume", "run", "topic_create", "supervise", "settings_for", "USES", "UpgradeResult",
-    "RevisionResult", "StatusReport", "RunResult", "TopicResult",
+    "consume", "run", "topic_create", "supervise", "symbols", "settings_for", "USES",
+    "UpgradeResult", "RevisionResult", "StatusReport", "RunResult", "TopicResult",
 ]

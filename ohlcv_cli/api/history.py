@@ -65,7 +65,7 @@ def db_current(settings: Settings | None = None, **overrides) -> RevisionResult:
     from ohlcv_cli.adapters.sql.schema import current_revision, head_revision
 
     s = settings_for("db_current", settings, **overrides)
-    return RevisionResult(redact_url(s.db_url()), current_revision(wiring.engine(s)),
+    return RevisionResult(redact_url(s.db_url()), current_revision(wiring.engine(s, create=False)),
                           head_revision())
 
 
@@ -98,6 +98,7 @@ def backfill(settings: Settings | None = None, *, days: int | None = None, start
     s = settings_for("backfill", settings, **overrides)
     eng = wiring.engine(s)
     fetcher = wiring.fetcher(s)
+    s = wiring.exchange_symbols(s, fetcher)
     fetcher.check_symbols(s.symbols)
     repo = wiring.repository(s, eng)
     rest = Backfill(fetcher, repo, concurrency=s.backfill_concurrency,
@@ -128,8 +129,9 @@ def gaps_check(settings: Settings | None = None, *, days: int | None = None, sta
     database ("now" is the local clock unless given)."""
     bounds = _window(days, start, end)
     s = settings_for("gaps_check", settings, **overrides)
-    eng = wiring.engine(s)
+    eng = wiring.engine(s, create=False)
     repo = wiring.repository(s, eng)
+    s = wiring.stored_symbols(s, eng)
     now_ms = to_ms(now, "now") or int(time.time() * 1000)
     return GapCheck(repo, wiring.gap_repository(eng), s.exchange).run(
         s.symbols, s.timeframe, now_ms, **_check_window(s, bounds))
@@ -145,6 +147,7 @@ def gaps_repair(settings: Settings | None = None, *, days: int | None = None, st
     eng = wiring.engine(s)
     repo = wiring.repository(s, eng)
     fetcher = wiring.fetcher(s)
+    s = wiring.exchange_symbols(s, fetcher)
     repair = GapRepair(fetcher, repo, wiring.gap_repository(eng),
                        batch_size=s.backfill_batch_size, stop=stop, in_flight=s.backfill_in_flight)
     return repair_from_sources(repair, wiring.archive_pass(s, eng, fetcher, verify=verify,
@@ -160,8 +163,11 @@ def status(settings: Settings | None = None, *, symbols: str | Sequence[str] | N
     wanted = parse_symbols(symbols) if symbols is not None else None
     tf = parse_timeframe(timeframe).name if timeframe is not None else None
     s = settings_for("status", settings, **overrides)
-    eng = wiring.engine(s)
+    eng = wiring.engine(s, create=False)
     wiring.repository(s, eng)  # checks the schema
+    if wanted is not None:  # id forms and patterns against the symbols stored
+        wanted = list(wiring.stored_symbols(s.model_copy(update={"symbols": tuple(wanted)}),
+                                            eng).symbols)
     now_ms = to_ms(now, "now") or int(time.time() * 1000)
     rows = Status(wiring.gap_repository(eng)).run(now_ms, wanted, tf)
     return StatusReport(redact_url(s.db_url()), rows)

@@ -55,6 +55,7 @@ def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
                     stop: threading.Event):
     """The REST stream; with STREAM_SOURCE=ws, the websocket in front of it (REST stays its
     safety net). Both run(max_cycles) and return a StreamState."""
+    s = wiring.exchange_symbols(s, fetcher)
     service = Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
                      delay_s=s.realtime_delay_seconds,
                      max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics,
@@ -171,6 +172,7 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
     _check_broker(s)
     eng = wiring.engine(s)
     fetcher = wiring.fetcher(s)
+    s = wiring.exchange_symbols(s, fetcher)
     fetcher.check_symbols(s.symbols)
     repo = wiring.repository(s, eng)
     metrics = wiring.metrics(s)

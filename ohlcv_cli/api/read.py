@@ -65,7 +65,8 @@ class ExportResult:
 def open_store(url_or_settings: Any = None, exchange: str | None = None) -> "Store":
     """A Store on a database URL (postgresql://, sqlite:///...), a Settings object, or None (the
     settings from the environment and .env). The schema must be current (`ohlcv db upgrade`);
-    the embedded SQLite default upgrades itself."""
+    the embedded SQLite default upgrades itself. A SQLite file that does not exist is a
+    StorageError naming its path."""
     from ohlcv_cli.adapters.sql.schema import ensure_current, make_engine
     from ohlcv_cli.core.settings import Settings, load_settings, normalize_db_url
 
@@ -79,7 +80,7 @@ def open_store(url_or_settings: Any = None, exchange: str | None = None) -> "Sto
         url, auto, exchange = s.db_url(), s.uses_embedded_default(), exchange or s.exchange
     else:
         url, auto = normalize_db_url(str(url_or_settings)), False
-    engine = make_engine(url)
+    engine = make_engine(url, create=False)  # a read never leaves an empty SQLite file behind
     ensure_current(engine, auto_upgrade=auto)
     return Store(engine, exchange or "binance")
 
@@ -104,18 +105,41 @@ class Store:
         self.close()
 
     # --- resolving a read ----------------------------------------------------------------------
+    def symbols(self) -> list[str]:
+        """The symbols stored (any timeframe), sorted."""
+        return self.reader.stored_symbols(self.exchange)
+
+    def resolve(self, symbols: Sequence[str] | str) -> list[str]:
+        """ccxt symbols for what a user wrote: any case (`btc/usdt`), the exchange's id form
+        (`BTCUSDT`) or a regular expression (`'.*/USDT'`), the last two against the symbols
+        stored."""
+        from ohlcv_cli.core.symbols import needs_resolving, parse_symbols, resolve_symbols
+
+        tokens = parse_symbols(symbols)
+        if not needs_resolving(tokens):
+            return tokens
+        return resolve_symbols(tokens, self.symbols(), where=f"the store ({self.exchange})")
+
+    def _symbol(self, symbol: str) -> str:
+        found = self.resolve([symbol])
+        if len(found) != 1:
+            raise BadSymbol(f"{symbol!r} selects {len(found)} symbols ({', '.join(found)}); "
+                            "a read takes one")
+        return found[0]
+
     def timeframes(self, symbol: str) -> list[str]:
         """The timeframes stored for the symbol."""
-        return self.reader.stored_timeframes(self.exchange, symbol)
+        return self.reader.stored_timeframes(self.exchange, self._symbol(symbol))
 
     def window(self, symbol: str, timeframe: str = "1m", start: Any = None,
                end: Any = None) -> Window:
+        symbol = self._symbol(symbol)
         tf = timeframe if isinstance(timeframe, Timeframe) else parse_timeframe(timeframe)
         start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise ConfigError(f"empty window: start {iso(start_ms)} is not before end "
                               f"{iso(end_ms)}")
-        stored = self.timeframes(symbol)
+        stored = self.reader.stored_timeframes(self.exchange, symbol)
         if not stored:
             raise BadSymbol(f"no candles stored for {symbol} ({self.exchange})")
         source = pick_source(tf, stored)
@@ -217,6 +241,7 @@ class Store:
         symbols = [symbols] if isinstance(symbols, str) else list(symbols)
         if not symbols:
             raise ConfigError("no symbols to export")
+        symbols = self.resolve(symbols)
         started = time.perf_counter()
         result = ExportResult()
         # resolve every symbol first: bad input stops before a file is written
@@ -257,6 +282,7 @@ class Store:
         """Per stored symbol and timeframe, a timeline of bins: the share of expected candles
         stored in each, and the ranges the exchange has no candles for."""
         out = []
+        symbols = self.resolve(symbols) if symbols else symbols
         for s in self.gaps.series(symbols, timeframe):
             tf = parse_timeframe(s.timeframe)
             start, end = s.first, s.last + tf.ms

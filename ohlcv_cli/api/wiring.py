@@ -14,6 +14,7 @@ from ohlcv_cli.core.ports import Metrics
 from ohlcv_cli.core.settings import (
     DATABASE, EXCHANGE, KAFKA, LOGGING, SOURCES, Settings, load_settings,
 )
+from ohlcv_cli.core.symbols import needs_resolving, resolve_symbols
 from ohlcv_cli.core.timeutil import dt_to_ms, parse_iso
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ USES: dict[str, frozenset[str]] = {
     | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
        "consumer_group", "metrics_port"} | _LIVE,
     "topic_create": LOGGING | KAFKA,
+    "symbols": LOGGING | EXCHANGE,
     # the read API (ohlcv_cli.api.read)
     "export": LOGGING | DATABASE | {"symbols", "timeframe", "exchange"},
     "plot": LOGGING | DATABASE | {"exchange"},
@@ -66,10 +68,12 @@ def to_ms(value: int | str | datetime | None, what: str) -> int | None:
 
 
 # --- adapters -------------------------------------------------------------------------------
-def engine(s: Settings):
+def engine(s: Settings, create: bool = True):
+    """`create` False (commands that only read): a missing SQLite file is an error naming its
+    path, not a new empty database."""
     from ohlcv_cli.adapters.sql.schema import make_engine
 
-    return make_engine(s.db_url())
+    return make_engine(s.db_url(), create=create)
 
 
 def repository(s: Settings, eng):
@@ -104,6 +108,29 @@ def fetcher(s: Settings, *, retry_forever: bool = False):
         retry_s=None if retry_forever else s.exchange_retry_seconds,
         weight_limit=s.exchange_weight_limit,
     )
+
+
+def exchange_symbols(s: Settings, fetcher) -> Settings:
+    """The settings with SYMBOLS' id forms (BTCUSDT) and patterns ('.*/USDT') resolved against
+    the exchange's spot markets; unchanged (no request) when every item is a ccxt symbol."""
+    if not needs_resolving(s.symbols):
+        return s
+    markets = fetcher.spot_markets()
+    ids = {mid.upper(): sym for sym, mid in markets.items()}
+    resolved = resolve_symbols(s.symbols, markets, ids, where=f"{s.exchange} spot")
+    return s.model_copy(update={"symbols": tuple(resolved)})
+
+
+def stored_symbols(s: Settings, eng) -> Settings:
+    """The settings with SYMBOLS' id forms and patterns resolved against the symbols stored
+    (for commands that read only the database)."""
+    if not needs_resolving(s.symbols):
+        return s
+    from ohlcv_cli.adapters.sql.reader import SqlCandleReader
+
+    stored = SqlCandleReader(eng).stored_symbols(s.exchange)
+    resolved = resolve_symbols(s.symbols, stored, where=f"the store ({s.exchange})")
+    return s.model_copy(update={"symbols": tuple(resolved)})
 
 
 def broker(s: Settings) -> str:

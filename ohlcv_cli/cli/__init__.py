@@ -7,15 +7,19 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperOption
 from typer.exceptions import TyperException
+
+from ohlcv_cli import __version__
 
 from ohlcv_cli.cli import db as db_cli
 from ohlcv_cli.cli import gaps as gaps_cli
 from ohlcv_cli.cli.backfill import backfill
 from ohlcv_cli.cli import live
-from ohlcv_cli.cli.common import echo_error
+from ohlcv_cli.cli.common import echo_error, setting_help
 from ohlcv_cli.cli.signals import signals
 from ohlcv_cli.cli.sim import sim
+from ohlcv_cli.cli.symbols import symbols
 from ohlcv_cli.cli.status import status
 from ohlcv_cli.cli.export import export
 from ohlcv_cli.cli.plot import plot
@@ -27,24 +31,53 @@ app = typer.Typer(
     name="ohlcv",
     help="A complete, exact, gap-free store of Binance OHLCV candles.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # a docstring's paragraphs reflow instead of breaking mid-line
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
 
 
+def _flags_take_no_value() -> None:
+    """Typer shows `<bool>` beside on/off flags as if they took a value; a flag has no value."""
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # older Typers show no type at all
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ohlcv {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
-    log_level: Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR [env: LOG_LEVEL]")] = None,
-    log_format: Annotated[Optional[str], typer.Option("--log-format", help="text or json [env: LOG_FORMAT]")] = None,
+    log_level: Annotated[Optional[str], typer.Option(
+        "--log-level", help=setting_help("DEBUG, INFO, WARNING or ERROR", "log_level"))] = None,
+    log_format: Annotated[Optional[str], typer.Option(
+        "--log-format", help=setting_help("text or json (one JSON object a line)",
+                                          "log_format"))] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit", callback=_print_version,
+        is_eager=True)] = False,
 ) -> None:
+    """A complete, exact, gap-free store of Binance OHLCV candles."""
     # Kept for the command, which builds the settings once; nothing is validated here, so a bad
     # setting never breaks `--help`.
     ctx.obj = {"log_level": log_level, "log_format": log_format}
 
 
 app.command()(backfill)
-app.command()(sim)
+app.command(context_settings={"show_default": True})(sim)
 app.add_typer(db_cli.app, name="db")
 app.command()(live.stream)
 app.command()(live.consume)
@@ -54,6 +87,7 @@ app.add_typer(gaps_cli.app, name="gaps")
 app.command()(status)
 app.command()(export)
 app.command()(plot)
+app.command()(symbols)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         echo_error("interrupted")
         sys.exit(signals.exit_code)
     except TyperException as exc:  # usage errors: bad option values, unknown commands
+        # (click's class, vendored by newer Typers: known by its name)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ohlcv` or a bare group
+            message = exc.format_message()  # empty when Rich has printed the help already
+            if message.strip():
+                typer.echo(message)
+            sys.exit(0)
         echo_error(exc.format_message() if hasattr(exc, "format_message") else str(exc))
         sys.exit(2)
     except OhlcvError as exc:

@@ -12,12 +12,12 @@ from rich.table import Table
 
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
-    console, echo_error, err_console, parse_window, settings,
+    DatabaseOpt, DaysOpt, EndOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, WideOpt,
+    check_window_flags, column, console, echo_error, err_console, parse_window, setting_help,
+    settings, span, table,
 )
 from ohlcv_cli.cli.signals import exit_if_stopped, watch
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt
-from ohlcv_cli.core.timeutil import iso
 from ohlcv_cli.services.backfill import BackfillResult
 
 log = logging.getLogger("ohlcv.backfill")
@@ -25,17 +25,18 @@ log = logging.getLogger("ohlcv.backfill")
 
 def backfill(
     ctx: typer.Context,
-    days: Annotated[Optional[int], typer.Option("--days", help="Days back from now [env: BACKFILL_DAYS]")] = None,
+    days: DaysOpt = None,
     start: StartOpt = None,
-    end: Annotated[Optional[str], typer.Option("--end", help="ISO end (exclusive); default: now")] = None,
+    end: EndOpt = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
     database_url: DatabaseOpt = None,
     exchange_url: ExchangeUrlOpt = None,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Symbols fetched at once [env: BACKFILL_CONCURRENCY]")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help=setting_help("Symbols fetched at once", "backfill_concurrency"))] = None,
     source: SourceOpt = None,
     archive_url: ArchiveUrlOpt = None,
     no_verify: NoVerifyOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Fetch every candle the database is missing in the window, then print a summary."""
     check_window_flags(days, start, end)
@@ -43,12 +44,12 @@ def backfill(
     s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, database_url=database_url,
                  exchange_url=exchange_url, concurrency=concurrency, backfill_source=source,
                  archive_url=archive_url)
-    with progress_bars(s.symbols) as progress:
+    with progress_bars() as progress:
         result = api.backfill(s, days=days, start=start_ms, end=end_ms, progress=progress,
                               file_progress=progress.files, verify=not no_verify,
                               stop=watch())
     exit_if_stopped(f"{result.written:,} candles written")
-    report_backfill(result)
+    report_backfill(result, wide)
     left = sum(r.left_missing for r in result.symbols)
     if left:
         err_console.print(f"warning: {left} candles are not in the archive and were left missing "
@@ -58,28 +59,36 @@ def backfill(
         raise typer.Exit(1)
 
 
-def report_backfill(result: BackfillResult) -> None:
+def report_backfill(result: BackfillResult, wide: bool = False) -> None:
     """The table on stdout; one `error: SYMBOL: ...` line per failed symbol on stderr."""
-    console.print(summary_table(result))
+    console.print(summary_table(result, wide))
     for r in result.failed:
         echo_error(f"{r.symbol}: {r.error}")
 
 
-def summary_table(result: BackfillResult) -> Table:
-    table = Table(title=f"backfill {result.timeframe} {iso(result.start)} → {iso(result.end)} UTC")
-    cols = ("symbol", "written", "from archive", "from REST", "archive files",
-            "rejected: checksum", "rejected: vs REST", "range", "no candles at exchange",
-            "seconds", "status")
+def summary_table(result: BackfillResult, wide: bool = False) -> Table:
+    """Symbol, candles written (from the archive, from REST), candles the exchange has none
+    for (no data), seconds, status; `wide` adds the archive files, the files rejected by their
+    checksum and by the spot-check against REST, and the range."""
+    seconds = result.timeframe.endswith("s")
+    t = table(f"backfill {result.timeframe} {span(result.start, result.end, seconds, wide)} UTC")
+    cols = (("symbol", "written", "archive", "REST", "files", "bad checksum", "bad vs REST",
+             "range", "no data", "seconds", "status") if wide else
+            ("symbol", "written", "archive", "REST", "no data", "s", "status"))
     for col in cols:
-        table.add_column(col, justify="left" if col in ("symbol", "range", "status") else "right")
+        column(t, col, right=col not in ("symbol", "range", "status"))
     for r in result.symbols:
         status = "FAILED" if r.error is not None else ("incomplete" if r.left_missing else "ok")
-        table.add_row(
-            r.symbol, str(r.written), str(r.from_archive), str(r.written - r.from_archive),
-            str(r.archive_files), str(r.rejected_checksum), str(r.rejected_vs_rest),
-            f"{iso(r.start)} → {iso(r.end)}", str(r.exchange_missing), f"{r.seconds:.1f}", status,
-        )
-    return table
+        rest = str(r.written - r.from_archive)
+        if wide:
+            t.add_row(r.symbol, str(r.written), str(r.from_archive), rest, str(r.archive_files),
+                      str(r.rejected_checksum), str(r.rejected_vs_rest),
+                      span(r.start, r.end, seconds), str(r.exchange_missing),
+                      f"{r.seconds:.1f}", status)
+        else:
+            t.add_row(r.symbol, str(r.written), str(r.from_archive), rest,
+                      str(r.exchange_missing), f"{r.seconds:.1f}", status)
+    return t
 
 
 class _Bars:
@@ -94,18 +103,24 @@ class _Bars:
 
 
 @contextmanager
-def progress_bars(symbols) -> Iterator[_Bars]:
-    """A Rich bar per symbol on a terminal (candles, and archive files when there are any); plain
-    log lines every 10 % otherwise."""
+def progress_bars() -> Iterator[_Bars]:
+    """A Rich bar per symbol on a terminal (candles, and archive files when there are any), each
+    added when its symbol first reports; plain log lines every 10 % otherwise."""
     if err_console.is_terminal:
         bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[files]}"), TimeElapsedColumn(),
                         console=err_console, transient=False)
-        tasks = {s: bars.add_task(s, total=None, files="") for s in symbols}
+        tasks: dict[str, object] = {}
+
+        def task(sym: str):
+            if sym not in tasks:
+                tasks[sym] = bars.add_task(sym, total=None, files="")
+            return tasks[sym]
+
         with bars:
-            yield _Bars(lambda sym, done, total: bars.update(tasks[sym], completed=done,
+            yield _Bars(lambda sym, done, total: bars.update(task(sym), completed=done,
                                                              total=total or 1),
-                        lambda sym, done, total: bars.update(tasks[sym],
+                        lambda sym, done, total: bars.update(task(sym),
                                                              files=f"{done}/{total} files"))
         return
     last: dict[str, int] = {}

@@ -4,45 +4,110 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
 
 from ohlcv_cli import api
 from ohlcv_cli.core.errors import ConfigError
-from ohlcv_cli.core.settings import Settings
-from ohlcv_cli.core.timeutil import parse_iso
+from ohlcv_cli.core.settings import Settings, env_name
+from ohlcv_cli.core.timeutil import iso, parse_iso
 
-# Off a terminal (cron, pipes, CI) tables get room instead of wrapping at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Off a terminal (cron, pipes, CI) tables get room instead of wrapping at 80 columns, unless
+# COLUMNS says how wide. One console per stream: the progress bars and the log handler share
+# err_console, so that log lines land above the bars.
+_COLUMNS = os.environ.get("COLUMNS", "").isdigit()
+console = Console(width=None if sys.stdout.isatty() or _COLUMNS else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() or _COLUMNS else 160)
+
+
+def table(title: str) -> Table:
+    """A table as every command prints it: the title wraps, a cell's text never turns into …"""
+    return Table(title=title, title_justify="left")
+
+
+def column(t: Table, header: str, right: bool = False) -> None:
+    """A column whose text wraps (folds) when the terminal is narrower than the table was made
+    for, rather than being cut or ellipsized."""
+    t.add_column(header, justify="right" if right else "left", overflow="fold")
+
+
+def when(ms: int, seconds: bool = True) -> str:
+    """An open time: with seconds only when the timeframe has them."""
+    text = iso(ms)
+    return text if seconds else text[:-3]
+
+
+def span(a: int, b: int, seconds: bool = True, wide: bool = False) -> str:
+    """`first → last`, the last without the date parts it shares with the first
+    (2024-03-01 01:40 → 02:09); both in full with `wide`."""
+    x, y = when(a, seconds or wide), when(b, seconds or wide)
+    if not wide:
+        if x[:10] == y[:10]:
+            y = y[11:]
+        elif x[:4] == y[:4]:
+            y = y[5:]
+    return f"{x} → {y}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(getattr(value, "name", value))
+
+
+def setting_help(text: str, field: str, default: str | None = None) -> str:
+    """`text`, then the default (the setting's own unless given) and the environment variable of
+    the settings field the option sets; brackets escaped for Rich."""
+    if default is None:
+        default = _shown(Settings.model_fields[field].get_default(call_default_factory=True))
+    return f"{text} \\[default: {default}] \\[env: {env_name(field)}]"
+
+
+def plain_help(text: str, default: str) -> str:
+    """`text` and the default of an option that no setting backs."""
+    return f"{text} \\[default: {default}]"
+
 
 SymbolsOpt = Annotated[Optional[str], typer.Option(
-    "--symbols", help="Comma list of ccxt symbols, e.g. BTC/USDT,ETH/USDT [env: SYMBOLS]")]
+    "--symbols", help=setting_help(
+        "Comma list of symbols, any case: BTC/USDT, the exchange's id BTCUSDT, or a regular "
+        "expression matched against the exchange's symbols, e.g. '.*/USDT'", "symbols"))]
 TimeframeOpt = Annotated[Optional[str], typer.Option(
-    "--timeframe", "-t", help="Candle timeframe: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w")]
+    "--timeframe", "-t", help=setting_help(
+        "Candle timeframe: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w", "timeframe"))]
 DatabaseOpt = Annotated[Optional[str], typer.Option(
-    "--database-url", help="SQLAlchemy URL; postgresql:// accepted [env: DATABASE_URL]",
-    show_default=False)]
+    "--database-url", help=setting_help(
+        "SQLAlchemy URL; postgresql:// accepted", "database_url",
+        "POSTGRES_* if set, else sqlite:///ohlcv.db"), show_default=False)]
 ExchangeUrlOpt = Annotated[Optional[str], typer.Option(
-    "--exchange-url", help="Replace scheme and host of the exchange's REST endpoints "
-    "[env: OHLCV_EXCHANGE_URL]")]
+    "--exchange-url", help=setting_help(
+        "Replace scheme and host of the exchange's REST endpoints", "exchange_url",
+        "Binance's own"))]
 BrokerOpt = Annotated[Optional[str], typer.Option(
-    "--kafka-broker", help="Kafka bootstrap server host:port [env: KAFKA_BROKER]")]
-TopicOpt = Annotated[Optional[str], typer.Option("--topic", help="Kafka topic [env: TOPIC_NAME]")]
+    "--kafka-broker", help=setting_help("Kafka bootstrap server host:port", "kafka_broker",
+                                        "127.0.0.1:9092"))]
+TopicOpt = Annotated[Optional[str], typer.Option(
+    "--topic", help=setting_help("Kafka topic", "topic_name"))]
 MetricsOpt = Annotated[Optional[int], typer.Option(
-    "--metrics-port", help="Serve Prometheus metrics on this port [env: METRICS_PORT]")]
+    "--metrics-port", help=setting_help("Serve Prometheus metrics on this port", "metrics_port",
+                                        "none, no metrics"))]
 
 
 DaysOpt = Annotated[Optional[int], typer.Option(
-    "--days", help="Days back from now [env: BACKFILL_DAYS]")]
+    "--days", help=setting_help("Days back from now", "backfill_days"))]
 StartOpt = Annotated[Optional[str], typer.Option(
-    "--start", help="ISO start (inclusive), UTC if no zone")]
+    "--start", help=plain_help("ISO start (inclusive), UTC if no zone", "--days back"))]
 EndOpt = Annotated[Optional[str], typer.Option(
-    "--end", help="ISO end (exclusive); default: now")]
+    "--end", help=plain_help("ISO end (exclusive)", "now"))]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+WideOpt = Annotated[bool, typer.Option(
+    "--wide", help="All columns, full ranges and times (default: what fits 80 columns)")]
 
 # The one place where a command's parameter names meet the settings fields they set: a parameter
 # not listed here has the field's name. An unknown name is an error (load_settings).
@@ -104,10 +169,17 @@ THIRD_PARTY_LOGGERS = ("kafka", "ccxt", "urllib3", "alembic", "sqlalchemy", "asy
 
 
 def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """JSON lines with LOG_FORMAT=json; on a terminal, Rich's handler on the console the progress
+    bars draw on (lines land above the bars); plain lines otherwise."""
     if fmt == "json":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
+    elif err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, markup=False,
+                              rich_tracebacks=False, log_time_format="%H:%M:%S")
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -10,16 +10,16 @@ import typer
 
 from ohlcv_cli.cli.common import (
     DatabaseOpt, SymbolsOpt, TimeframeOpt, check_window_flags, err_console, parse_window,
-    settings,
+    plain_help, settings,
 )
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.timeutil import iso
 
 DAY = 86_400_000
 
-DaysOpt = Annotated[Optional[int], typer.Option("--days", help="The last N days up to now")]
-StartOpt = Annotated[Optional[str], typer.Option("--start", help="ISO start (inclusive), UTC if no zone")]
-EndOpt = Annotated[Optional[str], typer.Option("--end", help="ISO end (exclusive); default: the newest candle")]
+DaysOpt = Annotated[Optional[int], typer.Option("--days", help=plain_help("The last N days up to now", "everything stored"))]
+StartOpt = Annotated[Optional[str], typer.Option("--start", help=plain_help("ISO start (inclusive), UTC if no zone", "the oldest candle"))]
+EndOpt = Annotated[Optional[str], typer.Option("--end", help=plain_help("ISO end (exclusive)", "after the newest candle"))]
 
 
 def window(days: int | None, start: str | None, end: str | None) -> tuple[int | None, int | None]:
@@ -42,35 +42,36 @@ def warn_incomplete(symbol: str, timeframe: str, buckets: list[int]) -> None:
 def export(
     ctx: typer.Context,
     out: Annotated[str, typer.Option("--out", "-o", help="File path, a directory with --per-symbol, or - for stdout")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or jsonl")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or jsonl", show_default=True)] = "csv",
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
     days: DaysOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
-    per_symbol: Annotated[bool, typer.Option("--per-symbol", help="One file per symbol (no symbol column); --out is a directory or a path with {symbol}")] = False,
+    per_symbol: Annotated[bool, typer.Option("--per-symbol", help="One file per symbol (no symbol column); --out is a directory or a path with {symbol} \\[default: one file]")] = False,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """Write candles (stored or derived timeframes) to csv, parquet or jsonl, exactly as stored,
-    in chunks with flat memory. Without --days/--start: everything stored."""
+    """Write candles of stored or derived timeframes to a file, exactly as stored.
+
+    Streamed in chunks with flat memory. Without --days/--start: everything stored."""
     from ohlcv_cli.api.read import open_store
 
     start_ms, end_ms = window(days, start, end)
     s = settings(ctx, "export", symbols=symbols, timeframe=timeframe, database_url=database_url)
     tf = s.timeframe.name
     with open_store(s) as store:
-        result = store.export(list(s.symbols), tf, start_ms, end_ms, fmt.lower(), out,
-                              per_symbol)
+        syms = store.resolve(list(s.symbols))  # id forms and patterns against what is stored
+        result = store.export(syms, tf, start_ms, end_ms, fmt.lower(), out, per_symbol)
     for sym, buckets in result.incomplete.items():
         warn_incomplete(sym, tf, buckets)
     if result.rows == 0:
         for f in result.files:
             if f != "-" and os.path.exists(f):
                 os.remove(f)
-        raise ConfigError(f"no {tf} candles of {', '.join(s.symbols)} in the window:"
+        raise ConfigError(f"no {tf} candles of {', '.join(syms)} in the window:"
                           " nothing exported")
     rate = result.rows / result.seconds if result.seconds else 0
     err_console.print(
-        f"exported {result.rows} {tf} candles of {len(s.symbols)} symbol(s) to "
+        f"exported {result.rows} {tf} candles of {len(syms)} symbol(s) to "
         f"{', '.join('stdout' if f == '-' else f for f in result.files)} in {result.seconds:.2f} s"
         f" ({rate:,.0f} candles/s)", markup=False, highlight=False, soft_wrap=True)

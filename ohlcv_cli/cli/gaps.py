@@ -10,8 +10,9 @@ from rich.table import Table
 
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
-    console, echo_error, parse_window, settings,
+    DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, WideOpt,
+    check_window_flags, column, console, echo_error, parse_window, plain_help, setting_help,
+    settings, span, table,
 )
 from ohlcv_cli.cli.signals import exit_if_stopped, watch
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt, archive_line
@@ -23,9 +24,9 @@ app = typer.Typer(help="Find and repair missing candles (exit 0: complete, 1: ga
                   no_args_is_help=True)
 
 DaysOpt = Annotated[Optional[int], typer.Option(
-    "--days", help="Days back from the last closed candle [env: BACKFILL_DAYS]")]
+    "--days", help=setting_help("Days back from the last closed candle", "backfill_days"))]
 EndOpt = Annotated[Optional[str], typer.Option(
-    "--end", help="ISO end (exclusive); default: the last closed candle minus the grace")]
+    "--end", help=plain_help("ISO end (exclusive)", "the last closed candle's close"))]
 
 MAX_RANGE_LINES = 10
 
@@ -41,7 +42,7 @@ def check(
     ctx: typer.Context,
     days: DaysOpt = None, start: StartOpt = None, end: EndOpt = None,
     symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
-    database_url: DatabaseOpt = None, as_json: JsonOpt = False,
+    database_url: DatabaseOpt = None, as_json: JsonOpt = False, wide: WideOpt = False,
 ) -> None:
     """Report missing closed candles per symbol; needs only the database (exit 1 on gaps)."""
     window = _window(days, start, end)
@@ -51,7 +52,7 @@ def check(
     if as_json:
         typer.echo(json.dumps(check_json(report, s.timeframe), indent=2))
     else:
-        console.print(check_table(report, s.timeframe))
+        console.print(check_table(report, s.timeframe, wide))
         console.print(_check_summary(report), markup=False, highlight=False)
     if not report.ok:
         raise typer.Exit(1)
@@ -64,9 +65,9 @@ def repair(
     symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
     database_url: DatabaseOpt = None, exchange_url: ExchangeUrlOpt = None,
     as_json: JsonOpt = False, source: SourceOpt = None, archive_url: ArchiveUrlOpt = None,
-    no_verify: NoVerifyOpt = False,
+    no_verify: NoVerifyOpt = False, wide: WideOpt = False,
 ) -> None:
-    """Fetch the missing candles; remember the ranges the exchange has none for (exit 1 if some
+    """Fetch the missing candles and remember what the exchange has none of (exit 1 if some
     are still missing)."""
     window = _window(days, start, end)
     s = settings(ctx, "gaps_repair", symbols=symbols, timeframe=timeframe,
@@ -83,7 +84,7 @@ def repair(
                 "rejected_vs_rest": a.disagreed, "not_published": a.not_published}
         typer.echo(json.dumps(out, indent=2))
     else:
-        console.print(repair_table(report, s.timeframe))
+        console.print(repair_table(report, s.timeframe, wide))
         for sym, a in report.archive.items():
             line = archive_line(sym, a)
             if line:
@@ -98,13 +99,13 @@ def repair(
 
 
 # --- output -----------------------------------------------------------------------------------
-def _span(tf: Timeframe, a: int, b: int) -> str:
+def _span(tf: Timeframe, a: int, b: int, wide: bool = True) -> str:
     """A missing range by its first and last missing open time, and its length in candles."""
-    return f"{iso(a)} → {iso(b - tf.ms)} ({tf.count(a, b)})"
+    return f"{span(a, b - tf.ms, tf.ms < 60_000, wide)} ({tf.count(a, b)})"
 
 
-def _lines(tf: Timeframe, ranges, limit: int = MAX_RANGE_LINES) -> str:
-    lines = [_span(tf, a, b) for a, b in ranges[:limit]]
+def _lines(tf: Timeframe, ranges, limit: int = MAX_RANGE_LINES, wide: bool = True) -> str:
+    lines = [_span(tf, a, b, wide) for a, b in ranges[:limit]]
     if len(ranges) > limit:
         lines.append(f"… {len(ranges) - limit} more ranges (--json lists all)")
     return "\n".join(lines)
@@ -121,21 +122,33 @@ def _status(g) -> str:
     return "gaps" if g.missing else "ok"
 
 
-def check_table(report: GapReport, tf: Timeframe) -> Table:
-    table = Table(title=f"gaps {report.timeframe} {iso(report.start)} → {iso(report.end)} UTC "
-                        f"(end exclusive)")
-    table.add_column("symbol")
-    table.add_column("status")
-    table.add_column("missing ranges: first → last open time (candles)")
-    for col in ("missing", "expected", "coverage %"):
-        table.add_column(col, justify="right")
+def _title(what: str, report, wide: bool) -> str:
+    seconds = report.timeframe.endswith("s")
+    return (f"{what} {report.timeframe} {span(report.start, report.end, seconds, wide)} UTC"
+            + (" (end exclusive)" if wide else ""))
+
+
+def check_table(report: GapReport, tf: Timeframe, wide: bool = False) -> Table:
+    """Symbol, status, missing candles, coverage and the missing ranges (compact; `wide`: in
+    full, with the expected count)."""
+    t = table(_title("gaps", report, wide))
+    column(t, "symbol")
+    column(t, "status")
+    column(t, "missing", right=True)
+    if wide:
+        column(t, "expected", right=True)
+    column(t, "coverage %" if wide else "cover %", right=True)
+    column(t, "missing ranges: first → last open time (candles)" if wide
+           else "missing: first → last (n)")
     for g in report.symbols:
-        ranges = _lines(tf, g.missing)
+        ranges = _lines(tf, g.missing, wide=wide)
         if g.empty:
-            ranges = f"all, {_span(tf, g.start, g.end)}"
-        table.add_row(g.symbol, _status(g), ranges or "-", str(g.missing_candles), str(g.expected),
-                      _pct(g.coverage))
-    return table
+            ranges = f"all, {_span(tf, g.start, g.end, wide)}"
+        status = _status(g) if wide or not g.empty else "empty"
+        row = [g.symbol, status, str(g.missing_candles)]
+        row += [str(g.expected)] if wide else []
+        t.add_row(*row, _pct(g.coverage), ranges or "-")
+    return t
 
 
 def _check_summary(report: GapReport) -> str:
@@ -173,20 +186,26 @@ def check_json(report: GapReport, tf: Timeframe) -> dict:
     }
 
 
-def repair_table(report: RepairReport, tf: Timeframe) -> Table:
-    table = Table(title=f"gaps repair {report.timeframe} {iso(report.start)} → "
-                        f"{iso(report.end)} UTC (end exclusive)")
-    table.add_column("symbol")
-    table.add_column("missing", justify="right")
-    table.add_column("written", justify="right")
-    table.add_column("no data at the exchange: first → last open time (candles)")
-    table.add_column("still missing", justify="right")
-    table.add_column("status")
+def repair_table(report: RepairReport, tf: Timeframe, wide: bool = False) -> Table:
+    """Symbol, missing, written, candles the exchange has none of, still missing, status;
+    `wide` lists the ranges the exchange has none for."""
+    t = table(_title("gaps repair", report, wide))
+    column(t, "symbol")
+    column(t, "missing", right=True)
+    column(t, "written", right=True)
+    if wide:
+        column(t, "no data at the exchange: first → last open time (candles)")
+        column(t, "still missing", right=True)
+    else:
+        column(t, "no data", right=True)
+        column(t, "left", right=True)
+    column(t, "status")
     for r in report.symbols:
         status = "FAILED" if r.error else ("incomplete" if r.still_missing else "ok")
-        table.add_row(r.symbol, str(count(tf, r.missing)), str(r.written),
-                      _lines(tf, r.exchange_empty) or "-", str(r.still_missing_candles), status)
-    return table
+        empty = _lines(tf, r.exchange_empty) or "-" if wide else str(count(tf, r.exchange_empty))
+        t.add_row(r.symbol, str(count(tf, r.missing)), str(r.written), empty,
+                  str(r.still_missing_candles), status)
+    return t
 
 
 def _repair_summary(report: RepairReport, tf: Timeframe) -> str:

@@ -12,17 +12,18 @@ from ohlcv_cli.cli.backfill import report_backfill
 from ohlcv_cli.cli.signals import exit_if_stopped, stopped, watch
 from ohlcv_cli.cli.common import (
     BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
-    console, settings,
+    console, setting_help, settings,
 )
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.timeutil import parse_iso
 
 log = logging.getLogger("ohlcv.live")
 
-PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions if the topic is created [env: TOPIC_PARTITIONS]")]
-GroupOpt = Annotated[Optional[str], typer.Option("--group", help="Consumer group [env: CONSUMER_GROUP]")]
-SourceOpt = Annotated[Optional[str], typer.Option("--source", help="ws: the exchange's websocket, REST as the safety net; rest: poll REST at each close [env: STREAM_SOURCE]")]
-StreamUrlOpt = Annotated[Optional[str], typer.Option("--stream-url", help="Websocket base URL [env: OHLCV_STREAM_URL]")]
+PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help=setting_help("Partitions if the topic is created", "topic_partitions"))]
+GroupOpt = Annotated[Optional[str], typer.Option("--group", help=setting_help("Consumer group", "consumer_group"))]
+SourceOpt = Annotated[Optional[str], typer.Option("--source", help=setting_help("ws: the exchange's websocket, REST as the safety net; rest: poll REST at each close", "stream_source"))]
+StreamUrlOpt = Annotated[Optional[str], typer.Option("--stream-url", help=setting_help("Websocket base URL", "stream_url", "wss://stream.binance.com:9443 unless --exchange-url is elsewhere"))]
+RunBrokerOpt = Annotated[Optional[str], typer.Option("--kafka-broker", help=setting_help("Kafka bootstrap server host:port", "kafka_broker", "none: straight into the database"))]
 MaxCyclesOpt = Annotated[Optional[int], typer.Option("--max-cycles", help="Stop after N cycles (testing)", hidden=True)]
 
 
@@ -57,7 +58,7 @@ def consume(
     group: GroupOpt = None,
     database_url: DatabaseOpt = None,
     metrics_port: MetricsOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Consumer processes in the group, this one included [env: CONSUMER_WORKERS]")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help=setting_help("Consumer processes in the group, this one included", "consumer_workers"))] = None,
     max_idle_polls: Annotated[Optional[int], typer.Option("--max-idle-polls", help="Stop after N empty polls (testing)", hidden=True)] = None,
 ) -> None:
     """Write candles from Kafka into the database; offsets are committed after the rows."""
@@ -71,11 +72,11 @@ def consume(
 
 def run(
     ctx: typer.Context,
-    days: Annotated[Optional[int], typer.Option("--days", help="Backfill this many days first [env: BACKFILL_DAYS]")] = None,
-    start: Annotated[Optional[str], typer.Option("--start", help="Backfill from this ISO time instead of --days")] = None,
+    days: Annotated[Optional[int], typer.Option("--days", help=setting_help("Backfill this many days first", "backfill_days"))] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="Backfill from this ISO time instead of --days \\[default: --days back]")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
-    kafka_broker: BrokerOpt = None,
+    kafka_broker: RunBrokerOpt = None,
     topic: TopicOpt = None,
     database_url: DatabaseOpt = None,
     exchange_url: ExchangeUrlOpt = None,
@@ -84,9 +85,10 @@ def run(
     stream_url: StreamUrlOpt = None,
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
-    """One process for one machine: backfill, then stream and consume (through Kafka when
-    KAFKA_BROKER is set, else straight into the database). Exit 1 if the backfill failed for a
-    symbol (nothing is streamed then)."""
+    """Backfill, then stream and consume in one process, for one machine.
+
+    Through Kafka when KAFKA_BROKER is set, else straight into the database. Exit 1 if the
+    backfill failed for a symbol (nothing is streamed then)."""
     start_ms = _run_start(days, start)
     s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
                  topic=topic, database_url=database_url, exchange_url=exchange_url,

@@ -13,16 +13,18 @@ from ohlcv_cli.core.timeutil import iso
 
 def plot(
     ctx: typer.Context,
-    symbol: Annotated[str, typer.Argument(help="ccxt symbol, e.g. BTC/USDT")],
+    symbol: Annotated[str, typer.Argument(help="Symbol, any case: BTC/USDT, or the id form BTCUSDT")],
     out: Annotated[str, typer.Option("--out", "-o", help="chart.png (static) or chart.html (interactive)")],
-    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Stored or derivable timeframe")] = "1h",
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Stored or derivable timeframe", show_default=True)] = "1h",
     days: DaysOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """Draw candlesticks with volume underneath on a UTC time axis; a candle that is not stored
-    is a hole. Without --days/--start: everything stored."""
+    """Draw candlesticks with volume underneath to a PNG or an HTML file.
+
+    UTC time axis; a candle that is not stored is a hole. Without --days/--start: everything
+    stored."""
     from ohlcv_cli.api.read import check_picture, open_store
 
     start_ms, end_ms = window(days, start, end)
@@ -31,19 +33,18 @@ def plot(
     with open_store(s) as store:
         w = store.window(symbol, timeframe, start_ms, end_ms)
         drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out)
-    warn_incomplete(symbol, timeframe, incomplete)
-    console.print(f"{out}: {drawn} {timeframe} candles of {symbol}, {iso(w.start)} to "
+    warn_incomplete(w.symbol, timeframe, incomplete)
+    console.print(f"{out}: {drawn} {timeframe} candles of {w.symbol}, {iso(w.start)} to "
                   f"{iso(w.end)} UTC", markup=False, highlight=False, soft_wrap=True)
 
 
 def coverage(s, out: str, symbols: str | None, timeframe: str | None) -> None:
     """`ohlcv status --plot PATH`: per symbol and timeframe, what is stored, missing, or has no
     candles on the exchange."""
-    from ohlcv_cli.core.symbols import parse_symbols
     from ohlcv_cli.api.read import check_picture, open_store
 
     check_picture(out)
-    wanted = parse_symbols(symbols) if symbols is not None else None
     with open_store(s) as store:
+        wanted = store.resolve(symbols) if symbols is not None else None
         n = store.plot_coverage(out, wanted, timeframe)
     console.print(f"{out}: coverage of {n} series", markup=False, highlight=False)

@@ -6,11 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from ohlcv_cli.cli.common import setting_help
+
 SourceOpt = Annotated[Optional[str], typer.Option(
-    "--source", help="auto (archive files, then REST for the rest), rest, or archive "
-    "[env: BACKFILL_SOURCE]")]
+    "--source", help=setting_help("auto (archive files, then REST for the rest), rest, or "
+                                  "archive", "backfill_source"))]
 ArchiveUrlOpt = Annotated[Optional[str], typer.Option(
-    "--archive-url", help="Binance's public archive, or the simulator [env: OHLCV_ARCHIVE_URL]")]
+    "--archive-url", help=setting_help("Binance's public archive, or the simulator",
+                                       "archive_url",
+                                       "https://data.binance.vision unless --exchange-url is "
+                                       "elsewhere"))]
 NoVerifyOpt = Annotated[bool, typer.Option(
     "--no-verify", help="Skip the spot-check of each archive file against REST (one request "
     "per file)")]

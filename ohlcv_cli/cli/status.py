@@ -9,21 +9,30 @@ import typer
 from rich.table import Table
 
 from ohlcv_cli import api
-from ohlcv_cli.cli.common import DatabaseOpt, JsonOpt, SymbolsOpt, TimeframeOpt, console, settings
+from ohlcv_cli.cli.common import (
+    DatabaseOpt, JsonOpt, WideOpt, column, console, settings, span, table,
+)
 from ohlcv_cli.core.timeutil import iso
 from ohlcv_cli.services.status import SeriesStatus
 
 
 def status(
     ctx: typer.Context,
-    symbols: SymbolsOpt = None,
-    timeframe: TimeframeOpt = None,
+    symbols: Annotated[Optional[str], typer.Option(
+        "--symbols", help="Only these symbols: a comma list of symbols or patterns, as SYMBOLS "
+        "takes it \\[default: every symbol stored]")] = None,
+    timeframe: Annotated[Optional[str], typer.Option(
+        "--timeframe", "-t",
+        help="Only this timeframe \\[default: every timeframe stored]")] = None,
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
-    plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the coverage timeline to this .png or .html")] = None,
+    wide: WideOpt = False,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the coverage timeline to this .png or .html \\[default: no picture]")] = None,
 ) -> None:
-    """Per symbol and timeframe in the store: first and last candle, stored and expected counts,
-    coverage, freshness and the ranges the exchange has no candles for."""
+    """Show what the store holds per symbol and timeframe: range, coverage and freshness.
+
+    With --wide also the stored and expected counts and the ranges the exchange has no candles
+    for."""
     # Only the flags filter: without them every series in the store is shown.
     s = settings(ctx, "status", database_url=database_url)
     report = api.status(s, symbols=symbols, timeframe=timeframe)
@@ -36,23 +45,37 @@ def status(
     elif not report.series:
         console.print(f"no candles stored in {report.database}", markup=False, highlight=False)
     else:
-        console.print(status_table(report))
-        console.print("age: time since the newest candle closed; exchange gaps: ranges / candles "
-                      "the exchange has none for", markup=False, highlight=False)
+        console.print(status_table(report, wide))
+        console.print("age: time since the newest candle closed" + (
+            "; exchange gaps: ranges / candles the exchange has none for" if wide else ""),
+            markup=False, highlight=False)
 
 
-def status_table(report: api.StatusReport) -> Table:
-    table = Table(title=f"store at {report.database}")
-    for col in ("symbol", "timeframe", "first", "last"):
-        table.add_column(col)
-    for col in ("stored", "expected", "coverage %", "age", "exchange gaps"):
-        table.add_column(col, justify="right")
+def status_table(report: api.StatusReport, wide: bool = False) -> Table:
+    """Symbol, timeframe, first → last candle (compact), coverage, age; `wide`: first and last
+    in full, stored and expected counts, exchange gaps."""
+    t = table(f"store at {report.database}")
+    if wide:
+        for col in ("symbol", "timeframe", "first", "last"):
+            column(t, col)
+        for col in ("stored", "expected", "coverage %", "age", "exchange gaps"):
+            column(t, col, right=True)
+    else:
+        for col in ("symbol", "tf", "first → last candle"):
+            column(t, col)
+        for col in ("cover %", "age"):
+            column(t, col, right=True)
     for r in report.series:
-        table.add_row(r.symbol, r.timeframe, iso(r.first), iso(r.last), str(r.stored),
-                      str(r.expected), f"{int(r.coverage * 100) / 100:.2f}", age(r.age_ms),
+        pct = f"{int(r.coverage * 100) / 100:.2f}"
+        if wide:
+            t.add_row(r.symbol, r.timeframe, iso(r.first), iso(r.last), str(r.stored),
+                      str(r.expected), pct, age(r.age_ms),
                       f"{r.exchange_gap_ranges} / {r.exchange_gap_candles}"
                       if r.exchange_gap_ranges else "-")
-    return table
+        else:
+            seconds = r.timeframe.endswith("s")
+            t.add_row(r.symbol, r.timeframe, span(r.first, r.last, seconds), pct, age(r.age_ms))
+    return t
 
 
 def age(ms: int) -> str:

@@ -244,6 +244,14 @@ def redact_url(url: str) -> str:
 _ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL", "stream_url": "OHLCV_STREAM_URL",
               "archive_url": "OHLCV_ARCHIVE_URL"}
 
+
+def env_name(field: str) -> str:
+    """The environment variable (and `.env` key) of a settings field."""
+    if field not in Settings.model_fields:
+        raise ConfigError(f"unknown setting {field!r}")
+    return _ENV_NAMES.get(field, field.upper())
+
+
 # The settings each kind of collaborator reads; a command validates the groups it uses.
 LOGGING = frozenset({"log_level", "log_format"})
 DATABASE = frozenset({"database_url", "postgres_user", "postgres_password", "postgres_db",

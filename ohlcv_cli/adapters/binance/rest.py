@@ -315,6 +315,11 @@ class CcxtFetcher:
             if market is None or not market.get("spot"):
                 raise BadSymbol(f"unknown symbol {s!r}: {self.exchange_id} spot does not list it")
 
+    def spot_markets(self) -> dict[str, str]:
+        """The exchange's spot symbols, each with its market id (BTC/USDT -> BTCUSDT)."""
+        self.load()
+        return {sym: m["id"] for sym, m in self._markets.items() if m.get("spot")}
+
     def market_id(self, symbol: str) -> str:
         self.check_symbols([symbol])
         return self._markets[symbol]["id"]

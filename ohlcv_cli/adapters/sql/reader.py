@@ -86,6 +86,14 @@ class SqlCandleReader:
             f" AND symbol = :s AND timeframe = '{tf}')" for tf in SUPPORTED)
         return [r[0] for r in self._all(probes, {"e": exchange, "s": symbol})]
 
+    def stored_symbols(self, exchange: str) -> list[str]:
+        """Symbols with at least one candle: a skip scan of the key, one probe per symbol."""
+        sql = ("WITH RECURSIVE s(symbol) AS (SELECT min(symbol) FROM candles WHERE exchange = :e"
+               " UNION ALL SELECT (SELECT min(symbol) FROM candles WHERE exchange = :e"
+               " AND symbol > s.symbol) FROM s WHERE s.symbol IS NOT NULL)"
+               " SELECT symbol FROM s WHERE symbol IS NOT NULL")
+        return [r[0] for r in self._all(sql, {"e": exchange})]
+
     def bounds(self, exchange: str, symbol: str, timeframe: str) -> tuple[int, int] | None:
         """Open times of the first and the last stored candle."""
         row = self._all(f"SELECT min(open_time), max(open_time) FROM candles WHERE {_KEY}",

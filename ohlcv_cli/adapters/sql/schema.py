@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,10 +19,17 @@ from ohlcv_cli.core.errors import ConfigError, SchemaOutOfDate
 from ohlcv_cli.core.settings import redact_url
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the URL; a malformed URL or a missing driver is a ConfigError."""
+def make_engine(url: str, create: bool = True) -> Engine:
+    """An engine for the URL; a malformed URL or a missing driver is a ConfigError. `create`
+    False: a SQLite database file that does not exist is a StorageError naming its path
+    (SQLite would create an empty one on the first connection)."""
     try:
         if url.startswith("sqlite"):
+            path = sa.engine.make_url(url).database
+            if not create and path and path != ":memory:" and not path.startswith("file:") \
+                    and not os.path.exists(path):
+                raise StorageError(f"no database file {os.path.abspath(path)}: `ohlcv db "
+                                   "upgrade` or `ohlcv backfill` creates it (or set DATABASE_URL)")
             engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
             @sa.event.listens_for(engine, "connect")
