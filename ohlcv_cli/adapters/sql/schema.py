@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from ohlcv_cli.adapters.sql.errors import first_line, translate
-from ohlcv_cli.core.errors import ConfigError, SchemaOutOfDate
+from ohlcv_cli.core.errors import ConfigError, SchemaOutOfDate, StorageError
 from ohlcv_cli.core.settings import redact_url
 
 
