@@ -169,6 +169,23 @@ def test_sigint_stops_run_through_kafka(pg_url, repo_for, sim_factory, kafka, to
     assert _committed(broker, env["CONSUMER_GROUP"], topic) == repo.count() - 86_400
 
 
+def test_sigterm_during_run_s_backfill_stops_before_streaming(sim_factory, repo_for, tmp_path):
+    sim = sim_factory(latency_ms=60)
+    env = {"OHLCV_EXCHANGE_URL": sim.url, "SYMBOLS": "BTC/USDT", "BACKFILL_DAYS": "30",
+           "BACKFILL_BATCH_SIZE": "2000"}
+    proc = Proc(tmp_path, "run", "run", env=env)
+    db = tmp_path / "ohlcv.db"
+    assert wait_for(lambda: db.exists() and repo_for(f"sqlite:///{db}").count() >= 2000, 60, 0.1), proc.text()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 143, proc.text()[-3000:]
+    m = re.match(r"^interrupted: ([\d,]+) candles backfilled; rerun to resume$", proc.last_line())
+    assert m, proc.text()[-3000:]
+    repo = repo_for(f"sqlite:///{db}")
+    assert int(m.group(1).replace(",", "")) == repo.count() < 30 * 1440
+    assert {c.source for c in repo.candles("binance", "BTC/USDT", "1m")} == {"backfill"}  # nothing streamed
+    assert "BTC/USDT" not in proc.out.read_text()  # no table for an interrupted backfill
+
+
 # --- 7. broker outages ------------------------------------------------------------------------------
 def test_a_broker_outage_is_one_line_when_it_starts_one_when_it_ends_and_consuming_resumes(pg_url, repo_for, sim_factory, kafka, topic, tmp_path):
     broker, handle = kafka
