@@ -73,6 +73,18 @@ def stored_until(repo, t_ms: int, symbols=SYMS):
     return cond
 
 
+def stored_at_least(repo, n: int, symbols=SYMS):
+    """Each symbol has at least n 1s candles stored: a condition on data, not on the clock, so a
+    process that starts slowly on a loaded machine still gets its full run."""
+    def cond():
+        return all(len(repo.candles("binance", s, "1s")) >= n for s in symbols)
+    return cond
+
+
+def both(*conds):
+    return lambda: all(c() for c in conds)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -85,7 +97,8 @@ def test_end_to_end_exact_and_complete(pg_url, repo_for, sim_factory, kafka, top
     consume = Proc(tmp_path, "consume", "consume", env=env)
     repo = repo_for(pg_url)
     target = now_ms() + 8000
-    assert wait_for(stored_until(repo, target - 2000, SYMS), 40), stream.text()[-2000:] + consume.text()[-2000:]
+    assert wait_for(both(stored_until(repo, target - 2000, SYMS), stored_at_least(repo, 6)), 60), \
+        stream.text()[-2000:] + consume.text()[-2000:]
     assert stream.stop() == 143 and consume.stop() == 143
     assert_complete_and_exact(repo, sim)
     assert "SIGTERM received" in stream.text() and "stream stopped after" in stream.text()

@@ -15,7 +15,10 @@ from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.feed import Connected, Disconnected
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_sim import SimConfig, SimServer, WsFaults
-from test_live import Proc, assert_complete_and_exact, live_env, now_ms, rows, stored_until, wait_for
+from test_live import (
+    Proc, assert_complete_and_exact, both, live_env, now_ms, rows, stored_at_least, stored_until,
+    wait_for,
+)
 
 TF = parse_timeframe("1s")
 MARKETS = {"BTC/USDT": "BTCUSDT", "ETH/USDT": "ETHUSDT", "SOL/USDT": "SOLUSDT"}
@@ -189,12 +192,18 @@ def test_end_to_end_through_kafka_with_socket_faults_and_a_restart(pg_url, repo_
     stream = Proc(tmp_path, "stream", "stream", env=env)
     repo = repo_for(pg_url)
     try:
-        assert wait_for(stored_until(repo, now_ms() + 9000), timeout=40), stream.text()[-3000:]
+        syms = ("BTC/USDT", "ETH/USDT")
+        # until the faults have happened and enough is stored, however slowly the stream started
+        assert wait_for(both(stored_until(repo, now_ms() + 9000, syms), stored_at_least(repo, 10, syms),
+                             lambda: "reconnecting" in stream.text()
+                             and "skipped a malformed message" in stream.text()),
+                        timeout=60), stream.text()[-3000:]
         assert stream.stop() == 143
         first_log = stream.text()
         time.sleep(3)  # candles close while nothing streams: the restart must fetch them
         stream = Proc(tmp_path, "stream2", "stream", env=env)
-        assert wait_for(stored_until(repo, now_ms() + 5000), timeout=30), stream.text()[-3000:]
+        assert wait_for(both(stored_until(repo, now_ms() + 5000, syms), stored_at_least(repo, 16, syms)),
+                        timeout=45), stream.text()[-3000:]
         assert stream.stop() == 143
         time.sleep(1.5)  # the consumer writes the last published candles
     finally:
