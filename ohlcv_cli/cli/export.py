@@ -31,12 +31,14 @@ def window(days: int | None, start: str | None, end: str | None) -> tuple[int | 
     return parse_window(start, end)
 
 
+def warn(text: str) -> None:
+    err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 def warn_incomplete(symbol: str, timeframe: str, buckets: list[int]) -> None:
     if buckets:
-        err_console.print(
-            f"warning: {symbol}: {len(buckets)} {timeframe} candles left out, their base candles"
-            f" are not all stored (first {iso(min(buckets))}); `ohlcv gaps check` tells which",
-            markup=False, highlight=False, soft_wrap=True)
+        warn(f"{symbol}: {len(buckets)} {timeframe} candles left out, their base candles are not"
+             f" all stored (first {iso(min(buckets))}); `ohlcv gaps check` tells which")
 
 
 def export(
@@ -61,16 +63,19 @@ def export(
     with open_store(s) as store:
         result = store.export(list(s.symbols), tf, start_ms, end_ms, fmt.lower(), out,
                               per_symbol)
-    for sym, buckets in result.incomplete.items():
-        warn_incomplete(sym, tf, buckets)
     if result.rows == 0:
         for f in result.files:
             if f != "-" and os.path.exists(f):
                 os.remove(f)
         raise ConfigError(f"no {tf} candles of {', '.join(s.symbols)} in the window:"
                           " nothing exported")
+    for sym, why in result.empty.items():
+        warn(f"{sym}: {why}")
+    for sym, buckets in result.incomplete.items():
+        warn_incomplete(sym, tf, buckets)
     rate = result.rows / result.seconds if result.seconds else 0
+    written = len(s.symbols) - len(result.empty)
     err_console.print(
-        f"exported {result.rows} {tf} candles of {len(s.symbols)} symbol(s) to "
+        f"exported {result.rows} {tf} candles of {written} symbol(s) to "
         f"{', '.join('stdout' if f == '-' else f for f in result.files)} in {result.seconds:.2f} s"
         f" ({rate:,.0f} candles/s)", markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,139 @@
+"""Reads that answer from what is stored, or say why not (issue 17): mixed stores (1m history
+and a recent stretch of 1s), symbols without a candle in the window, the bucket still open."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import run_cli
+from test_reader import exact_rows, put, sim_rows
+from ohlcv_cli.api.read import open_store
+from ohlcv_cli.core.timeutil import parse_iso
+
+S, M, H, D = 1000, 60_000, 3_600_000, 86_400_000
+T0 = parse_iso("2026-11-18")
+
+
+@pytest.fixture
+def mixed(db_url, sim_factory):
+    """Three days of 1m history of BTC/USDT and LTC/USDT, then ten minutes of live 1s of
+    BTC/USDT overlapping the last 1m candles, then an hour and a half of 1s only."""
+    sim = sim_factory()
+    end_1m = T0 + 3 * D
+    put(db_url, sim, "BTC/USDT", "1m", T0, end_1m)
+    put(db_url, sim, "LTC/USDT", "1m", T0, end_1m)
+    put(db_url, sim, "BTC/USDT", "1s", end_1m - 10 * M, end_1m + 90 * M)
+    return db_url, sim, end_1m
+
+
+def test_a_mixed_store_gives_every_complete_bucket(mixed):
+    url, sim, end_1m = mixed
+    with open_store(url) as store:
+        hours = store.candles("BTC/USDT", "1h", T0, end_1m + 2 * H, exact=True)
+        # 72 hours from 1m; the hour after it from 1s alone; the hour after that is half stored
+        assert len(hours) == 73
+        assert exact_rows(hours) == sim_rows(sim.final_rows("BTC/USDT", "1h", T0, end_1m + H))
+        assert hours.attrs["derived_from"] == "1s,1m"
+        assert [t.value // 1_000_000 for t in hours.attrs["incomplete"]] == [end_1m + H]
+        # the README's case: only the 1m history in the window
+        days = store.candles("BTC/USDT", "1h", T0, end_1m)
+        assert len(days) == 72 and days.attrs["derived_from"] == "1m"
+        # a stored timeframe is read as stored, and continued from a finer base
+        minutes = store.candles("BTC/USDT", "1m", end_1m - H, end_1m + H, exact=True)
+        assert exact_rows(minutes) == sim_rows(
+            sim.final_rows("BTC/USDT", "1m", end_1m - H, end_1m + H))
+        assert minutes.attrs["derived_from"] == "1s" and minutes.attrs["incomplete"] == []
+        # the default window reaches the newest candle of any base
+        assert store.window("BTC/USDT", "1h").end == end_1m + 90 * M
+
+
+def test_a_read_without_candles_says_why(mixed):
+    url, _, end_1m = mixed
+    with open_store(url) as store:
+        df = store.candles("LTC/USDT", "1h", end_1m, end_1m + D)
+        assert df.empty
+        assert df.attrs["empty"] == (
+            "no 1h candles of LTC/USDT between 2026-11-21 00:00:00 and 2026-11-22 00:00:00:"
+            " stored 1m from 2026-11-18 00:00:00 to 2026-11-21 00:00:00")
+        result = store.export(["BTC/USDT", "LTC/USDT"], "1h", end_1m, end_1m + 2 * H,
+                              format="csv", out="x.csv")
+        assert result.rows == 1 and list(result.empty) == ["LTC/USDT"]
+        assert result.incomplete == {"BTC/USDT": [end_1m + H]}
+
+
+def test_export_and_plot_of_a_mixed_store(mixed, tmp_path):
+    url, sim, end_1m = mixed
+    out = tmp_path / "h.csv"
+    r = run_cli("export", "--timeframe", "1h", "--symbols", "BTC/USDT,LTC/USDT", "--start",
+                "2026-11-18", "--end", "2026-11-21", "--out", str(out), "--database-url", url)
+    assert r.returncode == 0, r.stderr
+    assert "exported 144 1h candles of 2 symbol(s)" in r.stderr
+    assert "warning" not in r.stderr
+    png = tmp_path / "c.png"
+    r = run_cli("plot", "BTC/USDT", "--timeframe", "1h", "--start", "2026-11-18", "--end",
+                "2026-11-21", "--out", str(png), "--database-url", url)
+    assert r.returncode == 0, r.stderr
+    assert f"{png}: 72 1h candles of BTC/USDT" in r.stdout
+
+
+def test_a_symbol_without_candles_is_named_once(mixed, tmp_path):
+    url, _, end_1m = mixed
+    out = tmp_path / "h.csv"
+    r = run_cli("export", "-t", "1h", "--symbols", "BTC/USDT,LTC/USDT", "--start",
+                "2026-11-21T00:00", "--end", "2026-11-21T02:00", "--out", str(out),
+                "--database-url", url)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    warnings = [ln for ln in lines if ln.startswith("warning:")]
+    assert warnings == [
+        "warning: LTC/USDT: no 1h candles of LTC/USDT between 2026-11-21 00:00:00 and "
+        "2026-11-21 02:00:00: stored 1m from 2026-11-18 00:00:00 to 2026-11-21 00:00:00",
+        "warning: BTC/USDT: 1 1h candles left out, their base candles are not all stored"
+        " (first 2026-11-21 01:00:00); `ohlcv gaps check` tells which",
+    ], r.stderr
+    assert sum("left out" in ln for ln in lines) == 1, r.stderr
+    assert "exported 1 1h candles of 1 symbol(s)" in r.stderr
+    # nothing at all: one error line naming the symbols, exit 2, no file
+    r = run_cli("export", "-t", "1h", "--symbols", "LTC/USDT", "--start", "2026-11-22",
+                "--out", str(tmp_path / "none.csv"), "--database-url", url)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: no 1h candles of LTC/USDT in the window: nothing exported"]
+    assert not (tmp_path / "none.csv").exists()
+    r = run_cli("plot", "LTC/USDT", "--start", "2026-11-22", "--end", "2026-11-23", "--out",
+                str(tmp_path / "p.png"), "--database-url", url)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: no 1h candles of LTC/USDT between 2026-11-22 00:00:00 and"
+        " 2026-11-23 00:00:00: stored 1m from 2026-11-18 00:00:00 to 2026-11-21 00:00:00"]
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_the_bucket_still_open_is_not_incomplete(db_url, sim_factory):
+    sim = sim_factory()
+    now = time.time() * 1000
+    hour = int(now // H * H)
+    # from an hour boundary three hours back to the last closed minute
+    put(db_url, sim, "BTC/USDT", "1m", hour - 3 * H, int(now // M * M))
+    r = run_cli("export", "--days", "1", "-t", "1h", "--symbols", "BTC/USDT", "--out", "-",
+                "--database-url", db_url)
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr and "left out" not in r.stderr, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 1 + 3  # header and three closed hours
+    with open_store(db_url) as store:
+        df = store.candles("BTC/USDT", "1h", hour - 3 * H, hour + H)
+        assert len(df) == 3 and df.attrs["incomplete"] == []
+        store.clock = lambda: (hour + 2 * H) / 1000  # two hours later: it was left out
+        df = store.candles("BTC/USDT", "1h", hour - 3 * H, hour + H)
+        assert [t.value // 1_000_000 for t in df.attrs["incomplete"]] == [hour]
+
+
+def test_an_incomplete_warning_is_printed_once(db_url, sim_factory):
+    sim = sim_factory()
+    put(db_url, sim, "ETH/USDT", "1m", T0, T0 + 6 * H, skip={T0 + 2 * H + 5 * M})
+    r = run_cli("export", "-t", "1h", "--symbols", "ETH/USDT", "--out", "-", "--database-url",
+                db_url)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("left out") == 1, r.stderr
