@@ -3,6 +3,7 @@ and a recent stretch of 1s), symbols without a candle in the window, the bucket 
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -137,3 +138,127 @@ def test_an_incomplete_warning_is_printed_once(db_url, sim_factory):
                 db_url)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("left out") == 1, r.stderr
+
+
+# --- export: formats from the extension, floats, freqtrade's layout ----------------------------
+@pytest.fixture
+def day(db_url, sim_factory):
+    sim = sim_factory()
+    put(db_url, sim, "BTC/USDT", "1m", T0, T0 + D)
+    put(db_url, sim, "ETH/USDT", "1m", T0, T0 + 6 * H)
+    return db_url, sim
+
+
+def export(url, *args):
+    return run_cli("export", "--symbols", "BTC/USDT", "--start", "2026-11-18", "--end",
+                   "2026-11-18T06:00", "--database-url", url, *args)
+
+
+def test_the_format_follows_the_extension(day, tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    url, sim = day
+    r = export(url, "--out", str(tmp_path / "x.parquet"))
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(tmp_path / "x.parquet")
+    assert table.num_rows == 360 and str(table.schema.field("open").type) == "decimal128(38, 8)"
+    r = export(url, "--out", str(tmp_path / "x.feather"))
+    assert r.returncode == 0, r.stderr
+    df = pd.read_feather(tmp_path / "x.feather")
+    assert len(df) == 360 and list(df.columns)[:3] == ["symbol", "open_time", "open"]
+    r = export(url, "--out", str(tmp_path / "x.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "x.jsonl").read_text().startswith('{"symbol":"BTC/USDT"')
+    r = export(url, "--out", str(tmp_path / "x.CSV"))
+    assert r.returncode == 0 and (tmp_path / "x.CSV").read_text().startswith('"symbol"')
+    # --format wins over the extension
+    r = export(url, "--out", str(tmp_path / "y.parquet"), "--format", "csv")
+    assert r.returncode == 0 and (tmp_path / "y.parquet").read_text().startswith('"symbol"')
+    # an extension that names no format: one line, exit 2, no file
+    r = export(url, "--out", str(tmp_path / "x.xlsx"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: cannot tell the format of {tmp_path / 'x.xlsx'} from its extension .xlsx:"
+        " name it .csv, .parquet, .jsonl, .feather, or give --format"]
+    assert not (tmp_path / "x.xlsx").exists()
+    # the Python API: the same rule, the same default
+    with open_store(url) as store:
+        store.export("BTC/USDT", "1h", T0, T0 + D, out=str(tmp_path / "api.parquet"))
+        assert pq.read_table(tmp_path / "api.parquet").num_rows == 24
+        store.export(["BTC/USDT"], "1h", T0, T0 + D, out=str(tmp_path), per_symbol=True)
+        assert (tmp_path / "BTC-USDT.csv").read_text().startswith('"open_time"')
+
+
+def test_decimals_float(day, tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    url, sim = day
+    want = sim.final_rows("BTC/USDT", "1m", T0, T0 + 6 * H)
+    r = export(url, "--out", str(tmp_path / "f.parquet"), "--decimals", "float")
+    assert r.returncode == 0, r.stderr
+    df = pq.read_table(tmp_path / "f.parquet").to_pandas()
+    assert all(df[c].dtype == "float64" for c in ("open", "high", "low", "close", "volume"))
+    assert df["close"].tolist() == [float(w[4]) for w in want]
+    r = export(url, "--out", str(tmp_path / "f.feather"), "--decimals", "float")
+    assert pd.read_feather(tmp_path / "f.feather")["volume"].dtype == "float64"
+    r = export(url, "--out", str(tmp_path / "f.jsonl"), "--decimals", "float")
+    first = json.loads((tmp_path / "f.jsonl").read_text().splitlines()[0])
+    assert first["open"] == float(want[0][1]) and isinstance(first["open"], float)
+    # exact stays the default: decimal128
+    r = export(url, "--out", str(tmp_path / "e.feather"))
+    assert str(pd.read_feather(tmp_path / "e.feather", dtype_backend="pyarrow")["open"].dtype
+               ).startswith("decimal128(38, 8)")
+    r = export(url, "--out", str(tmp_path / "b.parquet"), "--decimals", "double")
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown decimals 'double'")
+
+
+def _freqtrade_export(url, out):
+    return run_cli("export", "--layout", "freqtrade", "--symbols", "BTC/USDT,ETH/USDT", "-t",
+                   "5m", "--start", "2026-11-18", "--end", "2026-11-19", "--out", str(out),
+                   "--database-url", url)
+
+
+def test_freqtrade_layout_read_back_as_freqtrade_loads_it(day, tmp_path):
+    import pandas as pd
+
+    url, sim = day
+    r = _freqtrade_export(url, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "binance").iterdir()) == [
+        "BTC_USDT-5m.feather", "ETH_USDT-5m.feather"]
+    # what freqtrade's FeatherDataHandler._ohlcv_load does
+    columns = ["date", "open", "high", "low", "close", "volume"]
+    raw = pd.read_feather(tmp_path / "binance" / "BTC_USDT-5m.feather")
+    assert list(raw.columns) == columns
+    assert str(raw["date"].dtype) in ("datetime64[ms, UTC]", "datetime64[ns, UTC]")
+    assert all(raw[c].dtype == "float64" for c in columns[1:])
+    pairdata = raw.copy()
+    pairdata.columns = columns
+    pairdata = pairdata.astype(dtype={c: "float" for c in columns[1:]})
+    pairdata["date"] = pd.to_datetime(pairdata["date"], unit="ms", utc=True)
+    want = sim.final_rows("BTC/USDT", "5m", T0, T0 + D)
+    assert len(pairdata) == 288 and pairdata["date"].is_monotonic_increasing
+    assert [int(t.timestamp() * 1000) for t in pairdata["date"]] == [w[0] for w in want]
+    assert pairdata[columns[1:]].values.tolist() == [
+        [float(x) for x in w[1:6]] for w in want]
+    assert len(pd.read_feather(tmp_path / "binance" / "ETH_USDT-5m.feather")) == 72
+    # not a directory: one line, exit 2
+    r = _freqtrade_export(url, tmp_path / "nope")
+    assert r.returncode == 2 and r.stderr.startswith("error: --layout freqtrade needs --out")
+
+
+def test_freqtrade_own_loader_reads_the_layout(day, tmp_path):
+    history = pytest.importorskip("freqtrade.data.history")
+    from freqtrade.enums import CandleType
+
+    url, sim = day
+    r = _freqtrade_export(url, tmp_path)
+    assert r.returncode == 0, r.stderr
+    df = history.load_pair_history("BTC/USDT", "5m", tmp_path / "binance", data_format="feather",
+                                   fill_up_missing=False, candle_type=CandleType.SPOT)
+    want = sim.final_rows("BTC/USDT", "5m", T0, T0 + D)
+    assert len(df) == 288 and str(df["date"].dt.tz) == "UTC"
+    assert df["close"].tolist() == [float(w[4]) for w in want]
+    assert int(df["date"].iloc[0].timestamp() * 1000) == T0

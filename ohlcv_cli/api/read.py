@@ -269,24 +269,35 @@ class Store:
 
     # --- files and pictures --------------------------------------------------------------------
     def export(self, symbols: Sequence[str] | str, timeframe: str = "1m", start: Any = None,
-               end: Any = None, format: str = "parquet", out: Any = "-",
-               per_symbol: bool = False, chunk_rows: int = DEFAULT_CHUNK) -> ExportResult:
-        """Write candles to csv, parquet or jsonl, streamed chunk by chunk (flat memory), values
-        exactly as stored: the exchange's decimal strings in csv and jsonl, decimal128(38, 8) in
-        Parquet. One file with a `symbol` column, or (per_symbol) one file per symbol: `out` is
-        then a directory or a path with `{symbol}` in it. `out="-"` writes to stdout."""
+               end: Any = None, format: str | None = None, out: Any = "-",
+               per_symbol: bool = False, chunk_rows: int = DEFAULT_CHUNK,
+               decimals: str = "exact", layout: str | None = None) -> ExportResult:
+        """Write candles to csv, parquet, jsonl or feather, streamed chunk by chunk (flat
+        memory). `format` defaults to what `out`'s extension names (csv where it names none:
+        stdout, a directory); an unknown extension is a ConfigError. Values exactly as stored:
+        the exchange's decimal strings in csv and jsonl, decimal128(38, 8) in Parquet and
+        feather; `decimals="float"` writes float64 instead. One file with a `symbol` column,
+        or (per_symbol) one file per symbol: `out` is then a directory or a path with
+        `{symbol}` in it. `layout="freqtrade"`: freqtrade's data files in the directory `out`
+        (`out/binance/BTC_USDT-1m.feather`: date, open, high, low, close, volume as float64).
+        `out="-"` writes to stdout. Symbols without a candle in the window are in `empty`."""
         from ohlcv_cli.adapters.files import export as file_export
 
         symbols = [symbols] if isinstance(symbols, str) else list(symbols)
         if not symbols:
             raise ConfigError("no symbols to export")
+        fmt = file_export.resolve_format(format, out, layout)
+        file_export.check_decimals(decimals)
+        per_symbol = per_symbol or layout is not None
         started = time.perf_counter()
         result = ExportResult()
         # resolve every symbol first: bad input stops before a file is written
         windows = [self.window(s, timeframe, start, end) for s in symbols]
-        targets = file_export.targets(format, out, symbols, per_symbol)
+        tf = windows[0].timeframe.name
+        targets = file_export.targets(fmt, out, symbols, per_symbol, layout, tf, self.exchange)
         for target, group in targets:
-            with file_export.open_writer(format, target, not per_symbol) as writer:
+            with file_export.open_writer(fmt, target, not per_symbol, decimals,
+                                         layout) as writer:
                 for w in windows:
                     if w.symbol not in group:
                         continue

@@ -1,4 +1,5 @@
-"""`ohlcv export`: candles to csv, parquet or jsonl, streamed in chunks."""
+"""`ohlcv export`: candles to csv, parquet, jsonl or feather (or freqtrade's layout), streamed
+in chunks."""
 
 from __future__ import annotations
 
@@ -44,25 +45,27 @@ def warn_incomplete(symbol: str, timeframe: str, buckets: list[int]) -> None:
 def export(
     ctx: typer.Context,
     out: Annotated[str, typer.Option("--out", "-o", help="File path, a directory with --per-symbol, or - for stdout")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or jsonl")] = "csv",
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, parquet, jsonl or feather; default: what --out's extension names, csv for stdout or a directory")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
     days: DaysOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
     per_symbol: Annotated[bool, typer.Option("--per-symbol", help="One file per symbol (no symbol column); --out is a directory or a path with {symbol}")] = False,
+    decimals: Annotated[str, typer.Option("--decimals", help="exact (decimal strings, decimal128 in parquet/feather) or float (float64)")] = "exact",
+    layout: Annotated[Optional[str], typer.Option("--layout", help="freqtrade: --out is freqtrade's data directory; writes <out>/binance/BTC_USDT-1m.feather")] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """Write candles (stored or derived timeframes) to csv, parquet or jsonl, exactly as stored,
-    in chunks with flat memory. Without --days/--start: everything stored."""
+    """Write candles (stored or derived timeframes) to csv, parquet, jsonl or feather, exactly
+    as stored, in chunks with flat memory. Without --days/--start: everything stored."""
     from ohlcv_cli.api.read import open_store
 
     start_ms, end_ms = window(days, start, end)
     s = settings(ctx, "export", symbols=symbols, timeframe=timeframe, database_url=database_url)
     tf = s.timeframe.name
     with open_store(s) as store:
-        result = store.export(list(s.symbols), tf, start_ms, end_ms, fmt.lower(), out,
-                              per_symbol)
+        result = store.export(list(s.symbols), tf, start_ms, end_ms, fmt, out, per_symbol,
+                              decimals=decimals, layout=layout)
     if result.rows == 0:
         for f in result.files:
             if f != "-" and os.path.exists(f):
