@@ -77,6 +77,11 @@ def test_export_and_plot_of_a_mixed_store(mixed, tmp_path):
                 "2026-11-21", "--out", str(png), "--database-url", url)
     assert r.returncode == 0, r.stderr
     assert f"{png}: 72 1h candles of BTC/USDT" in r.stdout
+    # everything stored (right after `make demo`): the 1m history and the 1s stretch
+    r = run_cli("plot", "BTC/USDT", "--out", str(png), "--database-url", url)
+    assert r.returncode == 0, r.stderr
+    assert f"{png}: 73 1h candles of BTC/USDT, 2026-11-18 00:00:00 to 2026-11-21 01:30:00" in (
+        r.stdout), r.stdout
 
 
 def test_a_symbol_without_candles_is_named_once(mixed, tmp_path):
@@ -182,6 +187,9 @@ def test_the_format_follows_the_extension(day, tmp_path):
         f"error: cannot tell the format of {tmp_path / 'x.xlsx'} from its extension .xlsx:"
         " name it .csv, .parquet, .jsonl, .feather, or give --format"]
     assert not (tmp_path / "x.xlsx").exists()
+    r = export(url, "--format", "feather", "--out", "-")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: feather is not written to stdout: give --out FILE"
     # the Python API: the same rule, the same default
     with open_store(url) as store:
         store.export("BTC/USDT", "1h", T0, T0 + D, out=str(tmp_path / "api.parquet"))
@@ -244,6 +252,15 @@ def test_freqtrade_layout_read_back_as_freqtrade_loads_it(day, tmp_path):
     assert pairdata[columns[1:]].values.tolist() == [
         [float(x) for x in w[1:6]] for w in want]
     assert len(pd.read_feather(tmp_path / "binance" / "ETH_USDT-5m.feather")) == 72
+    # a pair without candles in the window is named, and gets no file
+    r = run_cli("export", "--layout", "freqtrade", "--symbols", "BTC/USDT,ETH/USDT", "-t", "1h",
+                "--start", "2026-11-18T12:00", "--end", "2026-11-19", "--out", str(tmp_path),
+                "--database-url", url)
+    assert r.returncode == 0, r.stderr
+    assert "warning: ETH/USDT: no 1h candles of ETH/USDT" in r.stderr
+    assert "exported 12 1h candles of 1 symbol(s)" in r.stderr
+    assert not (tmp_path / "binance" / "ETH_USDT-1h.feather").exists()
+    assert len(pd.read_feather(tmp_path / "binance" / "BTC_USDT-1h.feather")) == 12
     # not a directory: one line, exit 2
     r = _freqtrade_export(url, tmp_path / "nope")
     assert r.returncode == 2 and r.stderr.startswith("error: --layout freqtrade needs --out")
@@ -262,3 +279,23 @@ def test_freqtrade_own_loader_reads_the_layout(day, tmp_path):
     assert len(df) == 288 and str(df["date"].dt.tz) == "UTC"
     assert df["close"].tolist() == [float(w[4]) for w in want]
     assert int(df["date"].iloc[0].timestamp() * 1000) == T0
+
+
+def test_coverage_and_status_count_the_same_series(db_url, sim_factory):
+    """One loop for `ohlcv status` and `Store.coverage` (issue 16): the same series, bounds and
+    exchange gaps."""
+    from ohlcv_cli import api
+
+    sim = sim_factory()
+    put(db_url, sim, "BTC/USDT", "1m", T0, T0 + 6 * H)
+    put(db_url, sim, "BTC/USDT", "1s", T0, T0 + 10 * M)
+    with open_store(db_url) as store:
+        store.gaps.record_exchange_gaps("binance", "BTC/USDT", "1m", [(T0 + H, T0 + H + 5 * M)])
+        cov = {(c["symbol"], c["timeframe"]): c for c in store.coverage()}
+    report = api.status(database_url=db_url)
+    rows = {(r.symbol, r.timeframe): r for r in report.series}
+    assert sorted(cov) == sorted(rows) == [("BTC/USDT", "1m"), ("BTC/USDT", "1s")]
+    for key, r in rows.items():
+        assert (cov[key]["start"], cov[key]["end"]) == (r.first, r.end)
+        assert cov[key]["exchange_gaps"] == r.exchange_gaps
+    assert rows["BTC/USDT", "1m"].exchange_gaps == [(T0 + H, T0 + H + 5 * M)]

@@ -12,6 +12,7 @@ each imported on first use, so that importing ohlcv_cli stays cheap.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -313,6 +314,9 @@ class Store:
                         result.incomplete[w.symbol] = total.incomplete
                     if rows == 0:
                         result.empty[w.symbol] = self._why_empty(w, total)
+            if per_symbol and all(sym in result.empty for sym in group):
+                os.remove(target)  # no file for a symbol without candles: it is named instead
+                continue
             result.files.append(str(target))
         result.seconds = time.perf_counter() - started
         return result
