@@ -299,3 +299,16 @@ def test_coverage_and_status_count_the_same_series(db_url, sim_factory):
         assert (cov[key]["start"], cov[key]["end"]) == (r.first, r.end)
         assert cov[key]["exchange_gaps"] == r.exchange_gaps
     assert rows["BTC/USDT", "1m"].exchange_gaps == [(T0 + H, T0 + H + 5 * M)]
+
+
+def test_which_source_gives_which_bucket():
+    from ohlcv_cli.core.derive import choose, settled_before
+    from ohlcv_cli.core.timeframes import parse_timeframe as tf
+
+    # the stored candle first, then the finest base, then a coarser one
+    assert choose([("1h", [0, H]), ("1s", [H, 2 * H]), ("1m", [0, 2 * H, 3 * H])]) == {
+        "1h": {0, H}, "1s": {2 * H}, "1m": {3 * H}}
+    # a 1h bucket from 1m is settled once its last minute has had a minute and a second
+    assert settled_before(tf("1h"), [tf("1m")], 5 * H + M + S) == 5 * H
+    assert settled_before(tf("1h"), [tf("1m")], 5 * H + M) == 4 * H
+    assert settled_before(tf("1d"), [tf("1s"), tf("1h")], 2 * D + H + S) == 2 * D

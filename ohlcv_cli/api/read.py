@@ -236,8 +236,6 @@ class Store:
         `df.attrs["derived_from"]` names the bases used ("1m", "1s,1m"), `attrs["incomplete"]`
         lists the buckets left out because a candle is missing (not in a known exchange gap;
         the bucket still open now is not one). A frame without rows has `attrs["empty"]`: why."""
-        from ohlcv_cli.adapters.files import frames
-
         _check_output(output)
         w = self.window(symbol, timeframe, start, end)
         table, total = self._read(w)
