@@ -198,14 +198,19 @@ def test_the_readme_example_runs(tmp_path, sim_factory):
 
 
 def test_derivation_rules():
-    from ohlcv_cli.core.derive import derivable_from, pick_source
+    from ohlcv_cli.core.derive import derivable_from, pick_bases
 
     names = lambda tf: [t.name for t in derivable_from(parse_timeframe(tf))]  # noqa: E731
     assert names("5m") == ["1s", "1m"]
     assert "3d" not in names("1w") and names("1w")[-3:] == ["8h", "12h", "1d"]
     assert names("3d") == ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
                            "12h", "1d"]
-    assert pick_source(parse_timeframe("1h"), ["1h", "1m"]) is None  # stored: read as is
-    assert pick_source(parse_timeframe("4h"), ["1h", "1m"]).name == "1m"  # the finest
+    names_of = lambda r: (r[0], [t.name for t in r[1]])  # noqa: E731
+    # stored: read as is, its holes filled from finer bases
+    assert names_of(pick_bases(parse_timeframe("1h"), ["1h", "1m"])) == (True, ["1m"])
+    assert names_of(pick_bases(parse_timeframe("1h"), ["1h", "1d"])) == (True, [])
+    # finest first
+    assert names_of(pick_bases(parse_timeframe("4h"), ["1h", "1m", "1s"])) == (
+        False, ["1s", "1m", "1h"])
     with pytest.raises(ConfigError, match="it can be derived from 1s, 1m"):
-        pick_source(parse_timeframe("5m"), ["3m"])
+        pick_bases(parse_timeframe("5m"), ["3m"])

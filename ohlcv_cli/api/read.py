@@ -12,12 +12,16 @@ each imported on first use, so that importing ohlcv_cli stays cheap.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator, Sequence
 
-from ohlcv_cli.core.derive import Derivation, bucket_window, empty_buckets, pick_source
+from ohlcv_cli.api import wiring
+from ohlcv_cli.core.derive import (
+    Derivation, bucket_window, choose, empty_buckets, pick_bases, settled_before,
+)
 from ohlcv_cli.core.errors import BadSymbol, ConfigError
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 from ohlcv_cli.core.timeutil import dt_to_ms, iso, parse_iso
@@ -49,9 +53,16 @@ class Window:
 
     symbol: str
     timeframe: Timeframe
-    source: Timeframe | None  # None: stored natively
+    native: bool  # the timeframe itself is stored
+    bases: list[Timeframe]  # the stored timeframes it can be derived from, finest first
     start: int
     end: int
+    stored: dict[str, tuple[int, int]] = field(default_factory=dict)  # first, last open time
+
+    @property
+    def sources(self) -> list[Timeframe]:
+        """Where a bucket is taken from, in order of preference."""
+        return ([self.timeframe] if self.native else []) + self.bases
 
 
 @dataclass
@@ -59,41 +70,37 @@ class ExportResult:
     files: list[str] = field(default_factory=list)
     rows: int = 0
     incomplete: dict[str, list[int]] = field(default_factory=dict)  # symbol -> buckets left out
+    empty: dict[str, str] = field(default_factory=dict)  # symbol without a candle -> why
     seconds: float = 0.0
 
 
 def open_store(url_or_settings: Any = None, exchange: str | None = None) -> "Store":
     """A Store on a database URL (postgresql://, sqlite:///...), a Settings object, or None (the
     settings from the environment and .env). The schema must be current (`ohlcv db upgrade`);
-    the embedded SQLite default upgrades itself. A SQLite file that does not exist is a
-    StorageError naming its path."""
-    from ohlcv_cli.adapters.sql.schema import ensure_current, make_engine
-    from ohlcv_cli.core.settings import Settings, load_settings, normalize_db_url
+    the embedded SQLite default upgrades itself, as for every command. A SQLite file that does
+    not exist is a StorageError naming its path: a read never leaves an empty file behind."""
+    from ohlcv_cli.core.settings import DATABASE, Settings, load_settings
 
     if isinstance(url_or_settings, Settings):
         s = url_or_settings
     elif url_or_settings is None:
-        s = load_settings()
+        s = load_settings(uses=DATABASE | {"exchange"})
     else:
-        s = None
-    if s is not None:
-        url, auto, exchange = s.db_url(), s.uses_embedded_default(), exchange or s.exchange
-    else:
-        url, auto = normalize_db_url(str(url_or_settings)), False
-    engine = make_engine(url, create=False)  # a read never leaves an empty SQLite file behind
-    ensure_current(engine, auto_upgrade=auto)
-    return Store(engine, exchange or "binance")
+        s = load_settings(uses=DATABASE | {"exchange"}, database_url=str(url_or_settings))
+    eng = wiring.engine(s, create=False)
+    wiring.repository(s, eng)  # checks the schema
+    return Store(eng, exchange or s.exchange)
 
 
 class Store:
-    def __init__(self, engine, exchange: str = "binance") -> None:
-        from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
+    def __init__(self, engine, exchange: str = "binance", clock=time.time) -> None:
         from ohlcv_cli.adapters.sql.reader import SqlCandleReader
 
         self.engine = engine
         self.exchange = exchange
+        self.clock = clock  # seconds since the epoch: which buckets are still open
         self.reader = SqlCandleReader(engine)
-        self.gaps = SqlGapRepository(engine)
+        self.gaps = wiring.gap_repository(engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -142,17 +149,20 @@ class Store:
         stored = self.reader.stored_timeframes(self.exchange, symbol)
         if not stored:
             raise BadSymbol(f"no candles stored for {symbol} ({self.exchange})")
-        source = pick_source(tf, stored)
-        base = source or tf
-        if start_ms is None or end_ms is None:
-            first, last = self.reader.bounds(self.exchange, symbol, base.name)
-            start_ms = first if start_ms is None else start_ms
-            end_ms = last + base.ms if end_ms is None else end_ms
-        return Window(symbol, tf, source, start_ms, end_ms)
+        native, bases = pick_bases(tf, stored)
+        w = Window(symbol, tf, native, bases, 0, 0)
+        w.stored = {b.name: self.reader.bounds(self.exchange, symbol, b.name)
+                    for b in w.sources if bases or start_ms is None or end_ms is None}
+        if start_ms is None:
+            start_ms = min(first for first, _ in w.stored.values())
+        if end_ms is None:
+            end_ms = max(last + parse_timeframe(n).ms for n, (_, last) in w.stored.items())
+        w.start, w.end = start_ms, end_ms
+        return w
 
     # --- chunks of Arrow (decimal text) --------------------------------------------------------
     def _chunks(self, w: Window, chunk_rows: int) -> Iterator[tuple[Any, Derivation | None]]:
-        if w.source is None:
+        if not w.bases:  # stored, nothing to derive from: keyset paging over the stored rows
             t = w.start
             while t < w.end:
                 table = self.reader.native(self.exchange, w.symbol, w.timeframe.name, t, w.end,
@@ -164,28 +174,59 @@ class Store:
                     return
                 t = table.column("open_time")[-1].as_py() + w.timeframe.ms
             return
-        lo, hi = bucket_window(w.timeframe, w.start, w.end)
-        gaps = self.gaps.exchange_gaps(self.exchange, w.symbol, w.source.name, lo, hi)
-        span = max(1, chunk_rows) * w.timeframe.ms
+        yield from self._composed(w, chunk_rows)
+
+    def _composed(self, w: Window, chunk_rows: int) -> Iterator[tuple[Any, Derivation]]:
+        """Windows of buckets, each bucket from the first source that has it complete (the
+        stored candle, else the finest base that covers it). Buckets left out are reported,
+        except those still open at read time; with the timeframe stored, only those a base
+        holds part of (a bucket with nothing at all is `ohlcv gaps check`'s to report)."""
+        from ohlcv_cli.adapters.sql.reader import compose
+
+        tf = w.timeframe
+        lo, hi = bucket_window(tf, w.start, w.end)
+        settled = settled_before(tf, w.bases, int(self.clock() * 1000))
+        gaps = {b.name: self.gaps.exchange_gaps(self.exchange, w.symbol, b.name, lo, hi)
+                for b in w.sources}
+        all_gaps = sorted(g for b in w.sources for g in gaps[b.name])
+        # the buckets each source has candles in, from its first to its last stored candle
+        spans = {n: (tf.floor(first), tf.floor(last) + tf.ms) for n, (first, last)
+                 in w.stored.items()}
+        span = max(1, chunk_rows) * tf.ms
         prev_last = None
         a = lo
         while a < hi:
             b = min(hi, a + span)
-            table, incomplete = self.reader.derived(self.exchange, w.symbol, w.timeframe,
-                                                    w.source, a, b, gaps)
-            present = sorted(table.column("open_time").to_pylist() + incomplete)
-            if present:
-                head = [prev_last] if prev_last is not None else []
-                holes = empty_buckets(w.timeframe, head + present, prev_last or a, b, gaps)
-                prev_last = present[-1]
-            else:
-                holes = []
-            d = Derivation(w.timeframe.name, w.source.name, table.num_rows,
-                           sorted(incomplete + holes))
+            offers, tables, partial = [], {}, set()
+            for src in w.sources:
+                s0, s1 = spans[src.name]
+                ca, cb = max(a, s0), min(b, s1)
+                if ca >= cb:
+                    continue
+                if src == tf:
+                    table = self.reader.native(self.exchange, w.symbol, tf.name, ca, cb)
+                else:
+                    table, incomplete = self.reader.derived(self.exchange, w.symbol, tf, src,
+                                                            ca, cb, gaps[src.name])
+                    partial.update(incomplete)
+                tables[src.name] = table
+                offers.append((src.name, table.column("open_time").to_pylist()))
+            chosen = choose(offers)
+            table = compose([(tables[n], keep) for n, keep in chosen.items()])
+            produced = set().union(*chosen.values())
+            left_out = sorted(partial - produced)
+            if not w.native:
+                present = sorted(produced | set(left_out))
+                if present:
+                    head = [prev_last] if prev_last is not None else []
+                    left_out += empty_buckets(tf, head + present, prev_last or a, b, all_gaps)
+                    prev_last = present[-1]
+            d = Derivation(tf.name, {n: len(k) for n, k in chosen.items()},
+                           sorted(t for t in left_out if t < settled))
             if d.incomplete:
-                log.info("%s %s from %s: %d buckets left out as incomplete (first %s)",
-                         w.symbol, w.timeframe.name, w.source.name, len(d.incomplete),
-                         iso(d.incomplete[0]))
+                log.debug("%s %s from %s: %d buckets left out as incomplete (first %s)",
+                          w.symbol, tf.name, d.derived_from, len(d.incomplete),
+                          iso(d.incomplete[0]))
             yield table, d
             a = b
 
@@ -200,7 +241,8 @@ class Store:
                      end: Any = None, exact: bool = False, output: str = "pandas",
                      chunk_rows: int = DEFAULT_CHUNK) -> Iterator[Any]:
         """Frames of at most chunk_rows candles each, oldest first: for windows too large for
-        memory. A derived chunk's `attrs["incomplete"]` (pandas) lists the buckets left out."""
+        memory. A derived chunk's `attrs["incomplete"]` (pandas) lists the buckets left out.
+        A window without any candle gives no frame at all (`candles` says why)."""
         _check_output(output)
         w = self.window(symbol, timeframe, start, end)
         for table, d in self._chunks(w, chunk_rows):
@@ -213,50 +255,91 @@ class Store:
         close, volume, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume:
         float64, or Decimal (decimal128(38, 8) in Arrow and polars) with exact=True.
 
-        A timeframe that is not stored is derived in the database from the finest stored one
-        that divides it; buckets with a candle missing (not in a known exchange gap) are left
-        out and listed in `df.attrs["incomplete"]` (UTC timestamps)."""
-        from ohlcv_cli.adapters.files import frames
-
+        A bucket of a timeframe that is not stored (or not stored there) is derived in the
+        database from the finest stored timeframe that has all its candles: the derived frame's
+        `df.attrs["derived_from"]` names the bases used ("1m", "1s,1m"), `attrs["incomplete"]`
+        lists the buckets left out because a candle is missing (not in a known exchange gap;
+        the bucket still open now is not one). A frame without rows has `attrs["empty"]`: why."""
         _check_output(output)
         w = self.window(symbol, timeframe, start, end)
+        table, total = self._read(w)
+        empty = self._why_empty(w, total) if table.num_rows == 0 else None
+        return _frame(table, exact, output, total, empty)
+
+    def _read(self, w: Window) -> tuple[Any, Derivation | None]:
+        from ohlcv_cli.adapters.files import frames
+
         tables, total = [], None
-        for table, d in self._chunks(w, 10_000_000 if w.source is None else 1_000_000):
+        for table, d in self._chunks(w, 1_000_000 if w.bases else 10_000_000):
             tables.append(table)
             if d is not None:
-                total = total or Derivation(d.target, d.source)
+                total = total or Derivation(d.target)
                 total.merge(d)
-        return _frame(frames.concat(tables), exact, output, total)
+        return frames.concat(tables), total
+
+    def _why_empty(self, w: Window, d: Derivation | None) -> str:
+        """Why a read of the window gave no candle: buckets left out, or nothing stored there."""
+        head = (f"no {w.timeframe.name} candles of {w.symbol} between {iso(w.start)} and "
+                f"{iso(w.end)}")
+        if d is not None and d.incomplete:
+            return (f"{head}: {len(d.incomplete)} left out, their base candles are not all "
+                    f"stored (first {iso(min(d.incomplete))})")
+        stored = w.stored or {w.timeframe.name: self.reader.bounds(self.exchange, w.symbol,
+                                                                   w.timeframe.name)}
+        held = ", ".join(f"{n} from {iso(first)} to {iso(last + parse_timeframe(n).ms)}"
+                         for n, (first, last) in stored.items())
+        return f"{head}: stored {held}"
 
     # --- files and pictures --------------------------------------------------------------------
     def export(self, symbols: Sequence[str] | str, timeframe: str = "1m", start: Any = None,
-               end: Any = None, format: str = "parquet", out: Any = "-",
-               per_symbol: bool = False, chunk_rows: int = DEFAULT_CHUNK) -> ExportResult:
-        """Write candles to csv, parquet or jsonl, streamed chunk by chunk (flat memory), values
-        exactly as stored: the exchange's decimal strings in csv and jsonl, decimal128(38, 8) in
-        Parquet. One file with a `symbol` column, or (per_symbol) one file per symbol: `out` is
-        then a directory or a path with `{symbol}` in it. `out="-"` writes to stdout."""
+               end: Any = None, format: str | None = None, out: Any = "-",
+               per_symbol: bool = False, chunk_rows: int = DEFAULT_CHUNK,
+               decimals: str = "exact", layout: str | None = None) -> ExportResult:
+        """Write candles to csv, parquet, jsonl or feather, streamed chunk by chunk (flat
+        memory). `format` defaults to what `out`'s extension names (csv where it names none:
+        stdout, a directory); an unknown extension is a ConfigError. Values exactly as stored:
+        the exchange's decimal strings in csv and jsonl, decimal128(38, 8) in Parquet and
+        feather; `decimals="float"` writes float64 instead. One file with a `symbol` column,
+        or (per_symbol) one file per symbol: `out` is then a directory or a path with
+        `{symbol}` in it. `layout="freqtrade"`: freqtrade's data files in the directory `out`
+        (`out/binance/BTC_USDT-1m.feather`: date, open, high, low, close, volume as float64).
+        `out="-"` writes to stdout. Symbols without a candle in the window are in `empty`."""
         from ohlcv_cli.adapters.files import export as file_export
 
         symbols = [symbols] if isinstance(symbols, str) else list(symbols)
         if not symbols:
             raise ConfigError("no symbols to export")
         symbols = self.resolve(symbols)
+        fmt = file_export.resolve_format(format, out, layout)
+        file_export.check_decimals(decimals)
+        per_symbol = per_symbol or layout is not None
         started = time.perf_counter()
         result = ExportResult()
         # resolve every symbol first: bad input stops before a file is written
         windows = [self.window(s, timeframe, start, end) for s in symbols]
-        targets = file_export.targets(format, out, symbols, per_symbol)
+        tf = windows[0].timeframe.name
+        targets = file_export.targets(fmt, out, symbols, per_symbol, layout, tf, self.exchange)
         for target, group in targets:
-            with file_export.open_writer(format, target, not per_symbol) as writer:
+            with file_export.open_writer(fmt, target, not per_symbol, decimals,
+                                         layout) as writer:
                 for w in windows:
                     if w.symbol not in group:
                         continue
+                    rows, total = 0, None
                     for table, d in self._chunks(w, chunk_rows):
                         writer.write(table, w.symbol)
-                        result.rows += table.num_rows
-                        if d and d.incomplete:
-                            result.incomplete.setdefault(w.symbol, []).extend(d.incomplete)
+                        rows += table.num_rows
+                        if d is not None:
+                            total = total or Derivation(d.target)
+                            total.merge(d)
+                    result.rows += rows
+                    if total is not None and total.incomplete:
+                        result.incomplete[w.symbol] = total.incomplete
+                    if rows == 0:
+                        result.empty[w.symbol] = self._why_empty(w, total)
+            if per_symbol and all(sym in result.empty for sym in group):
+                os.remove(target)  # no file for a symbol without candles: it is named instead
+                continue
             result.files.append(str(target))
         result.seconds = time.perf_counter() - started
         return result
@@ -272,8 +355,7 @@ class Store:
         charts.check_target(out)
         df = self.candles(symbol, timeframe, w.start, w.end)
         if df.empty:
-            raise ConfigError(f"no {timeframe} candles of {symbol} between {iso(w.start)} and "
-                              f"{iso(w.end)}")
+            raise ConfigError(df.attrs["empty"])
         charts.candles(df, symbol, w.timeframe, w.start, w.end, out)
         return len(df), [t.value // 1_000_000 for t in df.attrs.get("incomplete", [])]
 
@@ -281,18 +363,19 @@ class Store:
                  bins: int = 400) -> list[dict]:
         """Per stored symbol and timeframe, a timeline of bins: the share of expected candles
         stored in each, and the ranges the exchange has no candles for."""
+        from ohlcv_cli.services.status import Status
+
         out = []
         symbols = self.resolve(symbols) if symbols else symbols
-        for s in self.gaps.series(symbols, timeframe):
+        for s in Status(self.gaps).run(int(self.clock() * 1000), symbols, timeframe):
             tf = parse_timeframe(s.timeframe)
-            start, end = s.first, s.last + tf.ms
+            start, end = s.first, s.end
             bin_ms = max(tf.ms, -(-(end - start) // bins // tf.ms) * tf.ms)
             hist = dict(self.reader.histogram(s.exchange, s.symbol, s.timeframe, start, end,
                                               bin_ms))
-            known = self.gaps.exchange_gaps(s.exchange, s.symbol, s.timeframe)
             out.append({"symbol": s.symbol, "timeframe": s.timeframe, "start": start,
                         "end": end, "bin_ms": bin_ms, "tf_ms": tf.ms, "stored": hist,
-                        "exchange_gaps": known})
+                        "exchange_gaps": s.exchange_gaps})
         return out
 
     def plot_coverage(self, out: str, symbols: Sequence[str] | None = None,
@@ -320,11 +403,16 @@ def _check_output(output: str) -> None:
         raise ConfigError(f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
 
 
-def _frame(table, exact: bool, output: str, d: Derivation | None):
+def _frame(table, exact: bool, output: str, d: Derivation | None, empty: str | None = None):
     from ohlcv_cli.adapters.files import frames
 
     if output == "arrow":
         return frames.typed(table, exact)
     if output == "polars":
         return frames.to_polars(table, exact)
-    return frames.to_pandas(table, exact, d.source if d else None, d.incomplete if d else None)
+    attrs: dict[str, Any] = {}
+    if d is not None:
+        attrs = {"derived_from": d.derived_from, "incomplete": sorted(d.incomplete)}
+    if empty is not None:
+        attrs["empty"] = empty
+    return frames.to_pandas(table, exact, attrs)

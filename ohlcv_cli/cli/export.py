@@ -1,4 +1,5 @@
-"""`ohlcv export`: candles to csv, parquet or jsonl, streamed in chunks."""
+"""`ohlcv export`: candles to csv, parquet, jsonl or feather (or freqtrade's layout), streamed
+in chunks."""
 
 from __future__ import annotations
 
@@ -31,29 +32,34 @@ def window(days: int | None, start: str | None, end: str | None) -> tuple[int | 
     return parse_window(start, end)
 
 
+def warn(text: str) -> None:
+    err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 def warn_incomplete(symbol: str, timeframe: str, buckets: list[int]) -> None:
     if buckets:
-        err_console.print(
-            f"warning: {symbol}: {len(buckets)} {timeframe} candles left out, their base candles"
-            f" are not all stored (first {iso(min(buckets))}); `ohlcv gaps check` tells which",
-            markup=False, highlight=False, soft_wrap=True)
+        warn(f"{symbol}: {len(buckets)} {timeframe} candles left out, their base candles are not"
+             f" all stored (first {iso(min(buckets))}); `ohlcv gaps check` tells which")
 
 
 def export(
     ctx: typer.Context,
     out: Annotated[str, typer.Option("--out", "-o", help="File path, a directory with --per-symbol, or - for stdout")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or jsonl", show_default=True)] = "csv",
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, parquet, jsonl or feather; \\[default: what --out's extension names, csv for stdout or a directory]")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
     days: DaysOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
     per_symbol: Annotated[bool, typer.Option("--per-symbol", help="One file per symbol (no symbol column); --out is a directory or a path with {symbol} \\[default: one file]")] = False,
+    decimals: Annotated[str, typer.Option("--decimals", help="exact (decimal strings, decimal128 in parquet/feather) or float (float64)")] = "exact",
+    layout: Annotated[Optional[str], typer.Option("--layout", help="freqtrade: --out is freqtrade's data directory; writes <out>/binance/BTC_USDT-1m.feather")] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
     """Write candles of stored or derived timeframes to a file, exactly as stored.
 
-    Streamed in chunks with flat memory. Without --days/--start: everything stored."""
+    csv, parquet, jsonl or feather (from --out's extension), or freqtrade's layout; streamed in
+    chunks with flat memory. Without --days/--start: everything stored."""
     from ohlcv_cli.api.read import open_store
 
     start_ms, end_ms = window(days, start, end)
@@ -61,17 +67,21 @@ def export(
     tf = s.timeframe.name
     with open_store(s) as store:
         syms = store.resolve(list(s.symbols))  # id forms and patterns against what is stored
-        result = store.export(syms, tf, start_ms, end_ms, fmt.lower(), out, per_symbol)
-    for sym, buckets in result.incomplete.items():
-        warn_incomplete(sym, tf, buckets)
+        result = store.export(syms, tf, start_ms, end_ms, fmt, out, per_symbol,
+                              decimals=decimals, layout=layout)
     if result.rows == 0:
         for f in result.files:
             if f != "-" and os.path.exists(f):
                 os.remove(f)
         raise ConfigError(f"no {tf} candles of {', '.join(syms)} in the window:"
                           " nothing exported")
+    for sym, why in result.empty.items():
+        warn(f"{sym}: {why}")
+    for sym, buckets in result.incomplete.items():
+        warn_incomplete(sym, tf, buckets)
     rate = result.rows / result.seconds if result.seconds else 0
+    written = len(syms) - len(result.empty)
     err_console.print(
-        f"exported {result.rows} {tf} candles of {len(syms)} symbol(s) to "
+        f"exported {result.rows} {tf} candles of {written} symbol(s) to "
         f"{', '.join('stdout' if f == '-' else f for f in result.files)} in {result.seconds:.2f} s"
         f" ({rate:,.0f} candles/s)", markup=False, highlight=False, soft_wrap=True)

@@ -27,20 +27,40 @@ def derivable_from(target: Timeframe) -> list[Timeframe]:
     return [parse_timeframe(n) for n in SUPPORTED if divides(parse_timeframe(n), target)]
 
 
-def pick_source(target: Timeframe, stored: Iterable[str]) -> Timeframe | None:
-    """The finest stored timeframe the target can be derived from (None: stored natively or
-    not derivable). The finest, because it is what the exchange aggregates too."""
+def pick_bases(target: Timeframe, stored: Iterable[str]) -> tuple[bool, list[Timeframe]]:
+    """(whether the target is stored itself, the stored timeframes it can be derived from,
+    finest first). A read takes each bucket from the first of these that has it complete: the
+    stored candle, else the finest base (what the exchange aggregates too), else a coarser one;
+    so a store of 1m history and a recent stretch of 1s gives every hour."""
     stored = set(stored)
-    if target.name in stored:
-        return None
-    for tf in derivable_from(target):
-        if tf.name in stored:
-            return tf
+    bases = [tf for tf in derivable_from(target) if tf.name in stored]
+    if target.name in stored or bases:
+        return target.name in stored, bases
     raise ConfigError(
         f"timeframe {target.name} is neither stored nor derivable from what is stored "
         f"({', '.join(sorted(stored, key=lambda n: parse_timeframe(n).ms)) or 'nothing'}); "
         f"it can be derived from {', '.join(t.name for t in derivable_from(target)) or 'nothing'}"
     )
+
+
+def choose(offers: Sequence[tuple[str, Iterable[int]]]) -> dict[str, set[int]]:
+    """Which source gives which bucket: the first source (in order of preference) that offers a
+    bucket gets it."""
+    taken: set[int] = set()
+    out: dict[str, set[int]] = {}
+    for name, opens in offers:
+        mine = set(opens) - taken
+        out[name] = mine
+        taken |= mine
+    return out
+
+
+def settled_before(target: Timeframe, bases: Sequence[Timeframe], now_ms: int,
+                   delay_ms: int = 1000) -> int:
+    """The open time from which a target bucket is still open (or its last base candle may still
+    be on its way): such buckets are not complete yet, and not reported as incomplete either."""
+    arrival = max([b.ms for b in bases] or [0]) + delay_ms
+    return target.floor(now_ms - arrival)
 
 
 def bucket_window(target: Timeframe, start: int, end: int) -> tuple[int, int]:
@@ -50,15 +70,21 @@ def bucket_window(target: Timeframe, start: int, end: int) -> tuple[int, int]:
 
 @dataclass
 class Derivation:
-    """What a derived read produced and left out."""
+    """What a read with derived buckets produced (per source timeframe) and left out."""
 
     target: str
-    source: str
-    produced: int = 0
+    produced: dict[str, int] = field(default_factory=dict)  # source timeframe -> buckets
     incomplete: list[int] = field(default_factory=list)  # bucket open times left out
 
+    @property
+    def derived_from(self) -> str:
+        """The base timeframes the derived buckets came from, finest first ("1m", "1s,1m")."""
+        used = [n for n, k in self.produced.items() if k and n != self.target]
+        return ",".join(sorted(used, key=lambda n: parse_timeframe(n).ms))
+
     def merge(self, other: "Derivation") -> None:
-        self.produced += other.produced
+        for name, k in other.produced.items():
+            self.produced[name] = self.produced.get(name, 0) + k
         self.incomplete.extend(other.incomplete)
 
 

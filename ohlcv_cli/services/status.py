@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from ohlcv_cli.core.ports import GapRepository
@@ -22,6 +22,12 @@ class SeriesStatus:
     exchange_gap_ranges: int
     exchange_gap_candles: int
     age_ms: int  # since the newest candle closed
+    exchange_gaps: list[tuple[int, int]] = field(default_factory=list, repr=False)  # [start, end)
+
+    @property
+    def end(self) -> int:
+        """The close of the newest candle: the series spans [first, end)."""
+        return self.last + parse_timeframe(self.timeframe).ms
 
     @property
     def coverage(self) -> float:
@@ -45,5 +51,6 @@ class Status:
             out.append(SeriesStatus(
                 s.exchange, s.symbol, s.timeframe, s.first, s.last, s.stored,
                 tf.count(s.first, end) - inside, len(known), count(tf, known), now_ms - end,
+                known,
             ))
         return out

@@ -1,7 +1,9 @@
-"""Candle files: csv, parquet and jsonl writers fed one Arrow chunk at a time (flat memory).
+"""Candle files: csv, parquet, jsonl and feather writers fed one Arrow chunk at a time (flat
+memory), and freqtrade's data layout.
 
-Values are written exactly: csv and jsonl carry the stored decimal text, Parquet decimal128(38, 8)
-columns; open_time is ISO 8601 UTC text in csv and jsonl, a UTC timestamp in Parquet.
+Values are written exactly by default: csv and jsonl carry the stored decimal text, Parquet and
+feather decimal128(38, 8) columns; with decimals="float", float64 (numbers in jsonl). open_time
+is ISO 8601 UTC text in csv and jsonl, a UTC timestamp in Parquet and feather.
 """
 
 from __future__ import annotations
@@ -16,24 +18,65 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from ohlcv_cli.adapters.files.frames import DECIMALS, typed
 from ohlcv_cli.core.errors import ConfigError
 
-FORMATS = ("csv", "parquet", "jsonl")
+FORMATS = ("csv", "parquet", "jsonl", "feather")
+# Where the extension says nothing (stdout, a directory of per-symbol files): readable anywhere.
+DEFAULT_FORMAT = "csv"
+DECIMAL_MODES = ("exact", "float")
+LAYOUTS = ("freqtrade",)
+# freqtrade's OHLCV columns (freqtrade.constants.DEFAULT_DATAFRAME_COLUMNS)
+FREQTRADE_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 
 
 def safe_name(symbol: str) -> str:
     return symbol.replace("/", "-")
 
 
-def targets(fmt: str, out: str, symbols: Sequence[str], per_symbol: bool
+def check_decimals(decimals: str) -> None:
+    if decimals not in DECIMAL_MODES:
+        raise ConfigError(f"unknown decimals {decimals!r}; use {' or '.join(DECIMAL_MODES)}")
+
+
+def resolve_format(fmt: str | None, out: str, layout: str | None = None) -> str:
+    """The format asked for, else the one the file's extension names, else DEFAULT_FORMAT where
+    there is no extension (stdout, a directory); an unknown extension is an error."""
+    if layout is not None:
+        if layout not in LAYOUTS:
+            raise ConfigError(f"unknown layout {layout!r}; use {', '.join(LAYOUTS)}")
+        if fmt not in (None, "feather"):
+            raise ConfigError(f"--layout {layout} writes feather files, not {fmt}")
+        return "feather"
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+    out = str(out)
+    suffix = "" if out == "-" else Path(out).suffix.lower()
+    if not suffix:
+        return DEFAULT_FORMAT
+    if suffix[1:] in FORMATS:
+        return suffix[1:]
+    raise ConfigError(f"cannot tell the format of {out} from its extension {suffix}: name it "
+                      f"{', '.join('.' + f for f in FORMATS)}, or give --format")
+
+
+def targets(fmt: str, out: str, symbols: Sequence[str], per_symbol: bool,
+            layout: str | None = None, timeframe: str = "", exchange: str = "binance"
             ) -> list[tuple[str, list[str]]]:
     """(path or "-", symbols written there), each path checked writable before anything is."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = str(out)
+    if fmt == "feather" and out == "-" and not per_symbol:
+        raise ConfigError("feather is not written to stdout: give --out FILE")
+    if layout == "freqtrade":
+        return _freqtrade_targets(Path(out), symbols, timeframe, exchange)
     if not per_symbol:
         if out != "-":
             _check_writable(Path(out))
@@ -49,6 +92,35 @@ def targets(fmt: str, out: str, symbols: Sequence[str], per_symbol: bool
         _check_writable(path)
         result.append((str(path), [s]))
     return result
+
+
+def _freqtrade_targets(out: Path, symbols: Sequence[str], timeframe: str, exchange: str
+                       ) -> list[tuple[str, list[str]]]:
+    """freqtrade's data directory: <out>/<exchange>/BTC_USDT-1m.feather (spot pairs)."""
+    if str(out) == "-" or not out.is_dir():
+        raise ConfigError(f"--layout freqtrade needs --out DIRECTORY (freqtrade's data "
+                          f"directory, e.g. user_data/data); {out} is not a directory")
+    folder = out / exchange
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"cannot write {folder}: it is not a directory")
+    if not folder.exists() and not os.access(out, os.W_OK):
+        raise ConfigError(f"cannot write {folder}: permission denied")
+    result = []
+    for s in symbols:
+        path = folder / f"{s.replace('/', '_')}-{timeframe}.feather"
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ConfigError(f"cannot write {path}: permission denied")
+        result.append((str(path), [s]))
+    folder.mkdir(exist_ok=True)
+    return result
+
+
+def floats(table: pa.Table) -> pa.Table:
+    """The decimal text columns as float64 (open_time and trades unchanged)."""
+    for name in DECIMALS:
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pc.cast(table.column(name), pa.float64()))
+    return table
 
 
 def _check_writable(path: Path) -> None:
@@ -69,10 +141,12 @@ def _iso(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 class _CsvWriter:
-    def __init__(self, stream, with_symbol: bool) -> None:
-        self.stream, self.with_symbol, self.writer = stream, with_symbol, None
+    def __init__(self, stream, with_symbol: bool, exact: bool = True) -> None:
+        self.stream, self.with_symbol, self.exact, self.writer = stream, with_symbol, exact, None
 
     def write(self, table: pa.Table, symbol: str) -> None:
+        if not self.exact:
+            table = floats(table)
         table = table.set_column(0, "open_time", _iso(table.column("open_time")))
         if self.with_symbol:
             table = table.add_column(0, "symbol", pa.array([symbol] * table.num_rows))
@@ -87,10 +161,12 @@ class _CsvWriter:
 
 
 class _JsonlWriter:
-    def __init__(self, stream, with_symbol: bool) -> None:
-        self.stream, self.with_symbol = stream, with_symbol
+    def __init__(self, stream, with_symbol: bool, exact: bool = True) -> None:
+        self.stream, self.with_symbol, self.exact = stream, with_symbol, exact
 
     def write(self, table: pa.Table, symbol: str) -> None:
+        if not self.exact:
+            table = floats(table)
         times = _iso(table.column("open_time")).to_pylist()
         cols = {n: table.column(n).to_pylist() for n in table.column_names if n != "open_time"}
         names = list(cols)
@@ -108,13 +184,16 @@ class _JsonlWriter:
 
 
 class _ParquetWriter:
-    def __init__(self, stream, with_symbol: bool) -> None:
-        self.stream, self.with_symbol, self.writer = stream, with_symbol, None
+    def __init__(self, stream, with_symbol: bool, exact: bool = True) -> None:
+        self.stream, self.with_symbol, self.exact, self.writer = stream, with_symbol, exact, None
+
+    def _open(self, schema: pa.Schema):
+        return pq.ParquetWriter(self.stream, schema, compression="zstd")
 
     def write(self, table: pa.Table, symbol: str) -> None:
-        table = typed(table, exact=True, symbol=symbol if self.with_symbol else None)
+        table = typed(table, exact=self.exact, symbol=symbol if self.with_symbol else None)
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.stream, table.schema, compression="zstd")
+            self.writer = self._open(table.schema)
         self.writer.write_table(table)
 
     def close(self) -> None:
@@ -125,16 +204,39 @@ class _ParquetWriter:
         self.writer.close()
 
 
-_WRITERS = {"csv": _CsvWriter, "jsonl": _JsonlWriter, "parquet": _ParquetWriter}
+class _FeatherWriter(_ParquetWriter):
+    """Feather (Arrow IPC file, version 2), lz4: what pandas.read_feather reads."""
+
+    def _open(self, schema: pa.Schema):
+        return ipc.new_file(self.stream, schema,
+                            options=ipc.IpcWriteOptions(compression="lz4"))
+
+
+class _FreqtradeWriter(_FeatherWriter):
+    """freqtrade's OHLCV feather file: date (UTC timestamp), open, high, low, close, volume as
+    float64, oldest first (what its FeatherDataHandler loads)."""
+
+    def write(self, table: pa.Table, symbol: str) -> None:
+        t = typed(table.select(["open_time", *FREQTRADE_COLUMNS[1:]]), exact=False)
+        t = t.rename_columns(list(FREQTRADE_COLUMNS))
+        if self.writer is None:
+            self.writer = self._open(t.schema)
+        self.writer.write_table(t)
+
+
+_WRITERS = {"csv": _CsvWriter, "jsonl": _JsonlWriter, "parquet": _ParquetWriter,
+            "feather": _FeatherWriter}
 
 
 @contextmanager
-def open_writer(fmt: str, target: str, with_symbol: bool = True) -> Iterator:
+def open_writer(fmt: str, target: str, with_symbol: bool = True, decimals: str = "exact",
+                layout: str | None = None) -> Iterator:
     try:
         stream = sys.stdout.buffer if target == "-" else open(target, "wb")
     except OSError as exc:
         raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
-    writer = _WRITERS[fmt](stream, with_symbol)
+    cls = _FreqtradeWriter if layout == "freqtrade" else _WRITERS[fmt]
+    writer = cls(stream, with_symbol, decimals == "exact")
     whole = False
     try:
         yield writer
@@ -149,4 +251,5 @@ def open_writer(fmt: str, target: str, with_symbol: bool = True) -> Iterator:
                 Path(target).unlink(missing_ok=True)
 
 
-__all__ = ["FORMATS", "DECIMALS", "open_writer", "targets", "safe_name"]
+__all__ = ["FORMATS", "DEFAULT_FORMAT", "DECIMALS", "open_writer", "targets", "safe_name",
+           "resolve_format"]

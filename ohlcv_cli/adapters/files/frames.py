@@ -44,16 +44,16 @@ def concat(tables: list[pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
-def to_pandas(table: pa.Table, exact: bool, derived_from: str | None = None,
-              incomplete: list[int] | None = None):
-    """A DataFrame indexed by open_time (UTC); Decimal objects when exact. A derived frame
-    carries attrs["derived_from"] and attrs["incomplete"] (the buckets left out, UTC)."""
+def to_pandas(table: pa.Table, exact: bool, attrs: dict | None = None):
+    """A DataFrame indexed by open_time (UTC); Decimal objects when exact. `attrs` become the
+    frame's attrs, "incomplete" (bucket open times, ms) as UTC timestamps."""
     import pandas as pd
 
     df = typed(table, exact).to_pandas().set_index("open_time")
-    if derived_from is not None:
-        df.attrs["derived_from"] = derived_from
-        df.attrs["incomplete"] = [pd.Timestamp(t, unit="ms", tz="UTC") for t in incomplete or []]
+    for key, value in (attrs or {}).items():
+        if key == "incomplete":
+            value = [pd.Timestamp(t, unit="ms", tz="UTC") for t in value]
+        df.attrs[key] = value
     return df
 
 

@@ -225,6 +225,17 @@ class SqlCandleReader:
         return [(start + int(i) * bin_ms, int(n)) for i, n in rows]
 
 
+def compose(parts: list[tuple[pa.Table, set[int]]]) -> pa.Table:
+    """One table, oldest first, of the rows of each part whose open time is in its set (the
+    buckets each source was chosen for)."""
+    kept = [t.filter(pc.is_in(t.column("open_time"), pa.array(sorted(keep), pa.int64())))
+            for t, keep in parts if keep]
+    if not kept:
+        return empty_table()
+    table = kept[0] if len(kept) == 1 else pa.concat_tables(kept)
+    return table.sort_by("open_time") if len(kept) > 1 else table
+
+
 def _slots_in(gaps: list[tuple[int, int]], a: int, b: int, base_ms: int) -> int:
     return sum(max(0, min(g1, b) - max(g0, a)) // base_ms for g0, g1 in gaps if g0 < b and g1 > a)
 
