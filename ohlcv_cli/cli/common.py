@@ -165,7 +165,7 @@ class JsonFormatter(logging.Formatter):
 
 
 THIRD_PARTY_LOGGERS = ("kafka", "ccxt", "urllib3", "alembic", "sqlalchemy", "asyncio", "httpx",
-                       "httpcore", "websockets", "aiohttp")
+                       "httpcore", "websockets", "aiohttp", "numexpr")
 
 
 def setup_logging(level: str, fmt: str) -> None:
