@@ -6,7 +6,6 @@ Adapters are imported on first use, so that importing the API stays cheap.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from ohlcv_cli.core.errors import ConfigError
@@ -14,7 +13,6 @@ from ohlcv_cli.core.ports import Metrics
 from ohlcv_cli.core.settings import (
     DATABASE, EXCHANGE, KAFKA, LOGGING, SOURCES, Settings, load_settings,
 )
-from ohlcv_cli.core.timeutil import dt_to_ms, parse_iso
 
 log = logging.getLogger(__name__)
 DEFAULT_BROKER = "127.0.0.1:9092"
@@ -36,7 +34,8 @@ USES: dict[str, frozenset[str]] = {
     # the exchange too: the consumer checks symbols against its listing
     "consume": LOGGING | DATABASE | KAFKA | EXCHANGE
     | {"consumer_group", "consumer_workers", "metrics_port"},
-    "run": LOGGING | DATABASE | EXCHANGE | KAFKA | _WINDOW
+    # run's start-up fills history as `backfill` does: the same sources, pages in flight
+    "run": LOGGING | DATABASE | EXCHANGE | KAFKA | _WINDOW | SOURCES
     | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
        "consumer_group", "metrics_port"} | _LIVE,
     "topic_create": LOGGING | KAFKA,
@@ -54,15 +53,6 @@ def settings_for(command: str, settings: Settings | None = None, **overrides: An
             raise ConfigError("pass either a Settings object or setting keywords, not both")
         return settings
     return load_settings(uses=USES[command], **overrides)
-
-
-def to_ms(value: int | str | datetime | None, what: str) -> int | None:
-    """A time given as epoch ms, an ISO 8601 string (UTC unless zoned) or a datetime."""
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, datetime):
-        return dt_to_ms(value)
-    return parse_iso(value, what)
 
 
 # --- adapters -------------------------------------------------------------------------------
@@ -88,9 +78,11 @@ def gap_repository(eng):
     return SqlGapRepository(eng)
 
 
-def fetcher(s: Settings, *, retry_forever: bool = False):
-    """`retry_forever`: the stream rides out any exchange outage; the others give up after
-    EXCHANGE_RETRY_SECONDS."""
+def fetcher(s: Settings):
+    """The process's one exchange client: one markets load and one weight budget for everything
+    that asks the exchange (backfill, the stream's REST safety net, the consumer's listing
+    check). It gives up after EXCHANGE_RETRY_SECONDS of outage; `riding_out` gives the stream
+    its view that retries for ever."""
     from ohlcv_cli.adapters.binance.rest import CcxtFetcher
 
     return CcxtFetcher(
@@ -101,9 +93,28 @@ def fetcher(s: Settings, *, retry_forever: bool = False):
         settle_ms=int(s.realtime_delay_seconds * 1000),
         timeout_ms=int(s.exchange_timeout_seconds * 1000),
         max_retries=s.exchange_max_retries,
-        retry_s=None if retry_forever else s.exchange_retry_seconds,
+        retry_s=s.exchange_retry_seconds,
         weight_limit=s.exchange_weight_limit,
     )
+
+
+def riding_out(client):
+    """The stream's view of the client: it rides out any exchange outage."""
+    return client.with_retry(None)
+
+
+def history(s: Settings, eng, client, repo, *, verify: bool = True, stop=None, progress=None,
+            file_progress=None, concurrency: int | None = None):
+    """The one road that fills history (backfill, gaps repair, run's start-up), with the archive
+    pass of the configured source."""
+    from ohlcv_cli.services.history import FillHistory
+
+    return FillHistory(client, repo, gap_repository(eng),
+                       archive=archive_pass(s, eng, client, verify=verify),
+                       in_flight=s.backfill_in_flight,
+                       concurrency=s.backfill_concurrency if concurrency is None else concurrency,
+                       batch_size=s.backfill_batch_size, stop=stop, progress=progress,
+                       file_progress=file_progress)
 
 
 def broker(s: Settings) -> str:

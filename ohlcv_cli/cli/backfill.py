@@ -12,8 +12,8 @@ from rich.table import Table
 
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
-    console, echo_error, err_console, parse_window, settings,
+    DatabaseOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, console, echo_error,
+    err_console, history_window, settings,
 )
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt
 from ohlcv_cli.core.timeutil import iso
@@ -37,13 +37,12 @@ def backfill(
     no_verify: NoVerifyOpt = False,
 ) -> None:
     """Fetch every candle the database is missing in the window, then print a summary."""
-    check_window_flags(days, start, end)
-    start_ms, end_ms = parse_window(start, end)
+    window = history_window(days, start, end)
     s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, database_url=database_url,
                  exchange_url=exchange_url, concurrency=concurrency, backfill_source=source,
                  archive_url=archive_url)
     with progress_bars(s.symbols) as progress:
-        result = api.backfill(s, days=days, start=start_ms, end=end_ms, progress=progress,
+        result = api.backfill(s, window=window, progress=progress,
                               file_progress=progress.files, verify=not no_verify)
     report_backfill(result)
     left = sum(r.left_missing for r in result.symbols)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Annotated, Any, Optional
 
 import typer
@@ -14,6 +15,7 @@ from ohlcv_cli import api
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.settings import Settings
 from ohlcv_cli.core.timeutil import parse_iso
+from ohlcv_cli.core.window import HistoryWindow
 
 # Off a terminal (cron, pipes, CI) tables get room instead of wrapping at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -60,6 +62,11 @@ def check_window_flags(days: int | None, start: str | None, end: str | None) -> 
         raise ConfigError("--end needs --start")
     if days is not None and days <= 0:
         raise ConfigError(f"--days must be a positive whole number, got {days}")
+
+
+def history_window(days: int | None, start: str | None, end: str | None) -> HistoryWindow:
+    """--days, or --start [--end]: the window of a history command, parsed and checked once."""
+    return HistoryWindow.parse(days, start, end, now_ms=int(time.time() * 1000), flags=True)
 
 
 def parse_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, check_window_flags,
-    console, echo_error, parse_window, settings,
+    DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, console,
+    echo_error, history_window, settings,
 )
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt, archive_line
 from ohlcv_cli.core.timeframes import Timeframe
@@ -29,12 +29,6 @@ EndOpt = Annotated[Optional[str], typer.Option(
 MAX_RANGE_LINES = 10
 
 
-def _window(days, start, end) -> dict:
-    check_window_flags(days, start, end)
-    start_ms, end_ms = parse_window(start, end)
-    return {"days": days, "start": start_ms, "end": end_ms}
-
-
 @app.command()
 def check(
     ctx: typer.Context,
@@ -43,10 +37,10 @@ def check(
     database_url: DatabaseOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Report missing closed candles per symbol; needs only the database (exit 1 on gaps)."""
-    window = _window(days, start, end)
+    window = history_window(days, start, end)
     s = settings(ctx, "gaps_check", symbols=symbols, timeframe=timeframe,
                  database_url=database_url)
-    report = api.gaps_check(s, **window)
+    report = api.gaps_check(s, window=window)
     if as_json:
         typer.echo(json.dumps(check_json(report, s.timeframe), indent=2))
     else:
@@ -67,11 +61,11 @@ def repair(
 ) -> None:
     """Fetch the missing candles; remember the ranges the exchange has none for (exit 1 if some
     are still missing)."""
-    window = _window(days, start, end)
+    window = history_window(days, start, end)
     s = settings(ctx, "gaps_repair", symbols=symbols, timeframe=timeframe,
                  database_url=database_url, exchange_url=exchange_url, backfill_source=source,
                  archive_url=archive_url)
-    report = api.gaps_repair(s, verify=not no_verify, **window)
+    report = api.gaps_repair(s, verify=not no_verify, window=window)
     if as_json:
         out = repair_json(report, s.timeframe)
         for item in out["symbols"]:
