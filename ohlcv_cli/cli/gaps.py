@@ -22,7 +22,7 @@ app = typer.Typer(help="Find and repair missing candles (exit 0: complete, 1: ga
                   no_args_is_help=True)
 
 DaysOpt = Annotated[Optional[int], typer.Option(
-    "--days", help="Days back from the last closed candle [env: BACKFILL_DAYS]")]
+    "--days", help="Days back from now; the window ends at the last closed candle minus the grace [env: BACKFILL_DAYS]")]
 EndOpt = Annotated[Optional[str], typer.Option(
     "--end", help="ISO end (exclusive); default: the last closed candle minus the grace")]
 

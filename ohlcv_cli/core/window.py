@@ -61,16 +61,19 @@ class HistoryWindow:
         check_days(days, now_ms)
         return HistoryWindow(days, None, self.end)
 
-    def bounds(self, tf: Timeframe, limit_ms: int) -> tuple[int, int]:
-        """[start, end) on the timeframe's grid. The end is the boundary at or before `limit_ms`
-        (the current boundary, or a grace end) unless an earlier end is given; without a start
-        the window reaches `days` back from its end."""
-        current = tf.floor(limit_ms)
-        end = current if self.end is None else min(tf.ceil(self.end), current)
+    def bounds(self, tf: Timeframe, now_ms: int, end_limit: int | None = None
+               ) -> tuple[int, int]:
+        """[start, end) on the timeframe's grid. The end is the current boundary (or the earlier
+        `end_limit`, e.g. a check's grace end) unless an earlier end is given; without a start
+        the window reaches `days` back from the current boundary, so that a backfill and a check
+        of the same days cover the same candles."""
+        current = tf.floor(now_ms)
+        limit = current if end_limit is None else min(current, tf.floor(end_limit))
+        end = limit if self.end is None else min(tf.ceil(self.end), limit)
         if self.start is not None:
             start = self.start
         elif self.days is not None and self.days > 0:
-            start = end - int(self.days * DAY_MS)
+            start = current - int(self.days * DAY_MS)
         else:
             raise ConfigError("a window needs a start or a positive number of days")
         start = tf.ceil(start)

@@ -83,7 +83,7 @@ class GapCheck:
     def window(self, tf: Timeframe, now_ms: int, window: HistoryWindow, *,
                delay_ms: int = 1000) -> tuple[int, int]:
         """[start, end) of the check: it ends at the grace end (or earlier, if `end` says so)."""
-        return window.bounds(tf, grace_end(tf, now_ms, delay_ms))
+        return window.bounds(tf, now_ms, grace_end(tf, now_ms, delay_ms))
 
     def run(self, symbols: Sequence[str], tf: Timeframe, now_ms: int, window: HistoryWindow, *,
             delay_ms: int = 1000) -> GapReport:
