@@ -346,13 +346,14 @@ def test_a_bad_source_is_one_error_line_and_exit_2(sqlite_url, sim):
 
 # --- ohlcv run takes the same road (issue 16) -------------------------------------------------
 def test_run_backfills_from_the_archive_then_rest_with_pages_in_flight(sim_factory, repo_for,
-                                                                       tmp_path):
+                                                                       sqlite_url, tmp_path):
     """`ohlcv run`'s start-up is `backfill`'s road: whole days from the archive files, the rest
     from REST with pages in flight (before: no archive, one page at a time per symbol)."""
     sim = sim_factory(latency_ms=40)
-    db = f"sqlite:///{tmp_path / 'run.db'}"
+    db = sqlite_url
     env = env_for(db, sim, TIMEFRAME="1s", SYMBOLS="BTC/USDT", ARCHIVE_CONCURRENCY="1")
-    r = run_cli("run", "--days", "2", "--max-cycles", "1", env=env, cwd=tmp_path)
+    # three days back: the day before yesterday is a whole day whose file is published
+    r = run_cli("run", "--days", "3", "--max-cycles", "1", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     stats = sim.stats()
     assert stats["archive_downloads"] >= 1  # at least one whole day (86,400 candles) from a file
