@@ -135,7 +135,7 @@ def metrics(s: Settings) -> Metrics:
                           f"{exc.strerror or exc}") from None
 
 
-def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True, progress=None):
+def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True):
     """The archive pass for the configured source, or None for `rest`."""
     if s.backfill_source == "rest":
         return None
@@ -151,4 +151,4 @@ def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True, progress=Non
     return ArchivePass(BinanceArchive(base, timeout_s=s.exchange_timeout_seconds * 3,
                                       max_retries=s.exchange_max_retries),
                        SqlArchiveWriter(eng), fetcher, verify=verify,
-                       concurrency=s.archive_concurrency, progress=progress)
+                       concurrency=s.archive_concurrency)

@@ -70,22 +70,24 @@ class _State:
 
 class ArchivePass:
     def __init__(self, archive: ArchiveSource, writer: ArchiveWriter, fetcher: MarketFetcher, *,
-                 verify: bool = True, concurrency: int = 4,
-                 progress: ArchiveProgress | None = None, rng: random.Random | None = None
+                 verify: bool = True, concurrency: int = 4, rng: random.Random | None = None
                  ) -> None:
         self.archive = archive
         self.writer = writer
         self.fetcher = fetcher
         self.verify = verify
         self.concurrency = max(1, concurrency)
-        self.progress = progress
+        self._progress: ArchiveProgress | None = None
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._lock = threading.Lock()
         self._down: str | None = None  # why the archive host is considered unreachable
 
-    def run(self, tf: Timeframe, missing: dict[str, list[Range]]) -> dict[str, ArchiveSymbolResult]:
-        """Fill what the archive has of each symbol's missing ranges; one result per symbol."""
+    def run(self, tf: Timeframe, missing: dict[str, list[Range]],
+            progress: ArchiveProgress | None = None) -> dict[str, ArchiveSymbolResult]:
+        """Fill what the archive has of each symbol's missing ranges; one result per symbol.
+        `progress(symbol, candles done, candles to do, files done, files to do)`."""
+        self._progress = progress
         now = self.fetcher.now_ms()
         states: dict[str, _State] = {}
         jobs: list[tuple[str, Period]] = []
@@ -210,6 +212,6 @@ class ArchivePass:
         return SpotCheck(a, b, rest)
 
     def _report(self, st: _State) -> None:
-        if self.progress is not None:
-            self.progress(st.result.symbol, st.done, st.result.missing, st.files_done,
-                          st.files_total)
+        if self._progress is not None:
+            self._progress(st.result.symbol, st.done, st.result.missing, st.files_done,
+                           st.files_total)

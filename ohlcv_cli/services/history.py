@@ -144,8 +144,8 @@ class FillHistory:
             if self.file_progress is not None:
                 self.file_progress(symbol, files_done, files)
 
-        self.archive.progress = on_file
-        got = self.archive.run(tf, {r.symbol: r.ranges for r in results if r.error is None})
+        got = self.archive.run(tf, {r.symbol: r.ranges for r in results if r.error is None},
+                               progress=on_file)
         for r in results:
             a = got.get(r.symbol)
             if a is None:
