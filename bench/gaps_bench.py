@@ -31,6 +31,7 @@ from ohlcv_cli.adapters.sql.candles import SqlCandleRepository  # noqa: E402
 from ohlcv_cli.adapters.sql.schema import make_engine, upgrade  # noqa: E402
 from ohlcv_cli.core.timeframes import parse_timeframe  # noqa: E402
 from ohlcv_cli.core.timeutil import iso, parse_iso  # noqa: E402
+from ohlcv_cli.core.window import HistoryWindow  # noqa: E402
 from ohlcv_cli.services.gaps import GapCheck  # noqa: E402
 
 M = 60_000
@@ -111,7 +112,7 @@ def naive(engine, symbols: list[str], end: int) -> dict[str, list[tuple[int, int
 
 def ours(engine, symbols: list[str], end: int) -> dict[str, list[tuple[int, int]]]:
     check = GapCheck(SqlCandleRepository(engine), SqlGapRepository(engine))
-    report = check.run(symbols, TF, int(time.time() * 1000), start=START, end=end)
+    report = check.run(symbols, TF, int(time.time() * 1000), HistoryWindow(start=START, end=end))
     return {g.symbol: g.missing for g in report.symbols if g.missing}
 
 

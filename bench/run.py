@@ -17,7 +17,8 @@ def main() -> None:
                         ("ws_bench", "websocket source (live latency, 1,000 symbols, 1s keeping up)"),
                         ("read_bench", "reading the store (pandas, derived, export)"),
 
-                        ("archive_bench", "backfill from the archive, and REST at real latency")):
+                        ("archive_bench", "backfill from the archive, and REST at real latency"),
+                        ("history_bench", "one road for history: run's backfill phase vs backfill")):
         try:
             module = __import__(name)
         except ModuleNotFoundError:

@@ -40,7 +40,8 @@ class _Weights:
         self.banned_until = 0.0
         self.stats = {"requests": 0, "klines": 0, "rejected_429": 0, "rejected_418": 0,
                       "injected_429": 0, "injected_5xx": 0, "injected_garbage": 0,
-                      "injected_short": 0, "outage_503": 0, "windows": {}}
+                      "injected_short": 0, "outage_503": 0, "windows": {},
+                      "paths": {}}  # requests per REST path (/api/v3/exchangeInfo: markets loads)
 
     @property
     def window_ms(self) -> int:
@@ -55,6 +56,10 @@ class _Weights:
         if s % 60 == 0:
             return f"X-MBX-USED-WEIGHT-{s // 60}M"
         return f"X-MBX-USED-WEIGHT-{s}S"
+
+    def count_path(self, path: str) -> None:
+        with self.lock:
+            self.stats["paths"][path] = self.stats["paths"].get(path, 0) + 1
 
     def charge(self, weight: int, now_ms: int) -> tuple[int, int | None, float]:
         """Returns (used, status to refuse with or None, retry-after seconds)."""
@@ -106,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         weight = WEIGHTS.get(path)
         if weight is None:
             return self._send(404, b"<html><body>404 Not Found</body></html>", "text/html")
+        sim.weights.count_path(path)
         if sim.in_outage():
             sim.weights.stats["outage_503"] += 1
             return self._send(503, b"<html><body>503 Service Temporarily Unavailable</body></html>",

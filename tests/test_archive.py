@@ -342,3 +342,27 @@ def test_a_bad_source_is_one_error_line_and_exit_2(sqlite_url, sim):
     assert r.stderr.strip() == "error: invalid setting BACKFILL_SOURCE: must be 'auto', 'rest' or 'archive'"
     r = run_cli("backfill", *SEAM, "--archive-url", "data.binance.vision", env=env_for(sqlite_url, sim))
     assert r.returncode == 2 and r.stderr.strip().startswith("error: invalid setting OHLCV_ARCHIVE_URL")
+
+
+# --- ohlcv run takes the same road (issue 16) -------------------------------------------------
+def test_run_backfills_from_the_archive_then_rest_with_pages_in_flight(sim_factory, repo_for,
+                                                                       sqlite_url, tmp_path):
+    """`ohlcv run`'s start-up is `backfill`'s road: whole days from the archive files, the rest
+    from REST with pages in flight (before: no archive, one page at a time per symbol)."""
+    sim = sim_factory(latency_ms=40)
+    db = sqlite_url
+    env = env_for(db, sim, TIMEFRAME="1s", SYMBOLS="BTC/USDT", ARCHIVE_CONCURRENCY="1")
+    # three days back: the day before yesterday is a whole day whose file is published
+    r = run_cli("run", "--days", "3", "--max-cycles", "1", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = sim.stats()
+    assert stats["archive_downloads"] >= 1  # at least one whole day (86,400 candles) from a file
+    written, from_archive, from_rest = (int(x) for x in cells(r.stdout, "BTC/USDT")[1:4])
+    assert from_archive >= 86_400 and from_rest > 0 and written == from_archive + from_rest
+    # the archive pass runs first with one file at a time: a peak above 1 is REST in flight
+    assert stats["max_in_flight"] >= 8
+    assert "backfill done" in r.stderr
+    repo = repo_for(db)
+    stored = repo.candles("binance", "BTC/USDT", "1s")
+    first, last = stored[0].open_time, stored[-1].open_time
+    assert [c.open_time for c in stored] == list(range(first, last + 1000, 1000))

@@ -12,9 +12,20 @@ from ohlcv_cli.core.errors import ConfigError, ExchangeUnavailable
 from ohlcv_cli.core.ports import SeriesSummary
 from ohlcv_cli.core.ranges import merge, subtract
 from ohlcv_cli.core.timeframes import parse_timeframe
-from ohlcv_cli.core.window import WindowSpec, check_days, grace_end, window
+from ohlcv_cli.core.window import HistoryWindow, check_days, grace_end
 from ohlcv_cli.services.backfill import Backfill
 from ohlcv_cli.services.gaps import GapCheck, GapRepair
+from ohlcv_cli.services.history import FillHistory
+
+
+def backfill(ex, store, **kw) -> Backfill:
+    """The backfill use case over the one history road; in_flight 1 unless asked otherwise."""
+    return Backfill(FillHistory(ex, store, store, **{"in_flight": 1, **kw}))
+
+
+def repair(ex, store, **kw) -> GapRepair:
+    return GapRepair(FillHistory(ex, store, store, **{"in_flight": 1, "concurrency": 1, **kw}),
+                     store)
 
 M1 = parse_timeframe("1m")
 M = 60_000
@@ -103,8 +114,8 @@ def test_backfill_fetches_what_is_missing_learns_exchange_gaps_then_skips_them()
     ex, store = FakeExchange(holes=[(T0 + 10 * M, T0 + 13 * M)]), FakeStore()
     store.upsert([candle("BTC/USDT", T0 + i * M) for i in range(40, 50)])
     calls = []
-    result = Backfill(ex, store, gaps=store, batch_size=5,
-                      progress=lambda *a: calls.append(a)).run(["BTC/USDT"], M1, start=T0)
+    result = backfill(ex, store, batch_size=5,
+                      progress=lambda *a: calls.append(a)).run(["BTC/USDT"], M1, HistoryWindow(start=T0))
     r = result.symbols[0]
     assert (result.start, result.end) == (T0, T0 + 100 * M)
     assert r.missing == 90 and r.written == r.fetched == 87 and r.exchange_missing == 3
@@ -112,14 +123,14 @@ def test_backfill_fetches_what_is_missing_learns_exchange_gaps_then_skips_them()
     assert store.gaps["BTC/USDT"] == [(T0 + 10 * M, T0 + 13 * M)]
     assert calls[0] == ("BTC/USDT", 0, 90) and calls[-1] == ("BTC/USDT", 90, 90)
     before = ex.requests
-    again = Backfill(ex, store, gaps=store).run(["BTC/USDT"], M1, start=T0)
+    again = backfill(ex, store).run(["BTC/USDT"], M1, HistoryWindow(start=T0))
     assert again.symbols[0].missing == 0 and ex.requests == before  # the known gap is skipped
 
 
 def test_a_failing_symbol_is_named_in_the_result_not_logged_and_the_others_complete(caplog):
     ex, store = FakeExchange(down={"ETH/USDT"}), FakeStore()
     with caplog.at_level(logging.INFO):
-        result = Backfill(ex, store, gaps=store).run(["BTC/USDT", "ETH/USDT"], M1, days=1 / 24)
+        result = backfill(ex, store).run(["BTC/USDT", "ETH/USDT"], M1, HistoryWindow(days=1 / 24))
     assert not result.ok and [r.symbol for r in result.failed] == ["ETH/USDT"]
     assert result.failed[0].error == "binance unreachable for ETH/USDT"
     assert len(store.times("BTC/USDT")) == 60
@@ -137,58 +148,78 @@ def test_backfill_stops_when_asked_and_records_no_gap_it_did_not_confirm():
         if done >= 20:
             stop.set()
 
-    result = Backfill(ex, store, gaps=store, progress=progress, stop=stop, batch_size=1000).run(
-        ["BTC/USDT"], M1, start=T0)
+    result = backfill(ex, store, progress=progress, stop=stop, batch_size=1000).run(
+        ["BTC/USDT"], M1, HistoryWindow(start=T0))
     assert result.symbols[0].error == "stopped before the end of the window"
     assert store.times("BTC/USDT") == [T0 + i * M for i in range(20)]  # what it got is stored
     assert store.gaps == {}
 
 
-def test_gap_check_from_the_first_stored_candle_without_known_exchange_gaps():
+def test_gap_check_covers_the_whole_window_its_head_is_missing_unless_known_empty():
+    # issue 17.3: the grid starts at the window's start, not at the first stored candle
     store = FakeStore()
     store.upsert([candle("BTC/USDT", T0 + i * M) for i in range(20, 99) if i not in (30, 31, 50)])
     store.record_exchange_gaps("binance", "BTC/USDT", "1m", [(T0 + 50 * M, T0 + 51 * M)])
-    report = GapCheck(store, store).run(["BTC/USDT", "ETH/USDT"], M1, NOW, delay_ms=1000,
-                                        start=T0)
+    report = GapCheck(store, store).run(["BTC/USDT", "ETH/USDT"], M1, NOW,
+                                        HistoryWindow(start=T0), delay_ms=1000)
     btc, eth = report.symbols
     # the grace end: the last closed candle (T0+99m) is given the delay and a timeframe to arrive
     assert report.end == grace_end(M1, NOW, 1000) == T0 + 99 * M
-    assert (btc.start, btc.missing, btc.missing_candles) == (T0 + 20 * M, [(T0 + 30 * M, T0 + 32 * M)], 2)
-    assert btc.expected == 78 and btc.exchange_gaps == [(T0 + 50 * M, T0 + 51 * M)]
+    assert (btc.start, btc.missing, btc.missing_candles) == (
+        T0, [(T0, T0 + 20 * M), (T0 + 30 * M, T0 + 32 * M)], 22)
+    assert btc.expected == 98 and btc.exchange_gaps == [(T0 + 50 * M, T0 + 51 * M)]
     assert eth.empty and eth.missing == [(T0, T0 + 99 * M)]
-    assert not report.ok and report.missing_candles == 2 + 99
+    assert not report.ok and report.missing_candles == 22 + 99
+    # the head confirmed empty at the exchange (before the listing): the grid starts after it
+    store.record_exchange_gaps("binance", "BTC/USDT", "1m", [(T0, T0 + 20 * M)])
+    btc = GapCheck(store, store).run(["BTC/USDT"], M1, NOW, HistoryWindow(start=T0)).symbols[0]
+    assert (btc.start, btc.missing, btc.missing_candles) == (T0 + 20 * M, [(T0 + 30 * M, T0 + 32 * M)], 2)
+    assert btc.expected == 78
+
+
+def test_repair_fills_a_missing_head_and_records_the_time_before_the_listing_as_empty():
+    # issue 17.3: the exchange has candles from T0+10m on ("listed" then); the store from T0+20m
+    ex, store = FakeExchange(holes=[(T0 - 10 * M, T0 + 10 * M)]), FakeStore()
+    store.upsert([candle("BTC/USDT", T0 + i * M) for i in range(20, 99)])
+    report = repair(ex, store).run(["BTC/USDT"], M1, HistoryWindow(start=T0))
+    r = report.symbols[0]
+    assert report.ok and r.missing == [(T0, T0 + 20 * M)] and r.written == 10
+    assert r.exchange_empty == [(T0, T0 + 10 * M)] == store.gaps["BTC/USDT"]
+    assert store.times("BTC/USDT") == [T0 + i * M for i in range(10, 99)]
+    check = GapCheck(store, store).run(["BTC/USDT"], M1, NOW, HistoryWindow(start=T0))
+    assert check.ok and check.symbols[0].start == T0 + 10 * M
 
 
 def test_repair_fetches_the_missing_records_confirmed_empty_ranges_and_a_rerun_fetches_nothing():
     ex, store = FakeExchange(holes=[(T0 + 60 * M, T0 + 64 * M)]), FakeStore()
     store.upsert([candle("BTC/USDT", T0 + i * M) for i in range(99) if not 55 <= i < 70])
-    report = GapRepair(ex, store, store, batch_size=3).run(["BTC/USDT"], M1, start=T0)
+    report = repair(ex, store, batch_size=3).run(["BTC/USDT"], M1, HistoryWindow(start=T0))
     r = report.symbols[0]
     assert report.ok and r.missing == [(T0 + 55 * M, T0 + 70 * M)]
     assert r.written == r.fetched == 11 and r.exchange_empty == [(T0 + 60 * M, T0 + 64 * M)]
     assert {c.source for c in store.rows.values() if 55 * M <= c.open_time - T0 < 70 * M} == {"repair"}
     assert store.gaps["BTC/USDT"] == [(T0 + 60 * M, T0 + 64 * M)] and r.still_missing == []
     before = ex.requests
-    again = GapRepair(ex, store, store).run(["BTC/USDT"], M1, start=T0)
+    again = repair(ex, store).run(["BTC/USDT"], M1, HistoryWindow(start=T0))
     assert again.ok and again.symbols[0].missing == [] and ex.requests == before
 
 
 def test_repair_of_a_failing_symbol_names_it_and_records_nothing():
     ex, store = FakeExchange(down={"BTC/USDT"}), FakeStore()
     store.upsert([candle("BTC/USDT", T0 + i * M) for i in range(99) if i != 5])
-    report = GapRepair(ex, store, store).run(["BTC/USDT"], M1, start=T0)
+    report = repair(ex, store).run(["BTC/USDT"], M1, HistoryWindow(start=T0))
     assert not report.ok and report.symbols[0].error == "binance unreachable for BTC/USDT"
     assert store.gaps == {}
 
 
 def test_window_arithmetic_speaks_of_times():
-    assert window(M1, NOW, WindowSpec(days=1)) == (T0 + 100 * M - 86_400_000, T0 + 100 * M)
-    assert window(M1, NOW, WindowSpec(start=T0 + 1, end=T0 + 10 * M + 1)) == (T0 + M, T0 + 11 * M)
-    assert window(M1, NOW, WindowSpec(start=T0, end=NOW + 10 * M)) == (T0, T0 + 100 * M)
+    assert HistoryWindow(days=1).bounds(M1, NOW) == (T0 + 100 * M - 86_400_000, T0 + 100 * M)
+    assert HistoryWindow(start=T0 + 1, end=T0 + 10 * M + 1).bounds(M1, NOW) == (T0 + M, T0 + 11 * M)
+    assert HistoryWindow(start=T0, end=NOW + 10 * M).bounds(M1, NOW) == (T0, T0 + 100 * M)
     with pytest.raises(ConfigError, match="empty window"):
-        window(M1, NOW, WindowSpec(start=NOW, end=NOW + M))
+        HistoryWindow(start=NOW, end=NOW + M).bounds(M1, NOW)
     with pytest.raises(ConfigError, match="before 1970-01-01"):
-        window(M1, NOW, WindowSpec(days=100_000))
+        HistoryWindow(days=100_000).bounds(M1, NOW)
     with pytest.raises(ConfigError, match="before 1970-01-01"):
         check_days(100_000, NOW)
     check_days(365, NOW)

@@ -17,6 +17,7 @@ from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 from ohlcv_cli.core.candle import from_kline
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import iso, parse_iso
+from ohlcv_cli.core.window import HistoryWindow
 from ohlcv_cli.services.gaps import merge, subtract, uncovered
 from ohlcv_sim import default_symbols
 from helpers import kline_rows as as_rows
@@ -111,19 +112,68 @@ def test_complete_store_exits_0_without_the_exchange(db_url, repo_for, sim):
     assert table.returncode == 0 and "complete: no closed candle missing in 1 symbols" in table.stdout
 
 
-def test_grid_starts_at_first_stored_candle_and_empty_symbol_is_all_missing(db_url, repo_for, sim):
+def test_grid_covers_the_whole_window_and_empty_symbol_is_all_missing(db_url, repo_for, sim):
     repo = repo_for(db_url)
     store(repo, sim, "ADA/USDT", T0 + 60 * M, T1)  # the store begins an hour into the window
     r, report = check(db_url, *WINDOW, "--symbols", "ADA/USDT,LTC/USDT", "--json")
     assert r.returncode == 1
     ada, ltc = report["symbols"]
-    assert (ada["status"], ada["start"], ada["expected"], ada["missing"]) == ("ok", z(T0 + 60 * M), 300, [])
+    # issue 17.3: the head before the first stored candle is missing (nothing says the exchange
+    # has no candles there)
+    assert (ada["status"], ada["start"], ada["expected"]) == ("gaps", z(T0), 360)
+    assert ranges_of(report, "ADA/USDT") == [("2024-03-01T00:00:00Z", "2024-03-01T00:59:00Z", 60)]
     assert ltc["status"] == "no candles stored" and ltc["coverage"] == 0.0
     assert ranges_of(report, "LTC/USDT") == [("2024-03-01T00:00:00Z", "2024-03-01T05:59:00Z", 360)]
     table, _ = check(db_url, *WINDOW, "--symbols", "ADA/USDT,LTC/USDT", "--wide")
     ltc_line = next(ln for ln in table.stdout.splitlines() if "LTC/USDT" in ln)
     assert "no candles stored" in ltc_line and "all, 2024-03-01 00:00:00 → 2024-03-01 05:59:00 (360)" in ltc_line
     assert "no candles stored at all for LTC/USDT" in table.stdout
+
+
+def test_a_missing_head_of_a_days_window_is_reported_and_repaired(pg_url, repo_for, sim):
+    """Issue 17.3: the first 314 candles of a --days window deleted; check sees them, repair
+    fills them, and the same --days for backfill and check cover the same candles."""
+    env = {"DATABASE_URL": pg_url, "OHLCV_EXCHANGE_URL": sim.url}
+    if time.time() % 60 > 30:  # every step within one minute: the same --days window
+        time.sleep(61 - time.time() % 60)
+    r = run_cli("backfill", "--days", "2", "--symbols", "XRP/USDT", "--source", "rest", env=env)
+    assert r.returncode == 0, r.stderr
+    r, report = check(pg_url, "--days", "2", "--symbols", "XRP/USDT", "--json")
+    assert r.returncode == 0 and report["ok"], r.stdout  # a fresh backfill: nothing missing
+    repo = repo_for(pg_url)
+    first = min(c.open_time for c in repo.candles("binance", "XRP/USDT", "1m"))
+    delete(repo, "XRP/USDT", first, first + 314 * M)
+    r, report = check(pg_url, "--days", "2", "--symbols", "XRP/USDT", "--json")
+    assert r.returncode == 1
+    assert ranges_of(report, "XRP/USDT") == [(z(first), z(first + 313 * M), 314)]
+    assert report["symbols"][0]["coverage"] < 100
+    r = run_cli("gaps", "repair", "--days", "2", "--symbols", "XRP/USDT", "--source", "rest",
+                env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "repaired: 314 candles written, 0 confirmed missing at the exchange" in r.stdout
+    r, report = check(pg_url, "--days", "2", "--symbols", "XRP/USDT", "--json")
+    assert r.returncode == 0 and report["ok"], r.stdout
+
+
+def test_a_head_before_the_listing_is_recorded_empty_by_repair(sqlite_url, repo_for, sim_factory):
+    """Issue 17.3: a head the exchange has nothing for (before the listing) is missing until a
+    repair confirms it, then recorded as an exchange gap and never asked again."""
+    listed = T0 + 120 * M
+    specs = [replace(s, listed_at=listed) if s.symbol == "DOGE/USDT" else s for s in default_symbols()]
+    sim = sim_factory(symbols=specs)
+    repo = repo_for(sqlite_url)
+    store(repo, sim, "DOGE/USDT", listed + 60 * M, T1)  # the store begins an hour after listing
+    r, report = check(sqlite_url, *WINDOW, "--symbols", "DOGE/USDT", "--json")
+    assert r.returncode == 1 and ranges_of(report, "DOGE/USDT") == [
+        ("2024-03-01T00:00:00Z", "2024-03-01T02:59:00Z", 180)]
+    env = {"DATABASE_URL": sqlite_url, "OHLCV_EXCHANGE_URL": sim.url}
+    r = run_cli("gaps", "repair", *WINDOW, "--symbols", "DOGE/USDT", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "repaired: 60 candles written, 120 confirmed missing at the exchange" in r.stdout
+    assert exchange_gap_rows(sqlite_url) == [
+        ("DOGE/USDT", "1m", "2024-03-01 00:00:00", "2024-03-01 02:00:00")]
+    r, report = check(sqlite_url, *WINDOW, "--symbols", "DOGE/USDT", "--json")
+    assert r.returncode == 0 and report["symbols"][0]["start"] == z(listed)
 
 
 def test_in_progress_candle_and_grace_never_missing(pg_url, repo_for, sim):
@@ -289,7 +339,7 @@ def test_ranges_cut_by_chunk_boundaries_come_back_whole(db_url, repo_for, sim):
     results = []
     for chunk in (7, 10, 65_536):
         check = GapCheck(SqlCandleRepository(repo.engine), SqlGapRepository(repo.engine), chunk=chunk)
-        report = check.run(["BTC/USDT"], M1, int(time.time() * 1000), start=T0, end=T1)
+        report = check.run(["BTC/USDT"], M1, int(time.time() * 1000), HistoryWindow(start=T0, end=T1))
         results.append(report.symbols[0].missing)
     # 41 and 48 lie on either side of the known gap 42..47: two ranges, not one
     assert results[0] == results[1] == results[2] == [

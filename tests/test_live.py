@@ -289,6 +289,20 @@ def test_run_without_kafka_backfills_then_streams_into_the_database(sim_factory,
     assert rows(stored[-50:]) == sim.final_rows("BTC/USDT", "1s", stored[-50].open_time, last + 1000)
 
 
+def test_run_asks_for_the_markets_once_for_backfill_stream_and_consumer(pg_url, sim, kafka, topic,
+                                                                         tmp_path):
+    """Issue 16: one exchange client per process. Backfill, the stream's REST safety net and the
+    consumer's listing check share one markets load (one exchangeInfo) and one weight budget."""
+    broker, _ = kafka
+    env = live_env(pg_url, sim, broker, topic, BACKFILL_DAYS="1")
+    r = run_cli("run", "--max-cycles", "4", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "cycle 4" in r.stderr, r.stderr[-3000:]
+    paths = sim.stats()["paths"]
+    assert paths["/api/v3/exchangeInfo"] == 1, paths
+    assert paths["/api/v3/time"] == 1, paths  # one clock sync too
+
+
 @pytest.mark.parametrize("broker,message_", [
     ("127.0.0.1:9", "error: Kafka broker 127.0.0.1:9 unavailable while connecting"),
     ("nonsense", "error: invalid KAFKA_BROKER 'nonsense'"),

@@ -12,7 +12,9 @@ from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.ranges import merge, uncovered
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import parse_iso
+from ohlcv_cli.core.window import HistoryWindow
 from ohlcv_cli.services.backfill import Backfill
+from ohlcv_cli.services.history import FillHistory
 
 M = 60_000
 M1 = parse_timeframe("1m")
@@ -171,15 +173,15 @@ def test_an_interrupted_in_flight_run_resumes_exactly():
     repo, gaps = FakeRepo(), FakeGaps()
     symbols = ["BTC/USDT", "ETH/USDT"]
     with pytest.raises(Crash):
-        Backfill(FakeFetcher(empty, crash_after=13), repo, gaps=gaps, in_flight=6,
-                 batch_size=2500).run(symbols, M1, start=start, end=end)
+        Backfill(FillHistory(FakeFetcher(empty, crash_after=13), repo, gaps, in_flight=6,
+                             batch_size=2500)).run(symbols, M1, HistoryWindow(start=start, end=end))
     first = dict(repo.rows)
     assert 0 < len(first) < 2 * (20_000 - 700)
     # what a crash leaves: only whole pages, the rest missing; nothing recorded as empty yet
     assert gaps.ranges == {}
     fetcher = FakeFetcher(empty)
-    result = Backfill(fetcher, repo, gaps=gaps, in_flight=6, batch_size=2500).run(
-        symbols, M1, start=start, end=end)
+    result = Backfill(FillHistory(fetcher, repo, gaps, in_flight=6, batch_size=2500)).run(
+        symbols, M1, HistoryWindow(start=start, end=end))
     assert result.ok
     want = {(s, t): candle(s, t) for s in symbols for t in range(start, end, M)
             if not empty[0][0] <= t < empty[0][1]}

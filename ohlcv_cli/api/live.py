@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ohlcv_cli.api import wiring
-from ohlcv_cli.api.history import Time, _days, _window
+from ohlcv_cli.api.history import Time, _now_ms, history_window
 from ohlcv_cli.api.wiring import settings_for
 from ohlcv_cli.core.errors import OhlcvError, WorkerDied
 from ohlcv_cli.core.ports import Metrics
 from ohlcv_cli.core.settings import Settings
+from ohlcv_cli.core.window import HistoryWindow
 from ohlcv_cli.services.backfill import Backfill, BackfillResult, Progress
 from ohlcv_cli.services.consume import Consume, ConsumeStats
 from ohlcv_cli.services.stream import RepositorySink, Stream, StreamState
@@ -94,7 +95,7 @@ def stream(settings: Settings | None = None, *, stop: threading.Event | None = N
     ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
     publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     try:
-        return _stream_service(s, wiring.fetcher(s, retry_forever=True), publisher, repo,
+        return _stream_service(s, wiring.riding_out(wiring.fetcher(s)), publisher, repo,
                                wiring.metrics(s),
                                stop or threading.Event()).run(max_cycles=max_cycles)
     finally:
@@ -158,39 +159,44 @@ def _stop_children(children: list) -> int:
 
 
 def run(settings: Settings | None = None, *, days: int | None = None, start: Time = None,
-        stop: threading.Event | None = None, progress: Progress | None = None,
+        window: HistoryWindow | None = None, stop: threading.Event | None = None,
+        progress: Progress | None = None, file_progress: Progress | None = None,
         on_backfill: Callable[[BackfillResult], None] | None = None,
         max_cycles: int | None = None, **overrides) -> RunResult:
-    """Backfill the window, then stream: through Kafka with a consumer thread when KAFKA_BROKER
-    is set, else straight into the database. When the backfill fails for a symbol nothing is
-    streamed (the result says which failed). `on_backfill` gets the backfill's result before the
-    stream starts. If either side of the pipeline dies, the other is stopped and WorkerDied
-    raised."""
-    bounds = _window(days, start, None)
+    """Backfill the window (the same road as `backfill`: archive files, then REST pages in
+    flight), then stream: through Kafka with a consumer thread when KAFKA_BROKER is set, else
+    straight into the database. One exchange client serves all three (one markets load, one
+    weight budget). When the backfill fails for a symbol nothing is streamed (the result says
+    which failed). `on_backfill` gets the backfill's result before the stream starts. If either
+    side of the pipeline dies, the other is stopped and WorkerDied raised."""
+    asked = history_window(days, start, None, window=window)
     s = settings_for("run", settings, **overrides)
     stop = stop or threading.Event()
     _check_broker(s)
     eng = wiring.engine(s)
-    fetcher = wiring.fetcher(s)
-    s = wiring.exchange_symbols(s, fetcher)
-    fetcher.check_symbols(s.symbols)
+    client = wiring.fetcher(s)
+    s = wiring.exchange_symbols(s, client)
+    client.check_symbols(s.symbols)
     repo = wiring.repository(s, eng)
     metrics = wiring.metrics(s)
-    result = Backfill(fetcher, repo, concurrency=s.backfill_concurrency, progress=progress,
-                      batch_size=s.backfill_batch_size, gaps=wiring.gap_repository(eng),
-                      stop=stop).run(s.symbols, s.timeframe, **_days(s, bounds))
+    fill = wiring.history(s, eng, client, repo, stop=stop, progress=progress,
+                          file_progress=file_progress)
+    result = Backfill(fill).run(s.symbols, s.timeframe, asked.or_days(s.backfill_days, _now_ms()),
+                                source=s.backfill_source)
+    log.info("backfill done: %d candles written for %d symbols", result.written,
+             len(result.symbols))
     if on_backfill is not None:
         on_backfill(result)
     if not result.ok or stop.is_set():
         return RunResult(result, None, bool(s.kafka_broker))
+    streaming = wiring.riding_out(client)
     if not s.kafka_broker:
         log.info("no KAFKA_BROKER: streaming straight into the database")
-        state = _stream_service(s, wiring.fetcher(s, retry_forever=True),
-                                RepositorySink(repo, metrics), repo, metrics,
+        state = _stream_service(s, streaming, RepositorySink(repo, metrics), repo, metrics,
                                 stop).run(max_cycles=max_cycles)
         return RunResult(result, state, False)
-    return RunResult(result, _run_through_kafka(s, wiring.fetcher(s, retry_forever=True), repo,
-                                                metrics, stop, max_cycles), True)
+    return RunResult(result, _run_through_kafka(s, streaming, client, repo, metrics, stop,
+                                                max_cycles), True)
 
 
 def _check_broker(s: Settings) -> None:
@@ -203,8 +209,8 @@ def _check_broker(s: Settings) -> None:
                      timeout_s=s.kafka_timeout_seconds)
 
 
-def _run_through_kafka(s: Settings, fetcher, repo, metrics: Metrics, stop: threading.Event,
-                       max_cycles: int | None) -> StreamState:
+def _run_through_kafka(s: Settings, fetcher, listing, repo, metrics: Metrics,
+                       stop: threading.Event, max_cycles: int | None) -> StreamState:
     from ohlcv_cli.adapters.kafka import KafkaCandleSource, KafkaPublisher, ensure_topic
 
     broker = wiring.broker(s)
@@ -213,7 +219,7 @@ def _run_through_kafka(s: Settings, fetcher, repo, metrics: Metrics, stop: threa
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group,
                                timeout_s=s.kafka_timeout_seconds)
     consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop,
-                       listing=wiring.fetcher(s), exchanges=(s.exchange,))
+                       listing=listing, exchanges=(s.exchange,))
     streamer = _stream_service(s, fetcher, publisher, repo, metrics, stop)
     try:
         return supervise(lambda: streamer.run(max_cycles=max_cycles), consumer.run, stop)

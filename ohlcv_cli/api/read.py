@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Iterator, Sequence
 
 from ohlcv_cli.api import wiring
@@ -24,27 +23,12 @@ from ohlcv_cli.core.derive import (
 )
 from ohlcv_cli.core.errors import BadSymbol, ConfigError
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
-from ohlcv_cli.core.timeutil import dt_to_ms, iso, parse_iso
+from ohlcv_cli.core.timeutil import iso, to_ms
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("pandas", "polars", "arrow")
 DEFAULT_CHUNK = 100_000
-
-
-def to_ms(value: Any, what: str = "time") -> int | None:
-    """None, epoch milliseconds, an ISO 8601 string or a datetime (naive = UTC) as epoch ms."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ConfigError(f"invalid {what} {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return parse_iso(value, what)
-    if isinstance(value, datetime):
-        return dt_to_ms(value)
-    raise ConfigError(f"invalid {what} {value!r}: use ISO 8601, a datetime or epoch ms")
 
 
 @dataclass

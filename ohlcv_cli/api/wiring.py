@@ -6,7 +6,6 @@ Adapters are imported on first use, so that importing the API stays cheap.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from ohlcv_cli.core.errors import ConfigError
@@ -15,7 +14,6 @@ from ohlcv_cli.core.settings import (
     DATABASE, EXCHANGE, KAFKA, LOGGING, SOURCES, Settings, load_settings,
 )
 from ohlcv_cli.core.symbols import needs_resolving, resolve_symbols
-from ohlcv_cli.core.timeutil import dt_to_ms, parse_iso
 
 log = logging.getLogger(__name__)
 DEFAULT_BROKER = "127.0.0.1:9092"
@@ -37,7 +35,8 @@ USES: dict[str, frozenset[str]] = {
     # the exchange too: the consumer checks symbols against its listing
     "consume": LOGGING | DATABASE | KAFKA | EXCHANGE
     | {"consumer_group", "consumer_workers", "metrics_port"},
-    "run": LOGGING | DATABASE | EXCHANGE | KAFKA | _WINDOW
+    # run's start-up fills history as `backfill` does: the same sources, pages in flight
+    "run": LOGGING | DATABASE | EXCHANGE | KAFKA | _WINDOW | SOURCES
     | {"backfill_concurrency", "backfill_batch_size", "stream_max_catchup_minutes",
        "consumer_group", "metrics_port"} | _LIVE,
     "topic_create": LOGGING | KAFKA,
@@ -56,15 +55,6 @@ def settings_for(command: str, settings: Settings | None = None, **overrides: An
             raise ConfigError("pass either a Settings object or setting keywords, not both")
         return settings
     return load_settings(uses=USES[command], **overrides)
-
-
-def to_ms(value: int | str | datetime | None, what: str) -> int | None:
-    """A time given as epoch ms, an ISO 8601 string (UTC unless zoned) or a datetime."""
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, datetime):
-        return dt_to_ms(value)
-    return parse_iso(value, what)
 
 
 # --- adapters -------------------------------------------------------------------------------
@@ -92,9 +82,11 @@ def gap_repository(eng):
     return SqlGapRepository(eng)
 
 
-def fetcher(s: Settings, *, retry_forever: bool = False):
-    """`retry_forever`: the stream rides out any exchange outage; the others give up after
-    EXCHANGE_RETRY_SECONDS."""
+def fetcher(s: Settings):
+    """The process's one exchange client: one markets load and one weight budget for everything
+    that asks the exchange (backfill, the stream's REST safety net, the consumer's listing
+    check). It gives up after EXCHANGE_RETRY_SECONDS of outage; `riding_out` gives the stream
+    its view that retries for ever."""
     from ohlcv_cli.adapters.binance.rest import CcxtFetcher
 
     return CcxtFetcher(
@@ -105,7 +97,7 @@ def fetcher(s: Settings, *, retry_forever: bool = False):
         settle_ms=int(s.realtime_delay_seconds * 1000),
         timeout_ms=int(s.exchange_timeout_seconds * 1000),
         max_retries=s.exchange_max_retries,
-        retry_s=None if retry_forever else s.exchange_retry_seconds,
+        retry_s=s.exchange_retry_seconds,
         weight_limit=s.exchange_weight_limit,
     )
 
@@ -133,6 +125,25 @@ def stored_symbols(s: Settings, eng) -> Settings:
     return s.model_copy(update={"symbols": tuple(resolved)})
 
 
+def riding_out(client):
+    """The stream's view of the client: it rides out any exchange outage."""
+    return client.with_retry(None)
+
+
+def history(s: Settings, eng, client, repo, *, verify: bool = True, stop=None, progress=None,
+            file_progress=None, concurrency: int | None = None):
+    """The one road that fills history (backfill, gaps repair, run's start-up), with the archive
+    pass of the configured source."""
+    from ohlcv_cli.services.history import FillHistory
+
+    return FillHistory(client, repo, gap_repository(eng),
+                       archive=archive_pass(s, eng, client, verify=verify, stop=stop),
+                       in_flight=s.backfill_in_flight,
+                       concurrency=s.backfill_concurrency if concurrency is None else concurrency,
+                       batch_size=s.backfill_batch_size, stop=stop, progress=progress,
+                       file_progress=file_progress)
+
+
 def broker(s: Settings) -> str:
     from ohlcv_cli.adapters.kafka import check_broker_address
 
@@ -151,7 +162,7 @@ def metrics(s: Settings) -> Metrics:
                           f"{exc.strerror or exc}") from None
 
 
-def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True, progress=None, stop=None):
+def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True, stop=None):
     """The archive pass for the configured source, or None for `rest`."""
     if s.backfill_source == "rest":
         return None
@@ -167,4 +178,4 @@ def archive_pass(s: Settings, eng, fetcher, *, verify: bool = True, progress=Non
     return ArchivePass(BinanceArchive(base, timeout_s=s.exchange_timeout_seconds * 3,
                                       max_retries=s.exchange_max_retries),
                        SqlArchiveWriter(eng), fetcher, verify=verify,
-                       concurrency=s.archive_concurrency, progress=progress, stop=stop)
+                       concurrency=s.archive_concurrency, stop=stop)

@@ -13,8 +13,7 @@ from rich.table import Table
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
     DatabaseOpt, DaysOpt, EndOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, WideOpt,
-    check_window_flags, column, console, echo_error, err_console, parse_window, setting_help,
-    settings, span, table,
+    column, console, echo_error, err_console, history_window, setting_help, settings, span, table,
 )
 from ohlcv_cli.cli.signals import exit_if_stopped, watch
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt
@@ -39,13 +38,12 @@ def backfill(
     wide: WideOpt = False,
 ) -> None:
     """Fetch every candle the database is missing in the window, then print a summary."""
-    check_window_flags(days, start, end)
-    start_ms, end_ms = parse_window(start, end)
+    window = history_window(days, start, end)
     s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, database_url=database_url,
                  exchange_url=exchange_url, concurrency=concurrency, backfill_source=source,
                  archive_url=archive_url)
-    with progress_bars() as progress:
-        result = api.backfill(s, days=days, start=start_ms, end=end_ms, progress=progress,
+    with progress_bars(s.symbols) as progress:
+        result = api.backfill(s, window=window, progress=progress,
                               file_progress=progress.files, verify=not no_verify,
                               stop=watch())
     exit_if_stopped(f"{result.written:,} candles written")

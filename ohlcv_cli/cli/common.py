@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Annotated, Any, Optional
 
 import typer
@@ -17,6 +18,7 @@ from ohlcv_cli import api
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.settings import Settings, env_name
 from ohlcv_cli.core.timeutil import iso, parse_iso
+from ohlcv_cli.core.window import HistoryWindow
 
 # Off a terminal (cron, pipes, CI) tables get room instead of wrapping at 80 columns, unless
 # COLUMNS says how wide. One console per stream: the progress bars and the log handler share
@@ -125,6 +127,11 @@ def check_window_flags(days: int | None, start: str | None, end: str | None) -> 
         raise ConfigError("--end needs --start")
     if days is not None and days <= 0:
         raise ConfigError(f"--days must be a positive whole number, got {days}")
+
+
+def history_window(days: int | None, start: str | None, end: str | None) -> HistoryWindow:
+    """--days, or --start [--end]: the window of a history command, parsed and checked once."""
+    return HistoryWindow.parse(days, start, end, now_ms=int(time.time() * 1000), flags=True)
 
 
 def parse_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:

@@ -11,8 +11,7 @@ from rich.table import Table
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
     DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, WideOpt,
-    check_window_flags, column, console, echo_error, parse_window, plain_help, setting_help,
-    settings, span, table,
+    column, console, echo_error, history_window, plain_help, setting_help, settings, span, table,
 )
 from ohlcv_cli.cli.signals import exit_if_stopped, watch
 from ohlcv_cli.cli.sources import ArchiveUrlOpt, NoVerifyOpt, SourceOpt, archive_line
@@ -24,17 +23,11 @@ app = typer.Typer(help="Find and repair missing candles (exit 0: complete, 1: ga
                   no_args_is_help=True)
 
 DaysOpt = Annotated[Optional[int], typer.Option(
-    "--days", help=setting_help("Days back from the last closed candle", "backfill_days"))]
+    "--days", help=setting_help("Days back from now; the window ends at the last closed candle minus the grace", "backfill_days"))]
 EndOpt = Annotated[Optional[str], typer.Option(
     "--end", help=plain_help("ISO end (exclusive)", "the last closed candle's close"))]
 
 MAX_RANGE_LINES = 10
-
-
-def _window(days, start, end) -> dict:
-    check_window_flags(days, start, end)
-    start_ms, end_ms = parse_window(start, end)
-    return {"days": days, "start": start_ms, "end": end_ms}
 
 
 @app.command()
@@ -45,10 +38,10 @@ def check(
     database_url: DatabaseOpt = None, as_json: JsonOpt = False, wide: WideOpt = False,
 ) -> None:
     """Report missing closed candles per symbol; needs only the database (exit 1 on gaps)."""
-    window = _window(days, start, end)
+    window = history_window(days, start, end)
     s = settings(ctx, "gaps_check", symbols=symbols, timeframe=timeframe,
                  database_url=database_url)
-    report = api.gaps_check(s, **window)
+    report = api.gaps_check(s, window=window)
     if as_json:
         typer.echo(json.dumps(check_json(report, s.timeframe), indent=2))
     else:
@@ -69,11 +62,11 @@ def repair(
 ) -> None:
     """Fetch the missing candles and remember what the exchange has none of (exit 1 if some
     are still missing)."""
-    window = _window(days, start, end)
+    window = history_window(days, start, end)
     s = settings(ctx, "gaps_repair", symbols=symbols, timeframe=timeframe,
                  database_url=database_url, exchange_url=exchange_url, backfill_source=source,
                  archive_url=archive_url)
-    report = api.gaps_repair(s, verify=not no_verify, stop=watch(), **window)
+    report = api.gaps_repair(s, verify=not no_verify, stop=watch(), window=window)
     exit_if_stopped(f"{sum(r.written for r in report.symbols):,} candles written")
     if as_json:
         out = repair_json(report, s.timeframe)

@@ -12,10 +12,9 @@ from ohlcv_cli.cli.backfill import report_backfill
 from ohlcv_cli.cli.signals import exit_if_stopped, stopped, watch
 from ohlcv_cli.cli.common import (
     BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
-    console, setting_help, settings,
+    console, history_window, setting_help, settings,
 )
 from ohlcv_cli.core.errors import ConfigError
-from ohlcv_cli.core.timeutil import parse_iso
 
 log = logging.getLogger("ohlcv.live")
 
@@ -89,12 +88,14 @@ def run(
 
     Through Kafka when KAFKA_BROKER is set, else straight into the database. Exit 1 if the
     backfill failed for a symbol (nothing is streamed then)."""
-    start_ms = _run_start(days, start)
+    if days is not None and start is not None:
+        raise ConfigError("use either --days or --start, not both")
+    window = history_window(days, start, None)
     s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
                  topic=topic, database_url=database_url, exchange_url=exchange_url,
                  metrics_port=metrics_port, stream_source=source, stream_url=stream_url)
     stop = watch()
-    result = api.run(s, days=days, start=start_ms, stop=stop, max_cycles=max_cycles,
+    result = api.run(s, window=window, stop=stop, max_cycles=max_cycles,
                      on_backfill=lambda r: None if stopped() else report_backfill(r))
     if not result.backfill.ok and not stop.is_set():
         raise typer.Exit(1)
@@ -104,14 +105,6 @@ def run(
                  result.stream.published, "published" if result.through_kafka else "stored")
         done += f", {result.stream.published:,} streamed"
     exit_if_stopped(done)
-
-
-def _run_start(days: int | None, start: str | None) -> int | None:
-    if days is not None and days <= 0:
-        raise ConfigError(f"--days must be a positive whole number, got {days}")
-    if days is not None and start is not None:
-        raise ConfigError("use either --days or --start, not both")
-    return parse_iso(start, "--start") if start else None
 
 
 def topic_create(

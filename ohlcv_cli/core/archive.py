@@ -14,10 +14,9 @@ from typing import Iterable, Iterator, Protocol
 
 from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.ranges import Range, merge, subtract
-from ohlcv_cli.core.timeframes import Timeframe
+from ohlcv_cli.core.timeframes import DAY_MS, Timeframe
 from ohlcv_cli.core.timeutil import dt_to_ms, ms_to_dt
 
-DAY_MS = 86_400_000
 BACKFILL_SOURCES = ("auto", "rest", "archive")
 
 

@@ -11,6 +11,9 @@ _M = 60 * _S
 _H = 60 * _M
 _D = 24 * _H
 
+DAY_MS = _D
+PAGE = 1000  # candles per klines request: Binance's largest `limit`, and the REST engine's slice
+
 # Binance spot intervals with a fixed length. "1M" (calendar month) is left out on purpose.
 _LENGTHS = {
     "1s": _S, "1m": _M, "3m": 3 * _M, "5m": 5 * _M, "15m": 15 * _M, "30m": 30 * _M,

@@ -33,3 +33,19 @@ def parse_iso(text: str, what: str = "time") -> int:
 
 def iso(ms: int) -> str:
     return ms_to_dt(ms).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def to_ms(value, what: str = "time") -> int | None:
+    """None, epoch milliseconds, an ISO 8601 string or a datetime (naive = UTC) as epoch ms. A
+    bool is refused (it is an int to Python, never a time to a caller)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"invalid {what} {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return parse_iso(value, what)
+    if isinstance(value, datetime):
+        return dt_to_ms(value)
+    raise ConfigError(f"invalid {what} {value!r}: use ISO 8601, a datetime or epoch ms")

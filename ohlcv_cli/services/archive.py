@@ -3,9 +3,9 @@
 Each missing range is cut into whole months (monthly files), whole days (daily files) and the rest
 (core.archive.plan). A monthly file that is not published falls back to the month's daily files; a
 daily file that is not published, a file rejected for its checksum (after one retry) and a file the
-spot-check against REST disagrees with are simply not written. The REST backfill that runs next
-computes the missing ranges again from the store, so whatever the archive did not supply, and only
-that, comes from REST, and an interrupted run resumes exactly.
+spot-check against REST disagrees with are simply not written. The REST pass that runs next
+(services.history) computes the missing ranges again from the store, so whatever the archive did not
+supply, and only that, comes from REST, and an interrupted run resumes exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 from ohlcv_cli.core.archive import (
     ArchiveDisagrees, ArchiveError, ArchiveMissing, ArchiveRejected, ArchiveSource,
@@ -24,15 +24,12 @@ from ohlcv_cli.core.archive import (
 )
 from ohlcv_cli.core.errors import OhlcvError
 from ohlcv_cli.core.ports import Fetcher
-from ohlcv_cli.core.ranges import Range, count, subtract
-from ohlcv_cli.core.timeframes import Timeframe
-from ohlcv_cli.core.window import WindowSpec, window
-from ohlcv_cli.services.backfill import Backfill, BackfillResult, Progress, SymbolResult
-from ohlcv_cli.services.gaps import GapRepair, RepairReport, SymbolRepair
+from ohlcv_cli.core.ranges import Range, count
+from ohlcv_cli.core.timeframes import PAGE, Timeframe
 
 log = logging.getLogger(__name__)
 
-SPOT_CHECK = 1000  # candles compared with REST per file: one request
+SPOT_CHECK = PAGE  # candles compared with REST per file: one request
 
 # progress(symbol, candles done, candles to do, files done, files to do)
 ArchiveProgress = Callable[[str, int, int, int, int], None]
@@ -73,8 +70,7 @@ class _State:
 
 class ArchivePass:
     def __init__(self, archive: ArchiveSource, writer: ArchiveWriter, fetcher: MarketFetcher, *,
-                 verify: bool = True, concurrency: int = 4,
-                 progress: ArchiveProgress | None = None, rng: random.Random | None = None,
+                 verify: bool = True, concurrency: int = 4, rng: random.Random | None = None,
                  stop: threading.Event | None = None) -> None:
         self.stop = stop  # set: no new file is started; the files at hand are written whole
         self.archive = archive
@@ -82,14 +78,17 @@ class ArchivePass:
         self.fetcher = fetcher
         self.verify = verify
         self.concurrency = max(1, concurrency)
-        self.progress = progress
+        self._progress: ArchiveProgress | None = None
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._lock = threading.Lock()
         self._down: str | None = None  # why the archive host is considered unreachable
 
-    def run(self, tf: Timeframe, missing: dict[str, list[Range]]) -> dict[str, ArchiveSymbolResult]:
-        """Fill what the archive has of each symbol's missing ranges; one result per symbol."""
+    def run(self, tf: Timeframe, missing: dict[str, list[Range]],
+            progress: ArchiveProgress | None = None) -> dict[str, ArchiveSymbolResult]:
+        """Fill what the archive has of each symbol's missing ranges; one result per symbol.
+        `progress(symbol, candles done, candles to do, files done, files to do)`."""
+        self._progress = progress
         now = self.fetcher.now_ms()
         states: dict[str, _State] = {}
         jobs: list[tuple[str, Period]] = []
@@ -131,54 +130,21 @@ class ArchivePass:
             r.error = "stopped before the end of the window"  # the rest stays missing: rerun
         if r.error is not None:
             return []
-        if self._down is not None:  # the host is unreachable: every range goes to REST
-            with self._lock:
-                r.unavailable += 1
-                st.files_done += 1
-            self._report(st)
-            return []
         written = 0
         try:
-            file = self.archive.fetch(st.market_id, tf.name, period)
-            try:
-                check = self._spot_check(r.symbol, tf, period) if self.verify else None
-                written = self.writer.write_archive(file, self.fetcher.exchange_id, r.symbol, tf,
-                                                    check)
-            finally:
-                file.close()
-            with self._lock:
-                r.files += 1
-                r.candles += written
-        except ArchiveDisagrees:
-            with self._lock:
-                r.disagreed += 1
-            log.warning("%s %s: archive file %s disagrees with the REST API; its range comes "
-                        "from REST", r.symbol, tf, file.name)
+            if self._down is not None:  # the host is unreachable: every range goes to REST
+                self._count(r, "unavailable")
+                return []
+            written = self._write(st, tf, period)
         except ArchiveMissing:
-            with self._lock:
-                r.not_published += 1
+            self._count(r, "not_published")
             if period.kind == "monthly":
                 log.info("%s %s: no monthly file for %s; trying its daily files", r.symbol, tf,
                          period.label)
                 return period.days()
             log.info("%s %s: no daily file for %s; REST will fetch it", r.symbol, tf, period.label)
-        except ArchiveRejected as exc:
-            with self._lock:
-                r.rejected += 1
-            log.warning("%s %s: archive file rejected, its range comes from REST: %s",
-                        r.symbol, tf, exc)
-        except ArchiveUnavailable as exc:
-            with self._lock:
-                r.unavailable += 1
-                first = self._down is None
-                self._down = str(exc)
-            if first:  # not a warning: nothing is lost, REST supplies it all
-                log.info("%s; the archive is skipped for the rest of this run, REST fetches "
-                            "what it would have supplied", exc)
         except ArchiveError as exc:
-            with self._lock:
-                r.unavailable += 1
-            log.warning("%s %s: %s; the range comes from REST", r.symbol, tf, exc)
+            self._refused(r, tf, exc)
         except OhlcvError as exc:
             with self._lock:
                 if r.error is None:
@@ -190,6 +156,49 @@ class ArchivePass:
                 st.done += written
             self._report(st)
         return []
+
+    def _write(self, st: _State, tf: Timeframe, period: Period) -> int:
+        """The file, spot-checked unless verify is off, into the store; the rows written (none
+        when the spot-check disagrees: its range comes from REST)."""
+        r = st.result
+        file = self.archive.fetch(st.market_id, tf.name, period)
+        try:
+            check = self._spot_check(r.symbol, tf, period) if self.verify else None
+            written = self.writer.write_archive(file, self.fetcher.exchange_id, r.symbol, tf,
+                                                check)
+        except ArchiveDisagrees:
+            self._count(r, "disagreed")
+            log.warning("%s %s: archive file %s disagrees with the REST API; its range comes "
+                        "from REST", r.symbol, tf, file.name)
+            return 0
+        finally:
+            file.close()
+        with self._lock:
+            r.files += 1
+            r.candles += written
+        return written
+
+    def _refused(self, r: ArchiveSymbolResult, tf: Timeframe, exc: ArchiveError) -> None:
+        """A file not taken (its range comes from REST): counted, and said once."""
+        if isinstance(exc, ArchiveRejected):
+            self._count(r, "rejected")
+            log.warning("%s %s: archive file rejected, its range comes from REST: %s",
+                        r.symbol, tf, exc)
+        elif isinstance(exc, ArchiveUnavailable):
+            with self._lock:
+                r.unavailable += 1
+                first = self._down is None
+                self._down = str(exc)
+            if first:  # not a warning: nothing is lost, REST supplies it all
+                log.info("%s; the archive is skipped for the rest of this run, REST fetches "
+                         "what it would have supplied", exc)
+        else:
+            self._count(r, "unavailable")
+            log.warning("%s %s: %s; the range comes from REST", r.symbol, tf, exc)
+
+    def _count(self, r: ArchiveSymbolResult, what: str) -> None:
+        with self._lock:
+            setattr(r, what, getattr(r, what) + 1)
 
     def _spot_check(self, symbol: str, tf: Timeframe, p: Period) -> SpotCheck:
         """One REST request of up to SPOT_CHECK candles at a random place in the file's range;
@@ -206,110 +215,6 @@ class ArchivePass:
         return SpotCheck(a, b, rest)
 
     def _report(self, st: _State) -> None:
-        if self.progress is not None:
-            self.progress(st.result.symbol, st.done, st.result.missing, st.files_done,
-                          st.files_total)
-
-
-def missing_ranges(repo, gaps, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
-                   ) -> list[Range]:
-    """What a backfill fetches: the store's holes without the ranges known empty at the exchange."""
-    ranges = repo.missing_ranges(exchange, symbol, tf, start, end)
-    if gaps is not None:
-        ranges = subtract(ranges, gaps.exchange_gaps(exchange, symbol, tf.name, start, end))
-    return ranges
-
-
-def symbols_missing(repo, gaps, exchange: str, symbols: Sequence[str], tf: Timeframe, start: int,
-                    end: int) -> dict[str, list[Range]]:
-    return {s: missing_ranges(repo, gaps, exchange, s, tf, start, end) for s in symbols}
-
-
-def backfill_from_sources(backfill: Backfill, archive: ArchivePass | None,
-                          symbols: Sequence[str], tf: Timeframe, *, source: str = "auto",
-                          days: float | None = None, start: int | None = None,
-                          end: int | None = None, progress: Progress | None = None,
-                          file_progress: Progress | None = None) -> BackfillResult:
-    """`auto`: the archive pass, then the REST backfill on whatever is still missing; `rest`: the
-    REST backfill alone; `archive`: the archive pass alone (what it cannot supply stays missing,
-    counted in `left_missing`). One result: `written` counts both sources, `from_archive` the
-    archive's part. `progress(symbol, done, total)` runs across both passes; `file_progress(symbol,
-    files done, files to do)` counts the archive's files."""
-    fetcher = backfill.fetcher
-    if source == "rest" or archive is None:
-        backfill.progress = progress
-        return backfill.run(symbols, tf, days=days, start=start, end=end)
-    fetcher.check_symbols(symbols)
-    start, end = window(tf, fetcher.now_ms(), WindowSpec(days, start, end))
-    missing = symbols_missing(backfill.repo, backfill.gaps, fetcher.exchange_id, symbols, tf,
-                              start, end)
-    archived: dict[str, int] = {}
-
-    def on_archive(symbol: str, done: int, total: int, files_done: int, files: int) -> None:
-        archived[symbol] = done
-        if progress is not None:
-            progress(symbol, done, total)
-        if file_progress is not None:
-            file_progress(symbol, files_done, files)
-
-    def on_rest(symbol: str, done: int, total: int) -> None:
-        base = archived.get(symbol, 0)
-        if progress is not None:
-            progress(symbol, base + done, base + total)
-
-    archive.progress = on_archive
-    results = archive.run(tf, missing)
-    if source == "archive":
-        out = BackfillResult(tf.name, start, end)
-        still = symbols_missing(backfill.repo, backfill.gaps, fetcher.exchange_id, symbols, tf,
-                                start, end)
-        for sym in symbols:
-            r = SymbolResult(sym, start, end, missing=count(tf, missing[sym]),
-                             left_missing=count(tf, still[sym]))
-            out.symbols.append(r)
-    else:
-        backfill.progress = on_rest
-        out = backfill.run(symbols, tf, start=start, end=end)
-    for r in out.symbols:
-        a = results[r.symbol]
-        r.missing = count(tf, missing[r.symbol])
-        r.written += a.candles
-        r.fetched += a.candles
-        r.from_archive, r.archive_files = a.candles, a.files
-        r.rejected_checksum, r.rejected_vs_rest = a.rejected, a.disagreed
-        r.seconds += a.seconds
-        r.error = r.error or a.error
-    return out
-
-
-def repair_from_sources(repair: GapRepair, archive: ArchivePass | None, symbols: Sequence[str],
-                        tf: Timeframe, *, source: str = "auto", delay_ms: int = 1000,
-                        days: float | None = None, start: int | None = None,
-                        end: int | None = None) -> RepairReport:
-    """`gaps repair` with sources: the archive pass over what the check finds missing, then the
-    REST repair (or, for `archive`, the check again: what is still missing is reported). The
-    report's `archive` maps each symbol to its archive pass."""
-    fetcher = repair.fetcher
-    if source == "rest" or archive is None:
-        return repair.run(symbols, tf, delay_ms=delay_ms, days=days, start=start, end=end)
-    fetcher.check_symbols(symbols)
-    start, end = repair.check.window(tf, fetcher.now_ms(), delay_ms=delay_ms, days=days,
-                                     start=start, end=end)
-    end = min(end, fetcher.closed_end(tf))
-    missing = {s: repair.check.symbol(s, tf, start, end).missing for s in symbols}
-    results = archive.run(tf, missing)
-    if source != "archive":
-        report = repair.run(symbols, tf, delay_ms=delay_ms, start=start, end=end)
-        for r in report.symbols:  # the report counts both passes
-            a = results[r.symbol]
-            r.missing, r.written, r.fetched = missing[r.symbol], r.written + a.candles, r.fetched + a.candles
-            r.error = r.error or a.error
-    else:
-        report = RepairReport(fetcher.exchange_id, tf.name, start, end)
-        for s in symbols:
-            after = repair.check.symbol(s, tf, start, end)
-            a = results[s]
-            report.symbols.append(SymbolRepair(s, missing[s], a.candles, a.candles, [],
-                                               after.missing, after.missing_candles, a.error))
-    report.archive = results
-    return report
+        if self._progress is not None:
+            self._progress(st.result.symbol, st.done, st.result.missing, st.files_done,
+                           st.files_total)

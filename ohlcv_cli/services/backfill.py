@@ -1,45 +1,21 @@
-"""Backfill: fetch what the store is missing in a window, for several symbols at once."""
+"""Backfill: fetch what the store is missing in a window, for several symbols at once.
+
+The work is services.history's (the one road that fills history); this use case names the
+window by the exchange's clock and turns what the fill did into one result.
+"""
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
-from ohlcv_cli.core.errors import OhlcvError
-from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
-from ohlcv_cli.core.ranges import count, subtract
 from ohlcv_cli.core.timeframes import Timeframe
-from ohlcv_cli.core.window import WindowSpec, window
-from ohlcv_cli.services.fill import fill
-from ohlcv_cli.services.paging import PagedFetch
+from ohlcv_cli.core.window import HistoryWindow
+from ohlcv_cli.services.history import FillHistory, Progress, SymbolResult
 
-log = logging.getLogger(__name__)
+__all__ = ["Backfill", "BackfillResult", "Progress", "SymbolResult"]
 
-# progress(symbol, candles done, candles to do)
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class SymbolResult:
-    symbol: str
-    start: int
-    end: int
-    missing: int = 0  # candles the store lacked in the window before this run
-    fetched: int = 0
-    written: int = 0
-    exchange_missing: int = 0  # candles the exchange has none for (maintenance, before listing)
-    seconds: float = 0.0
-    error: str | None = None
-    # the archive pass (services.archive), when the source is auto or archive
-    from_archive: int = 0  # of `written`, the candles from archive files
-    archive_files: int = 0
-    rejected_checksum: int = 0  # files that failed their CHECKSUM (or were unreadable) twice
-    rejected_vs_rest: int = 0  # files the spot-check against REST disagreed with
-    left_missing: int = 0  # --source archive: candles the archive could not supply
+STOPPED = "stopped before the end of the window"
 
 
 @dataclass
@@ -63,64 +39,17 @@ class BackfillResult:
 
 
 class Backfill:
-    def __init__(self, fetcher: Fetcher, repo: CandleRepository, *, concurrency: int = 4,
-                 batch_size: int = 10_000, progress: Progress | None = None,
-                 gaps: ExchangeGapRepository | None = None,
-                 stop: threading.Event | None = None, in_flight: int = 1) -> None:
-        self.fetcher = fetcher
-        self.in_flight = in_flight  # > 1: pages in flight across symbols (services.paging)
-        self.repo = repo
-        self.gaps = gaps  # ranges the exchange confirmed empty: skipped, and learnt
-        self.concurrency = concurrency
-        self.batch_size = batch_size
-        self.progress = progress
-        self.stop = stop
+    def __init__(self, history: FillHistory) -> None:
+        self.history = history
 
-    def run(self, symbols: Sequence[str], tf: Timeframe, *, days: float | None = None,
-            start: int | None = None, end: int | None = None,
-            source: str = "backfill") -> BackfillResult:
-        self.fetcher.check_symbols(symbols)
-        start, end = window(tf, self.fetcher.now_ms(), WindowSpec(days, start, end))
+    def run(self, symbols: Sequence[str], tf: Timeframe, window: HistoryWindow, *,
+            source: str = "auto") -> BackfillResult:
+        fetcher = self.history.fetcher
+        fetcher.check_symbols(symbols)
+        start, end = window.bounds(tf, fetcher.now_ms())
         result = BackfillResult(tf.name, start, end)
-        if self.in_flight > 1:
-            result.symbols = [SymbolResult(s, start, end) for s in symbols]
-            PagedFetch(self.fetcher, self.repo, self.gaps, in_flight=self.in_flight,
-                       batch_size=self.batch_size, progress=self.progress, stop=self.stop).run(
-                result.symbols, tf, source)
-            return result
-        workers = max(1, min(self.concurrency, len(symbols)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="backfill") as pool:
-            futures = [pool.submit(self._one, s, tf, start, end, source) for s in symbols]
-            result.symbols = [f.result() for f in futures]
+        result.symbols = self.history.run(symbols, tf, start, end, source=source)
+        for r in result.symbols:
+            if r.stopped and r.error is None:
+                r.error = STOPPED
         return result
-
-    def _one(self, symbol: str, tf: Timeframe, start: int, end: int, source: str) -> SymbolResult:
-        r = SymbolResult(symbol, start, end)
-        t0 = time.monotonic()
-        exchange = self.fetcher.exchange_id
-        try:
-            ranges = self.repo.missing_ranges(exchange, symbol, tf, start, end)
-            if self.gaps is not None:
-                ranges = subtract(ranges, self.gaps.exchange_gaps(exchange, symbol, tf.name,
-                                                                  start, end))
-            r.missing = count(tf, ranges)
-            self._report(symbol, 0, r.missing)
-            got = fill(self.fetcher, self.repo, self.gaps, symbol, tf, ranges, source=source,
-                       batch_size=self.batch_size, expect_new=True, stop=self.stop,
-                       progress=lambda done: self._report(symbol, done, r.missing))
-            r.fetched, r.written = got.fetched, got.written
-            r.exchange_missing = 0 if got.stopped else r.missing - got.fetched
-            if got.stopped:
-                r.error = "stopped before the end of the window"
-        except OhlcvError as exc:
-            # reported by the caller (the result names it), not logged here as well
-            r.error = str(exc)
-        r.seconds = time.monotonic() - t0
-        if r.error is None:
-            log.info("%s %s: %d written, %d missing at the exchange, %.1fs", symbol, tf,
-                     r.written, r.exchange_missing, r.seconds)
-        return r
-
-    def _report(self, symbol: str, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(symbol, done, total)

@@ -1,41 +1,36 @@
 """Gaps: which closed candles the store is missing, and repairing them from the exchange.
 
-The expected grid of a symbol runs from the window start (or its first stored candle, if later) to
-the last closed candle minus a grace (the settle delay plus one timeframe, so a candle the stream is
-about to write is not reported), without the ranges the exchange confirmed empty. Gaps are found in
-SQL by the repository (missing_ranges), one segment of the grid at a time.
+The expected grid of a symbol is the whole window asked for, from its start to the last closed
+candle minus a grace (the settle delay plus one timeframe, so a candle the stream is about to write
+is not reported), without the ranges the exchange confirmed empty. A head before the first stored
+candle is missing like any other range until a repair (or a backfill) confirms the exchange has
+nothing there (before the listing) and records it. Gaps are found in SQL by the repository
+(missing_ranges), one segment of the grid at a time (services.history.find_missing); a repair fills
+them through the one road that fills history (services.history.FillHistory).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from ohlcv_cli.core.errors import OhlcvError
-from ohlcv_cli.core.ports import CandleRepository, Fetcher, GapRepository
-from ohlcv_cli.core.ranges import Range, clip, count, merge, subtract, uncovered  # noqa: F401
+from ohlcv_cli.core.ports import CandleRepository, GapRepository
+from ohlcv_cli.core.ranges import Range, count, merge, subtract, uncovered  # noqa: F401
 from ohlcv_cli.core.timeframes import Timeframe
-from ohlcv_cli.core.window import WindowSpec, grace_end, window
-from ohlcv_cli.services.fill import fill
-from ohlcv_cli.services.paging import Job, PagedFetch
+from ohlcv_cli.core.window import HistoryWindow, grace_end
+from ohlcv_cli.services.history import CHUNK, FillHistory, SymbolResult, find_missing
 
 log = logging.getLogger(__name__)
-
-
-# Candles per missing_ranges call. A complete chunk costs one count over the primary key; a chunk
-# with a hole also costs a window function, over this chunk only rather than the whole history
-# (measured on 20 symbols x 1 year of 1m candles: about 1.5 s instead of 2-3 s).
-CHUNK = 65_536
 
 
 # --- check ------------------------------------------------------------------------------------
 @dataclass
 class SymbolGaps:
     symbol: str
-    start: int  # start of the expected grid: window start, or the first stored candle if later
+    start: int  # the first expected open time: the window start, past a known exchange gap
     end: int
     expected: int  # candles expected in the grid (known exchange gaps left out)
     missing: list[Range] = field(default_factory=list)
@@ -85,16 +80,14 @@ class GapCheck:
         self.concurrency = concurrency
         self.chunk = max(1, chunk)
 
-    def window(self, tf: Timeframe, now_ms: int, *, delay_ms: int = 1000,
-               days: float | None = None, start: int | None = None, end: int | None = None
-               ) -> tuple[int, int]:
+    def window(self, tf: Timeframe, now_ms: int, window: HistoryWindow, *,
+               delay_ms: int = 1000) -> tuple[int, int]:
         """[start, end) of the check: it ends at the grace end (or earlier, if `end` says so)."""
-        return window(tf, grace_end(tf, now_ms, delay_ms), WindowSpec(days, start, end))
+        return window.bounds(tf, now_ms, grace_end(tf, now_ms, delay_ms))
 
-    def run(self, symbols: Sequence[str], tf: Timeframe, now_ms: int, *, delay_ms: int = 1000,
-            days: float | None = None, start: int | None = None, end: int | None = None
-            ) -> GapReport:
-        start, end = self.window(tf, now_ms, delay_ms=delay_ms, days=days, start=start, end=end)
+    def run(self, symbols: Sequence[str], tf: Timeframe, now_ms: int, window: HistoryWindow, *,
+            delay_ms: int = 1000) -> GapReport:
+        start, end = self.window(tf, now_ms, window, delay_ms=delay_ms)
         report = GapReport(self.exchange, tf.name, start, end)
         workers = max(1, min(self.concurrency, len(symbols)))
         with ThreadPoolExecutor(workers, thread_name_prefix="gaps") as pool:
@@ -102,19 +95,11 @@ class GapCheck:
         return report
 
     def symbol(self, symbol: str, tf: Timeframe, start: int, end: int) -> SymbolGaps:
-        first = self.gaps.first_open_time(self.exchange, symbol, tf.name)
-        if first is not None and start < first < end:
-            start = tf.ceil(first)  # nothing is expected before the first stored candle
-        known = clip(self.gaps.exchange_gaps(self.exchange, symbol, tf.name, start, end), start, end)
-        segments = subtract([(start, end)], known)
-        missing: list[Range] = []
-        step = self.chunk * tf.ms
-        for a, b in segments:  # each segment should be complete: the count fast path holds
-            for c in range(a, b, step):
-                missing.extend(self.repo.missing_ranges(self.exchange, symbol, tf, c, min(b, c + step)))
-        missing = merge(missing)  # a range cut by a chunk boundary is one range again
-        return SymbolGaps(symbol, start, end, count(tf, segments), missing, known,
-                          count(tf, missing))
+        m = find_missing(self.repo, self.gaps, self.exchange, symbol, tf, start, end,
+                         chunk=self.chunk)
+        first = m.expected[0][0] if m.expected else start
+        return SymbolGaps(symbol, first, end, count(tf, m.expected), m.ranges, m.known,
+                          count(tf, m.ranges))
 
 
 # --- repair -----------------------------------------------------------------------------------
@@ -147,80 +132,40 @@ class RepairReport:
 class GapRepair:
     """Fetch what the check finds missing; record what the exchange confirms it has not."""
 
-    def __init__(self, fetcher: Fetcher, repo: CandleRepository, gaps: GapRepository, *,
-                 batch_size: int = 20_000, stop: threading.Event | None = None,
-                 in_flight: int = 1) -> None:
-        self.fetcher = fetcher
-        self.repo = repo
-        self.gaps = gaps
-        self.batch_size = batch_size
-        self.stop = stop
-        self.in_flight = in_flight  # > 1: pages in flight across symbols (services.paging)
-        self.check = GapCheck(repo, gaps, fetcher.exchange_id)
+    def __init__(self, history: FillHistory, gaps: GapRepository) -> None:
+        self.history = history
+        self.fetcher = history.fetcher
+        self.check = GapCheck(history.repo, gaps, self.fetcher.exchange_id)
 
-    def run(self, symbols: Sequence[str], tf: Timeframe, *, delay_ms: int = 1000,
-            days: float | None = None, start: int | None = None, end: int | None = None
-            ) -> RepairReport:
+    def run(self, symbols: Sequence[str], tf: Timeframe, window: HistoryWindow, *,
+            delay_ms: int = 1000, source: str = "auto") -> RepairReport:
         self.fetcher.check_symbols(symbols)
         # The exchange's clock, not ours: an empty range is recorded only when it lies wholly
         # before the exchange's last settled close.
         settled = self.fetcher.closed_end(tf)
-        start, end = self.check.window(tf, self.fetcher.now_ms(), delay_ms=delay_ms, days=days,
-                                       start=start, end=end)
+        start, end = self.check.window(tf, self.fetcher.now_ms(), window, delay_ms=delay_ms)
         end = min(end, settled)
         report = RepairReport(self.fetcher.exchange_id, tf.name, start, end)
-        if self.in_flight > 1:
-            report.symbols = self._paged(symbols, tf, start, end, settled)
-            return report
-        for symbol in symbols:
-            report.symbols.append(self._one(symbol, tf, start, end, settled))
+        filled = self.history.run(symbols, tf, start, end, source=source, tag="repair",
+                                  settled=settled)
+        for f in filled:
+            report.symbols.append(self._outcome(f, tf, start, end))
+            if f.archive is not None:
+                report.archive[f.symbol] = f.archive
         return report
 
-    def _paged(self, symbols: Sequence[str], tf: Timeframe, start: int, end: int, settled: int
-               ) -> list[SymbolRepair]:
-        """Every symbol's missing ranges fetched by one pool of pages in flight."""
-        out: list[SymbolRepair] = []
-        jobs: list[Job] = []
-        for symbol in symbols:
-            r = SymbolRepair(symbol)
-            try:
-                r.missing = self.check.symbol(symbol, tf, start, end).missing
-            except OhlcvError as exc:
-                r.error = str(exc)
-            out.append(r)
-            jobs.append(Job(symbol, r.missing, error=r.error))
-        PagedFetch(self.fetcher, self.repo, self.gaps, in_flight=self.in_flight,
-                   batch_size=self.batch_size, stop=self.stop).fill(jobs, tf, "repair",
-                                                                    settled=settled)
-        for r, job in zip(out, jobs):
-            if r.error is not None:
-                continue
-            r.fetched, r.written, r.exchange_empty, r.error = (job.fetched, job.written,
-                                                               job.empty, job.error)
+    def _outcome(self, f: SymbolResult, tf: Timeframe, start: int, end: int) -> SymbolRepair:
+        r = SymbolRepair(f.symbol, f.ranges, f.fetched, f.written, f.empty, error=f.error)
+        if f.stopped and r.error is None:
+            r.error = "stopped before every missing range was fetched"
+        if f.error is not None and not f.ranges:  # its missing ranges could not be read
+            return r
+        if r.error is None:  # a failure is reported by the caller, from the report
             log.info("%s %s: %d of %d candles fetched, %d ranges empty at the exchange",
-                     r.symbol, tf, job.fetched, job.missing, len(job.empty))
-            try:
-                after = self.check.symbol(r.symbol, tf, start, end)
-                r.still_missing, r.still_missing_candles = after.missing, after.missing_candles
-            except OhlcvError as exc:
-                r.error = r.error or str(exc)
-        return out
-
-    def _one(self, symbol: str, tf: Timeframe, start: int, end: int, settled: int
-             ) -> SymbolRepair:
-        r = SymbolRepair(symbol)
+                     f.symbol, tf, f.fetched, f.missing, len(f.empty))
         try:
-            r.missing = self.check.symbol(symbol, tf, start, end).missing
-            # the fetch covers all of each range (end <= settled): what it lacks, the exchange lacks
-            got = fill(self.fetcher, self.repo, self.gaps, symbol, tf, r.missing, source="repair",
-                       batch_size=self.batch_size, settled=settled, stop=self.stop)
-            r.fetched, r.written, r.exchange_empty = got.fetched, got.written, got.empty
-            if got.stopped:
-                r.error = "stopped before every missing range was fetched"
-            log.info("%s %s: %d of %d candles fetched, %d ranges empty at the exchange",
-                     symbol, tf, got.fetched, count(tf, r.missing), len(got.empty))
-            after = self.check.symbol(symbol, tf, start, end)
+            after = self.check.symbol(f.symbol, tf, start, end)
             r.still_missing, r.still_missing_candles = after.missing, after.missing_candles
         except OhlcvError as exc:
-            r.error = str(exc)  # reported by the caller, from the report
+            r.error = r.error or str(exc)
         return r

@@ -8,6 +8,7 @@ candles are final.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import re
@@ -23,18 +24,18 @@ from ohlcv_cli.core.errors import (
     BadSymbol, ConfigError, ExchangeRejected, ExchangeUnavailable, RateLimited,
 )
 from ohlcv_cli.core.outage import OutageLog
-from ohlcv_cli.core.timeframes import Timeframe
+from ohlcv_cli.core.timeframes import DAY_MS, PAGE, Timeframe
 
 log = logging.getLogger(__name__)
 
-PAGE = 1000
 KLINES_WEIGHT = 2
 TIME_WEIGHT = 1
 EXCHANGE_INFO_WEIGHT = 20
 _WEIGHT_HEADER = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.I)
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_INTERVAL_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS}
+_INTERVAL_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": DAY_MS}
 MAX_BACKOFF_S = 10.0
+LISTING_FRESH_S = 60.0  # the markets loaded at start answer "which symbols are listed" this long
 _UNSET = object()
 
 
@@ -134,8 +135,26 @@ def _rebase_all(urls, base: str):
     return urls
 
 
+class _Shared:
+    """What every view of one client shares: one markets load, one clock offset, one weight
+    budget, one lock, the thread-local ccxt instances and the request counts."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.markets: dict | None = None
+        self.currencies = None
+        self.loaded_at = float("-inf")  # monotonic time of the markets load
+        self.offset_ms = 0
+        self.budget: WeightBudget | None = None
+        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0}
+
+
 class CcxtFetcher:
-    """Thread-safe: each thread gets its own ccxt instance; markets and the budget are shared."""
+    """Thread-safe: each thread gets its own ccxt instance; markets and the budget are shared.
+
+    One client per process: `with_retry` gives a view with its own outage policy (the stream
+    rides out outages, a backfill gives up) over the same markets load and weight budget."""
 
     def __init__(
         self,
@@ -165,13 +184,25 @@ class CcxtFetcher:
         self._weight_override = weight_limit
         self._max_rl_wait = max_rate_limit_wait_s
         self._sleep = sleep
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._markets: dict | None = None
-        self._currencies = None
-        self._offset_ms = 0
-        self.budget: WeightBudget | None = None
-        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0}
+        self._shared = _Shared()
+        self._local = self._shared.local
+        self._lock = self._shared.lock
+        self.stats = self._shared.stats
+
+    def with_retry(self, retry_s: float | None) -> "CcxtFetcher":
+        """This client with another outage policy: ride out an outage for `retry_s` seconds
+        (None: for ever). Markets, clock, weight budget and counts stay shared."""
+        view = copy.copy(self)
+        view._retry_s = retry_s
+        return view
+
+    @property
+    def budget(self) -> WeightBudget | None:
+        return self._shared.budget
+
+    @property
+    def _markets(self) -> dict | None:
+        return self._shared.markets
 
     # --- ccxt instances -----------------------------------------------------------------------
     def _new_exchange(self) -> ccxt.Exchange:
@@ -196,13 +227,13 @@ class CcxtFetcher:
         if ex is None:
             self.load()
             ex = self._new_exchange()
-            ex.set_markets(self._markets, self._currencies)
+            ex.set_markets(self._markets, self._shared.currencies)
             self._local.ex = ex
         return ex
 
     def now_ms(self) -> int:
         """The exchange's clock, estimated from ours and the measured offset."""
-        return int(time.time() * 1000) + self._offset_ms
+        return int(time.time() * 1000) + self._shared.offset_ms
 
     def load(self) -> None:
         """Load spot markets, the exchange's weight budget and its clock offset (once)."""
@@ -222,9 +253,11 @@ class CcxtFetcher:
                     break
             if self._weight_override:
                 limit = self._weight_override
-            self.budget = WeightBudget(limit, window, self.now_ms, self._sleep)
+            self._shared.budget = WeightBudget(limit, window, self.now_ms, self._sleep)
             self._sync_clock(ex)
-            self._markets, self._currencies = ex.markets, ex.currencies
+            shared = self._shared
+            shared.markets, shared.currencies = ex.markets, ex.currencies
+            shared.loaded_at = time.monotonic()
             self._local.ex = ex
 
     def _sync_clock(self, ex: ccxt.Exchange) -> None:
@@ -232,7 +265,7 @@ class CcxtFetcher:
         server = self._call(lambda: _server_time(ex.public_get_time()), ex, weight=TIME_WEIGHT,
                             first_contact=True)
         after = time.time() * 1000
-        self._offset_ms = int(server - (before + after) / 2)
+        self._shared.offset_ms = int(server - (before + after) / 2)
 
     # --- requests -----------------------------------------------------------------------------
     def _call(self, fn: Callable, ex: ccxt.Exchange, weight: int, *, first_contact: bool = False,
@@ -372,9 +405,13 @@ class CcxtFetcher:
             # from a short page alone.
 
     # --- what the consumer and the stream ask about symbols -----------------------------------
-    def listed_symbols(self) -> set[str]:
-        """Every spot symbol the exchange lists now (halted ones included), from a fresh
-        exchangeInfo; one attempt, so that a caller who can go on without it is never held up."""
+    def listed_symbols(self, fresh_s: float = LISTING_FRESH_S) -> set[str]:
+        """Every spot symbol the exchange lists now (halted ones included): the markets this
+        process loaded if they are under `fresh_s` old, else a fresh exchangeInfo; one attempt,
+        so that a caller who can go on without it is never held up."""
+        shared = self._shared
+        if shared.markets is not None and time.monotonic() - shared.loaded_at < fresh_s:
+            return {sym for sym, m in shared.markets.items() if m.get("spot")}
         ex = self._new_exchange()
         markets = self._call(lambda: _load_markets(ex), ex, weight=0, retry_s=0)
         return {sym for sym, m in markets.items() if m.get("spot")}
