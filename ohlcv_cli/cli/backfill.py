@@ -42,7 +42,7 @@ def backfill(
     s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, database_url=database_url,
                  exchange_url=exchange_url, concurrency=concurrency, backfill_source=source,
                  archive_url=archive_url)
-    with progress_bars(s.symbols) as progress:
+    with progress_bars() as progress:
         result = api.backfill(s, window=window, progress=progress,
                               file_progress=progress.files, verify=not no_verify,
                               stop=watch())
