@@ -14,9 +14,8 @@ from ohlcv_cli.cli.common import (
     plain_help, settings,
 )
 from ohlcv_cli.core.errors import ConfigError
+from ohlcv_cli.core.timeframes import DAY_MS
 from ohlcv_cli.core.timeutil import iso
-
-DAY = 86_400_000
 
 DaysOpt = Annotated[Optional[int], typer.Option("--days", help=plain_help("The last N days up to now", "everything stored"))]
 StartOpt = Annotated[Optional[str], typer.Option("--start", help=plain_help("ISO start (inclusive), UTC if no zone", "the oldest candle"))]
@@ -28,7 +27,7 @@ def window(days: int | None, start: str | None, end: str | None) -> tuple[int | 
     check_window_flags(days, start, end)
     if days is not None:
         now = int(time.time() * 1000)
-        return now - days * DAY, now
+        return now - days * DAY_MS, now
     return parse_window(start, end)
 
 

@@ -19,7 +19,7 @@ from ohlcv_cli.core.errors import BadSymbol, BrokerUnavailable, ExchangeUnavaila
 from ohlcv_cli.core.halts import HaltedSymbols
 from ohlcv_cli.core.outage import OutageLog
 from ohlcv_cli.core.ports import CandleRepository, CandleSink, Fetcher, Metrics
-from ohlcv_cli.core.timeframes import Timeframe
+from ohlcv_cli.core.timeframes import DAY_MS, Timeframe
 from ohlcv_cli.core.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Stream:
         *,
         repo: CandleRepository | None = None,
         delay_s: float = 1.0,
-        max_catchup_ms: int = 86_400_000,
+        max_catchup_ms: int = DAY_MS,
         workers: int = 8,
         retry_s: float = 0.25,
         metrics: Metrics | None = None,

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ohlcv_cli.core.errors import ConfigError
-from ohlcv_cli.core.timeframes import Timeframe
+from ohlcv_cli.core.timeframes import DAY_MS, Timeframe
 from ohlcv_cli.core.timeutil import iso
 
 KINDS = (".png", ".html")
@@ -54,8 +54,8 @@ def _candles_png(df, tf: Timeframe, title: str, start: int, end: int, out: str) 
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    x = mdates.date2num(df.index.to_pydatetime()) + tf.ms / 2 / 86_400_000  # bar centres
-    width = tf.ms / 86_400_000 * 0.7
+    x = mdates.date2num(df.index.to_pydatetime()) + tf.ms / 2 / DAY_MS  # bar centres
+    width = tf.ms / DAY_MS * 0.7
     up = (df["close"] >= df["open"]).to_numpy()
     colors = [UP if u else DOWN for u in up]
     fig, (ax, axv) = plt.subplots(2, 1, sharex=True, figsize=(12, 6.5), dpi=100,
@@ -143,7 +143,7 @@ def coverage(series: list[dict], out: str) -> None:
     for i, s in enumerate(series):
         labels.append(f"{s['symbol']} {s['timeframe']}")
         for kind in COLORS:
-            spans = [(mdates.date2num(_dt(a)), (b - a) / 86_400_000)
+            spans = [(mdates.date2num(_dt(a)), (b - a) / DAY_MS)
                      for a, b, k in classify(s) if k == kind]
             if spans:
                 ax.broken_barh(spans, (i - 0.35, 0.7), facecolors=COLORS[kind], linewidth=0)
