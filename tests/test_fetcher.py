@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from ohlcv_cli.adapters.binance.rest import CcxtFetcher, WeightBudget
+from ohlcv_cli.adapters.binance.budget import WeightBudget
+from ohlcv_cli.adapters.binance.rest import CcxtFetcher
 from ohlcv_cli.core.errors import BadSymbol, ExchangeUnavailable
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.timeutil import parse_iso
