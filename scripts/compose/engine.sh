@@ -33,9 +33,10 @@ apt_install() {  # apt_install COMMAND PACKAGE...
   }
 }
 
-# plugin NAME MODULE VERSION PKG VERSION_WORD: build github.com/... at VERSION with Go once.
+# plugin NAME MODULE VERSION PKG VERSION_VAR: build MODULE@VERSION's PKG with Go, once, with
+# VERSION_VAR (a Go variable) set to VERSION (Compose refuses a buildx without a version).
 plugin() {
-  local name=$1 module=$2 version=$3 pkg=$4
+  local name=$1 module=$2 version=$3 pkg=$4 var=$5
   local dest=$PLUGINS/docker-$name built=$CACHE/plugins/docker-$name-$version
   if [[ -x $dest ]] && "$dest" version 2>/dev/null | grep -q -- "${version#v}"; then
     return 0
@@ -51,7 +52,7 @@ plugin() {
     local src=$CACHE/src/$name-$version
     rm -rf "$src" && mkdir -p "$CACHE/src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
     mkdir -p "$CACHE/plugins"
-    (cd "$src" && go build -trimpath -o "$built.tmp" "./$pkg" >"$CACHE/go-$name.log" 2>&1) ||
+    (cd "$src" && go build -trimpath -ldflags "-s -w -X $var=$version" -o "$built.tmp" "./$pkg" >"$CACHE/go-$name.log" 2>&1) ||
       { tail -30 "$CACHE/go-$name.log" >&2; exit 1; }
     mv "$built.tmp" "$built"
     rm -rf "$src"
@@ -66,8 +67,10 @@ case ${1:-} in
   install)
     apt_install dockerd docker.io
     apt_install debootstrap debootstrap
-    plugin compose github.com/docker/compose/v2 "$COMPOSE_VERSION" cmd
-    plugin buildx github.com/docker/buildx "$BUILDX_VERSION" cmd/buildx
+    plugin compose github.com/docker/compose/v2 "$COMPOSE_VERSION" cmd \
+      github.com/docker/compose/v2/internal.Version
+    plugin buildx github.com/docker/buildx "$BUILDX_VERSION" cmd/buildx \
+      github.com/docker/buildx/version.Version
     docker compose version >&2
     docker buildx version >&2
     ;;
