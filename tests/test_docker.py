@@ -136,6 +136,7 @@ def test_ohlcv_services_share_one_image_built_from_the_dockerfile(compose):
     assert len(images) == 1
     builders = [name for name, service in services.items() if "build" in service]
     assert builders == ["migrate"]
+    assert {services[name]["pull_policy"] for name in OHLCV_SERVICES} == {"never"}
     build = services["migrate"]["build"]
     assert build["context"] == ".."
     assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
@@ -303,8 +304,7 @@ def test_first_make_up_creates_env_and_stops_before_starting_anything(tmp_path):
     so that PostgreSQL never initialises its volume with the example's password."""
     env = tmp_path / "new.env"
     r = subprocess.run(["make", "--no-print-directory", "up", f"ENV_FILE={env}"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60,
-                       env={**clean_env(), "PATH": "/nonexistent:" + os.environ["PATH"]})
+                       capture_output=True, text=True, timeout=60, env=clean_env())
     assert r.returncode != 0
     assert env.read_text() == ENV_EXAMPLE.read_text()
     assert "POSTGRES_PASSWORD" in r.stdout and "nothing started" in r.stdout

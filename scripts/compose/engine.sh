@@ -79,7 +79,7 @@ case ${1:-} in
     log "starting dockerd (log: $CACHE/dockerd.log)"
     # Forwarding and masquerading off: containers reach each other and 127.0.0.1, nothing else.
     setsid dockerd --storage-driver=overlay2 --ip-forward=false --ip-masq=false \
-      --pidfile "$CACHE/dockerd.pid" >>"$CACHE/dockerd.log" 2>&1 </dev/null &
+      --pidfile "$CACHE/dockerd.pid" >>"$CACHE/dockerd.log" 2>&1 </dev/null 9>&- &
     for _ in $(seq 120); do
       if engine_up; then echo started; exit 0; fi
       sleep 0.5

@@ -10,6 +10,13 @@ export PY
 t0=$SECONDS
 step() { echo "compose-test: $* ($((SECONDS - t0)) s)"; }
 
+# One compose test at a time on a machine (one project name, one dockerd to start and stop).
+CACHE=${OHLCV_COMPOSE_CACHE:-$HOME/.cache/ohlcv-compose}
+mkdir -p "$CACHE"
+exec 9>"$CACHE/run.lock"
+flock 9
+step "lock taken"
+
 scripts/compose/engine.sh install
 engine=$(scripts/compose/engine.sh start)
 finish() {
