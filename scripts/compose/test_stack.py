@@ -304,6 +304,20 @@ def test_live_candles_arrive_through_kafka(stack):
     assert now_ms() - min(stack.latest().values()) < 60_000
 
 
+def test_the_host_reaches_kafka_at_the_advertised_address(stack):
+    """The external listener, published on PUBLISH_ADDRESS and advertised as it: a client on the
+    host bootstraps there and then talks to the advertised address (metadata, then the topic)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{stack.kafka_port}",
+                             request_timeout_ms=20_000, api_version_auto_timeout_ms=20_000)
+    try:
+        assert "binance-ohlcv" in consumer.topics()
+        assert len(consumer.partitions_for_topic("binance-ohlcv")) == 3
+    finally:
+        consumer.close()
+
+
 def gaps_check_in_a_container(stack) -> None:
     # The backfill window up to the newest candle every symbol has (--end is exclusive): the
     # default end, the last closed second, may not have passed through Kafka yet.
@@ -348,6 +362,23 @@ def test_unchanged_second_make_up_recreates_nothing(stack):
     assert dangling() <= dangling_before, "the build left dangling images"
     wait_for(lambda: state("backfill").get("Status") == "exited", "the rerun backfill to finish", 300)
     assert state("backfill")["ExitCode"] == 0
+
+
+def test_scale_out_and_back_recreates_nothing_and_loses_nothing(stack):
+    def ids(service: str) -> list[str]:
+        return run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                    "--filter", f"label=com.docker.compose.service={service}"]).stdout.split()
+
+    others = {name: c["Id"] for name, c in containers().items() if name != "consume"}
+    (first,) = ids("consume")
+    compose("up", "-d", "--scale", "consume=2", timeout=600)
+    assert first in ids("consume") and len(ids("consume")) == 2
+    t = now_ms()
+    stack.caught_up_and_exact(t)  # two members of the group, the partitions shared: nothing lost
+    make("up", timeout=900)  # back to the file's one consume
+    assert ids("consume") == [first]
+    assert {name: c["Id"] for name, c in containers().items() if name != "consume"} == others
+    stack.caught_up_and_exact(now_ms())
 
 
 def test_make_down_and_up_keep_the_data(stack):
