@@ -24,12 +24,14 @@ finish() {
   # Whatever the checks left (they clean up themselves; this is for an interrupted run).
   if docker ps -aq --filter label=com.docker.compose.project=ohlcv-compose-test | grep -q .; then
     docker compose -p ohlcv-compose-test down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+    docker image rm -f ohlcv-compose-test:local >/dev/null 2>&1 || true
   fi
   if [[ $engine == started ]]; then scripts/compose/engine.sh stop || true; fi
   step "finished, exit $rc"
   exit "$rc"
 }
 trap finish EXIT
+trap 'exit 143' TERM INT HUP
 step "engine ready ($engine)"
 scripts/compose/images.sh
 step "images ready"
