@@ -310,7 +310,7 @@ def test_the_host_reaches_kafka_at_the_advertised_address(stack):
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{stack.kafka_port}",
-                             request_timeout_ms=20_000, api_version_auto_timeout_ms=20_000)
+                             request_timeout_ms=30_000)
     try:
         assert "binance-ohlcv" in consumer.topics()
         assert len(consumer.partitions_for_topic("binance-ohlcv")) == 3
