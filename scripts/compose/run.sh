@@ -26,6 +26,8 @@ finish() {
     docker compose -p ohlcv-compose-test down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
     docker image rm -f ohlcv-compose-test:local >/dev/null 2>&1 || true
   fi
+  # BuildKit's layer cache makes the next build fast; a new layer per source change, so bounded.
+  docker builder prune -f --keep-storage 3gb >/dev/null 2>&1 || true
   if [[ $engine == started ]]; then scripts/compose/engine.sh stop || true; fi
   step "finished, exit $rc"
   exit "$rc"
