@@ -319,9 +319,12 @@ def test_the_host_reaches_kafka_at_the_advertised_address(stack):
 
 
 def gaps_check_in_a_container(stack) -> None:
-    # The backfill window up to the newest candle every symbol has (--end is exclusive): the
-    # default end, the last closed second, may not have passed through Kafka yet.
-    start = stack.backfill_started_ms - DAY_MS
+    # From the first stored candle (assert_exact checks it is the window's start) to the newest
+    # candle every symbol has (--end is exclusive): the default end, the last closed second, may
+    # not have passed through Kafka yet.
+    with stack.db() as conn:
+        start = conn.execute("SELECT (extract(epoch FROM max(first)) * 1000)::bigint FROM (SELECT"
+                             " min(open_time) AS first FROM candles GROUP BY symbol) f").fetchone()[0]
     end = min(stack.latest().values()) + TF_MS
     r = compose("exec", "-T", "consume", "ohlcv", "gaps", "check", "--start", iso(start),
                 "--end", iso(end), check=False)
