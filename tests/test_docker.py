@@ -32,7 +32,8 @@ LONG_RUNNING = ("stream", "consume")
 
 # Variables only docker compose reads (interpolation in docker/docker-compose.yml, or compose's
 # own); the ohlcv CLI never sees a meaning in them.
-COMPOSE_ONLY = {"COMPOSE_PROFILES", "KAFKA_UI_PORT", "KAFKA_EXTERNAL_PORT", "PUBLISH_ADDRESS", "OHLCV_IMAGE"}
+COMPOSE_ONLY = {"COMPOSE_PROFILES", "KAFKA_UI_PORT", "KAFKA_EXTERNAL_PORT", "KAFKA_ADVERTISED_HOST",
+                "PUBLISH_ADDRESS", "OHLCV_IMAGE", "OHLCV_ENV_FILE"}
 # What the third-party images read, per service.
 IMAGE_VARS = {
     "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGPORT"},
@@ -82,12 +83,16 @@ def env_example_lines() -> tuple[dict[str, str], set[str]]:
     return active, commented
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}$]*))?\}")
+_VAR_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's `${VAR}` / `${VAR:-default}` (the only forms the file uses)."""
-    return _VAR.sub(lambda m: env.get(m[1]) or (m[2] or ""), value)
+    """Compose's `${VAR}` / `${VAR:-default}` (the only forms the file uses), nested defaults
+    (`${A:-${B:-x}}`) from the inside out."""
+    while (done := _VAR.sub(lambda m: env.get(m[1]) or (m[2] or ""), value)) != value:
+        value = done
+    return value
 
 
 def environment(service: dict) -> dict[str, str]:
@@ -124,13 +129,17 @@ def test_compose_config_validates_with_docker_compose():
 
 
 def test_ohlcv_services_share_one_image_built_from_the_dockerfile(compose):
+    """One service builds the image, the others only name it: builds that differ in nothing but
+    the service label would each take the tag in turn and recreate every container (issue 20)."""
     services = compose["services"]
     images = {services[name]["image"] for name in OHLCV_SERVICES}
     assert len(images) == 1
-    for name in OHLCV_SERVICES:
-        build = services[name]["build"]
-        assert build["context"] == ".."
-        assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["migrate"]
+    assert {services[name]["pull_policy"] for name in OHLCV_SERVICES} == {"never"}
+    build = services["migrate"]["build"]
+    assert build["context"] == ".."
+    assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
 
 
 def test_every_ohlcv_service_runs_a_real_ohlcv_command(compose):
@@ -207,7 +216,14 @@ def test_infrastructure_services(compose):
             assert value == "1", key
     advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
     assert advertised["INTERNAL"] == "kafka" + listeners["INTERNAL"]
-    assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+    # the external address follows the publish address unless set (issue 20)
+    assert interpolate(advertised["EXTERNAL"], {}) == "localhost:9092"
+    assert interpolate(advertised["EXTERNAL"], {"KAFKA_ADVERTISED_HOST": "kafka.example.com"}) == "kafka.example.com:9092"
+    assert "${PUBLISH_ADDRESS" in advertised["EXTERNAL"]
+    # the healthcheck sends a Kafka request from bash: no JVM per probe
+    test = kafka["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"] and "/dev/tcp/127.0.0.1/" + listeners["INTERNAL"].lstrip(":") in test[3]
+    assert "kafka-" not in test[3] and "java" not in test[3]
     # the ohlcv containers reach the broker on the internal listener by default
     ohlcv_env = environment(services["stream"])
     assert interpolate(ohlcv_env["KAFKA_BROKER"], {}) == advertised["INTERNAL"]
@@ -236,8 +252,9 @@ def test_image_services_read_only_their_listed_variables(compose):
 
 
 def test_interpolated_variables_are_settings_or_compose_only():
-    used = set(_VAR.findall(COMPOSE_FILE.read_text()))
-    unknown = {name for name, _ in used} - SETTINGS - COMPOSE_ONLY
+    used = set(_VAR_NAME.findall(COMPOSE_FILE.read_text()))
+    assert {"KAFKA_ADVERTISED_HOST", "PUBLISH_ADDRESS", "OHLCV_ENV_FILE"} <= used
+    unknown = used - SETTINGS - COMPOSE_ONLY
     assert not unknown
 
 
@@ -279,7 +296,19 @@ def test_containers_get_a_valid_configuration_pointing_at_the_bundled_services(c
 def test_env_file_is_the_repository_env(compose):
     for name in OHLCV_SERVICES:
         (entry,) = compose["services"][name]["env_file"]
-        assert (COMPOSE_FILE.parent / entry["path"]).resolve() == ROOT / ".env"
+        assert (COMPOSE_FILE.parent / interpolate(entry["path"], {})).resolve() == ROOT / ".env"
+
+
+def test_first_make_up_creates_env_and_stops_before_starting_anything(tmp_path):
+    """Without a .env, `make up` copies .env.example and stops (exit 1) saying what to review,
+    so that PostgreSQL never initialises its volume with the example's password."""
+    env = tmp_path / "new.env"
+    r = subprocess.run(["make", "--no-print-directory", "up", f"ENV_FILE={env}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=clean_env())
+    assert r.returncode != 0
+    assert env.read_text() == ENV_EXAMPLE.read_text()
+    assert "POSTGRES_PASSWORD" in r.stdout and "nothing started" in r.stdout
+    assert "docker compose" not in r.stdout + r.stderr
 
 
 # --- the image -------------------------------------------------------------------------------
@@ -302,7 +331,8 @@ def test_dockerfile_builds_a_wheel_from_the_pyproject_and_pip_installs_it():
     build_stage = ins[: [w for w, _ in ins].index("FROM", 1)]
     runtime_stage = ins[len(build_stage):]
     copies = [arg for word, arg in build_stage if word == "COPY"]
-    assert any("pyproject.toml" in c.split() for c in copies)
+    # the whole build context, which .dockerignore narrows to pyproject.toml and the packages
+    assert copies == [". ./"]
     runs = " ".join(arg for word, arg in build_stage if word == "RUN")
     assert re.search(r"pip wheel .*--wheel-dir /wheels \.$", runs)
     runtime_runs = " ".join(arg for word, arg in runtime_stage if word == "RUN")
