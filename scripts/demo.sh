@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: the whole job with no service installed. The simulator; a two-day backfill of three
+# make demo: the whole job with no service installed. The simulator; a three-day backfill of three
 # symbols into the embedded SQLite default; then `ohlcv run` with 1s candles for about half a
 # minute (backfill, then stream straight into the database from the simulator's websocket, which
 # drops some final events and cuts the connection now and then: REST fills those holes); then
@@ -33,8 +33,8 @@ export SYMBOLS="BTC/USDT,ETH/USDT,SOL/USDT"
 export LOG_LEVEL=WARNING
 cd "$DEMO_DIR"
 
-echo "== ohlcv backfill --days 2   (1m candles into $DEMO_DIR/ohlcv.db, the embedded default: whole ended days from the archive files, the rest from REST)"
-"$ROOT/$OHLCV" backfill --days 2
+echo "== ohlcv backfill --days 3   (1m candles into $DEMO_DIR/ohlcv.db, the embedded default: the published whole days from the archive files -- a day's file appears a day after it ends --, the rest from REST)"
+"$ROOT/$OHLCV" backfill --days 3
 echo
 START=$("$ROOT/$PY" -c "import datetime as d; print((d.datetime.now(d.timezone.utc) - d.timedelta(minutes=2)).strftime('%Y-%m-%dT%H:%M:%SZ'))")
 echo "== ohlcv run --timeframe 1s --start $START   (backfill, then the websocket with REST as the safety net; stopped after ${RUN_SECONDS}s)"
