@@ -15,9 +15,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from ohlcv_cli import api
-from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.settings import Settings, env_name
-from ohlcv_cli.core.timeutil import iso, parse_iso
+from ohlcv_cli.core.timeutil import iso
 from ohlcv_cli.core.window import HistoryWindow
 
 # Off a terminal (cron, pipes, CI) tables get room instead of wrapping at 80 columns, unless
@@ -119,28 +118,9 @@ FIELD_OF = {
 }
 
 
-def check_window_flags(days: int | None, start: str | None, end: str | None) -> None:
-    """--days, or --start [--end]: the combinations a window accepts."""
-    if days is not None and start is not None:
-        raise ConfigError("use either --days or --start/--end, not both")
-    if end is not None and start is None:
-        raise ConfigError("--end needs --start")
-    if days is not None and days <= 0:
-        raise ConfigError(f"--days must be a positive whole number, got {days}")
-
-
 def history_window(days: int | None, start: str | None, end: str | None) -> HistoryWindow:
     """--days, or --start [--end]: the window of a history command, parsed and checked once."""
     return HistoryWindow.parse(days, start, end, now_ms=int(time.time() * 1000), flags=True)
-
-
-def parse_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
-    """--start and --end as epoch ms; start must come first."""
-    start_ms = parse_iso(start, "--start") if start else None
-    end_ms = parse_iso(end, "--end") if end else None
-    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-        raise ConfigError(f"--start {start} is not before --end {end}")
-    return start_ms, end_ms
 
 
 def settings(ctx: typer.Context, command: str, **flags: Any) -> Settings:

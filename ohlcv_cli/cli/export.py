@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, SymbolsOpt, TimeframeOpt, check_window_flags, err_console, parse_window,
-    plain_help, settings,
+    DatabaseOpt, SymbolsOpt, TimeframeOpt, err_console, history_window, plain_help, settings,
 )
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.timeframes import DAY_MS
@@ -23,12 +22,13 @@ EndOpt = Annotated[Optional[str], typer.Option("--end", help=plain_help("ISO end
 
 
 def window(days: int | None, start: str | None, end: str | None) -> tuple[int | None, int | None]:
-    """--days N (up to now), --start [--end], or nothing (everything stored)."""
-    check_window_flags(days, start, end)
-    if days is not None:
+    """--days N (up to now), --start [--end], or nothing (everything stored); the flags checked
+    as for every window (history_window)."""
+    w = history_window(days, start, end)
+    if w.days is not None:
         now = int(time.time() * 1000)
-        return now - days * DAY_MS, now
-    return parse_window(start, end)
+        return now - int(w.days * DAY_MS), now
+    return w.start, w.end
 
 
 def warn(text: str) -> None:
