@@ -211,10 +211,11 @@ def _check_broker(s: Settings) -> None:
 
 def _run_through_kafka(s: Settings, fetcher, listing, repo, metrics: Metrics,
                        stop: threading.Event, max_cycles: int | None) -> StreamState:
-    from ohlcv_cli.adapters.kafka import KafkaCandleSource, KafkaPublisher, ensure_topic
+    """The stream and a consumer thread through the topic, which `_check_broker` made sure of
+    before the backfill."""
+    from ohlcv_cli.adapters.kafka import KafkaCandleSource, KafkaPublisher
 
     broker = wiring.broker(s)
-    ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
     publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group,
                                timeout_s=s.kafka_timeout_seconds)
