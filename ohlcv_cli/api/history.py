@@ -123,7 +123,7 @@ def gaps_check(settings: Settings | None = None, *, days: int | None = None, sta
     s = wiring.stored_symbols(s, eng)
     now_ms = to_ms(now, "now") or _now_ms()
     return GapCheck(repo, wiring.gap_repository(eng), s.exchange).run(
-        s.symbols, s.timeframe, now_ms, asked.or_days(s.backfill_days, _now_ms()),
+        s.symbols, s.timeframe, now_ms, asked.or_days(s.backfill_days, now_ms),
         delay_ms=_delay_ms(s))
 
 
@@ -159,6 +159,6 @@ def status(settings: Settings | None = None, *, symbols: str | Sequence[str] | N
     if wanted is not None:  # id forms and patterns against the symbols stored
         wanted = list(wiring.stored_symbols(s.model_copy(update={"symbols": tuple(wanted)}),
                                             eng).symbols)
-    now_ms = to_ms(now, "now") or int(time.time() * 1000)
+    now_ms = to_ms(now, "now") or _now_ms()
     rows = Status(wiring.gap_repository(eng)).run(now_ms, wanted, tf)
     return StatusReport(redact_url(s.db_url()), rows)
