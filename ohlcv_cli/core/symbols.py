@@ -12,11 +12,14 @@ from typing import Iterable, Mapping
 
 from ohlcv_cli.core.errors import BadSymbol
 
-_SYMBOL = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
+# ccxt's unified form: BASE/QUOTE (spot), BASE/QUOTE:SETTLE (perpetual), BASE/QUOTE:SETTLE-YYMMDD
+# (delivery); see core/markets.py for what each means at Binance
+_FORM = r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(?::[A-Z0-9]{1,20}(?:-[0-9]{6})?)?"
+_SYMBOL = re.compile(f"^{_FORM}$")
 # what a stored candle's symbol must look like: the form SYMBOLS accepts, exactly (no stray case)
-CANONICAL_SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
-# the exchange's own id of a market, e.g. BTCUSDT
-_MARKET_ID = re.compile(r"^[A-Z0-9]{2,40}$")
+CANONICAL_SYMBOL = re.compile(_FORM)
+# the exchange's own id of a market, e.g. BTCUSDT, BTCUSDT_261225, BTCUSD_PERP
+_MARKET_ID = re.compile(r"^[A-Z0-9]{2,40}(?:_[A-Z0-9]{4,6})?$")
 # a regular expression has at least one of these; `bad sym` or `BTC-USDT` is a typo, not a pattern
 _REGEX_CHARS = re.compile(r"[.*+?\[\](){}|^$\\]")
 
