@@ -420,3 +420,41 @@ def test_export_names_a_series_other_than_trade(tmp_path):
         '"-0.00020000","-0.00001000","0","0",12,"0","0"']
     with pytest.raises(Exception, match="spot market"):
         export.freqtrade_name("BTC/USDT", "1h", "mark")
+
+
+def test_consume_routes_other_message_types_to_their_handler(pg_url, repo_for, sim):
+    """The hook a "funding" message type uses: a registered type goes to the store function given
+    for it, in the batch's order of commits; what it rejects is dead-lettered (found by halving);
+    a registered type without a handler here is dead-lettered, never dropped silently."""
+    from test_robustness import ListDlq, ListSource, Rec
+
+    from ohlcv_cli.services.consume import Consume
+
+    message.register_type("rate_test", lambda doc: (doc["symbol"], doc["rate"]))
+    message.register_type("unhandled_test", lambda doc: doc)
+    kept: list = []
+
+    def store_rates(items: list) -> int:
+        if any(rate == "bad" for _, rate in items):
+            raise StorageRejected("rate out of range")
+        kept.extend(items)
+        return len(items)
+
+    marks = series(sim, "mark", n=3, source="stream")
+    values = [message.encode(marks[0], 1),
+              message.encode_other("rate_test", {"symbol": PERP, "rate": "0.0001"}, 1),
+              message.encode_other("rate_test", {"symbol": PERP, "rate": "bad"}, 1),
+              message.encode_other("unhandled_test", {"symbol": PERP}, 1),
+              *(message.encode(c, 1) for c in marks[1:]),
+              message.encode_other("rate_test", {"symbol": PERP, "rate": "0.0002"}, 1)]
+    source = ListSource([[Rec("t", 0, i, PERP.encode(), v) for i, v in enumerate(values)]])
+    dlq = ListDlq()
+    repo = repo_for(pg_url)
+    stats = Consume(source, repo, dlq, handlers={"rate_test": store_rates},
+                    exchanges=("binance",)).run(max_idle_polls=2)
+    assert repo.candles("binance", PERP, "1m", price="mark") == marks
+    assert kept == [(PERP, "0.0001"), (PERP, "0.0002")]
+    assert [(reason, origin) for _, reason, origin in dlq.sent] == [
+        ("unhandled_test messages are not stored by this consumer", "t/0/3"),
+        ("rate out of range", "t/0/2")]
+    assert source.committed == [len(values)] and stats.stored == 5
