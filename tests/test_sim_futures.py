@@ -153,3 +153,77 @@ def test_time_and_ping_per_family(sim):
         status, _, body = get(f"{sim.url}{prefix}/time")
         assert status == 200 and abs(body["serverTime"] - time.time() * 1000) < 5_000
         assert get(f"{sim.url}{prefix}/ping")[:3:2] == (200, {})
+
+
+def hours_of(sim, prefix, path, ident):
+    """A day of hourly premium rows: they take both signs."""
+    _, _, rows = get(f"{sim.url}{prefix}/{path}?symbol={ident}&interval=1h&limit=48")
+    return rows
+
+
+def _agg(rows):
+    """The coarser candle of 1m price rows, aggregated as the exchange does."""
+    return [rows[0][0], rows[0][1], max(rows, key=lambda r: float(r[2]))[2],
+            min(rows, key=lambda r: float(r[3]))[3], rows[-1][4], "0",
+            rows[0][0] + len(rows) * MIN - 1, "0", sum(r[8] for r in rows), "0", "0", "0"]
+
+
+@pytest.mark.parametrize("family,path,param,ident,basic", [
+    ("usdm", "markPriceKlines", "symbol", "BTCUSDT", 60),
+    ("usdm", "indexPriceKlines", "pair", "BTCUSDT", 60),
+    ("usdm", "premiumIndexKlines", "symbol", "ETHUSDT", 12),
+    ("coinm", "markPriceKlines", "symbol", "BTCUSD_PERP", 60),
+    ("coinm", "indexPriceKlines", "pair", "BTCUSD", 60),
+    ("coinm", "premiumIndexKlines", "symbol", "ETHUSD_PERP", 12),
+])
+def test_price_klines_have_placeholders_and_aggregate_exactly(sim, family, path, param, ident,
+                                                              basic):
+    prefix = "/fapi/v1" if family == "usdm" else "/dapi/v1"
+    hour = int(time.time() * 1000) // HOUR * HOUR - 3 * HOUR
+    _, _, minutes = get(f"{sim.url}{prefix}/{path}?{param}={ident}&interval=1m"
+                        f"&startTime={hour}&endTime={hour + HOUR - 1}&limit=1500")
+    assert len(minutes) == 60
+    assert all(r[5] == r[7] == r[9] == r[10] == r[11] == "0" and r[8] == basic for r in minutes)
+    assert all(len(r[1].split(".")[1]) == 8 for r in minutes)
+    if basic == 12:  # premium: small signed values
+        assert all(abs(float(r[4])) < 0.01 for r in minutes)
+        assert len({r[4].startswith("-") for r in minutes + hours_of(sim, prefix, path, ident)}) == 2
+    _, _, hours = get(f"{sim.url}{prefix}/{path}?{param}={ident}&interval=1h"
+                      f"&startTime={hour}&endTime={hour}")
+    assert hours == [_agg(minutes)]
+    _, _, five = get(f"{sim.url}{prefix}/{path}?{param}={ident}&interval=5m"
+                     f"&startTime={hour}&endTime={hour}")
+    assert five == [_agg(minutes[:5])]
+    price = {"markPriceKlines": "mark", "indexPriceKlines": "index",
+             "premiumIndexKlines": "premium"}[path]
+    assert minutes == sim.futures_final_rows(ident, family, price, "1m", hour, hour + HOUR)
+
+
+def test_series_differ_and_spot_is_unchanged(sim):
+    hour = int(time.time() * 1000) // HOUR * HOUR - 2 * HOUR
+    q = f"interval=1h&startTime={hour}&endTime={hour}"
+    spot = get(f"{sim.url}/api/v3/klines?symbol=BTCUSDT&{q}")[2]
+    perp = get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&{q}")[2]
+    mark = get(f"{sim.url}/fapi/v1/markPriceKlines?symbol=BTCUSDT&{q}")[2]
+    index = get(f"{sim.url}/fapi/v1/indexPriceKlines?pair=BTCUSDT&{q}")[2]
+    coinm = get(f"{sim.url}/dapi/v1/indexPriceKlines?pair=BTCUSD&{q}")[2]
+    assert spot == [sim.final_row("BTC/USDT", "1h", hour)]
+    assert len({json.dumps(x) for x in (spot, perp, mark, index, coinm)}) == 5
+    assert perp[0][5] != "0" and mark[0][5] == "0"
+
+
+def test_a_delivery_contracts_index_rows_are_its_pairs_clipped(sim):
+    now = int(time.time() * 1000)
+    prev = next(s for s in sim.config.futures if s.family == "usdm" and s.delivery
+                and s.delivery <= now)
+    a, b = prev.delivery - 2 * HOUR, prev.delivery + 2 * HOUR
+    pair_rows = sim.futures_final_rows("BTCUSDT", "usdm", "index", "1h", a, b)
+    own = sim.futures_final_rows(prev.market_id, "usdm", "index", "1h", a, b)
+    assert len(pair_rows) == 4 and own == pair_rows[:2]
+    _, _, served = get(f"{sim.url}/fapi/v1/indexPriceKlines?pair=BTCUSDT&interval=1h"
+                       f"&startTime={a}&endTime={b - 1}")
+    assert served == pair_rows
+    # the contract's own series end at delivery
+    _, _, mark = get(f"{sim.url}/fapi/v1/markPriceKlines?symbol={prev.market_id}&interval=1h"
+                     f"&startTime={a}&endTime={b - 1}")
+    assert [r[0] for r in mark] == [a, a + HOUR]
