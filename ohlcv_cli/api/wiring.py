@@ -77,6 +77,31 @@ def check_prices(s: Settings) -> Settings:
     return s
 
 
+# --- adapters -------------------------------------------------------------------------------
+def engine(s: Settings, create: bool = True):
+    """`create` False (commands that only read): a missing SQLite file is an error naming its
+    path, not a new empty database."""
+    from ohlcv_cli.adapters.sql.schema import make_engine
+
+    return make_engine(s.db_url(), create=create)
+
+
+def repository(s: Settings, eng):
+    """The candle repository, after checking the schema is current. The embedded SQLite
+    default upgrades itself; any other database must be upgraded with `ohlcv db upgrade`."""
+    from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
+    from ohlcv_cli.adapters.sql.schema import ensure_current
+
+    ensure_current(eng, auto_upgrade=s.uses_embedded_default())
+    return SqlCandleRepository(eng)
+
+
+def gap_repository(eng):
+    from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
+
+    return SqlGapRepository(eng)
+
+
 # A delivery contract's id (BTCUSDT_261225, BTCUSD_261225) and a COIN-M perpetual's (BTCUSD_PERP)
 _DELIVERY_ID = re.compile(r"^(?P<pair>[A-Z0-9]+)_(?P<tail>[0-9]{6})$")
 

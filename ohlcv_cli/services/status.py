@@ -47,17 +47,14 @@ class Status:
             timeframe: str | None = None, price: str | None = None) -> list[SeriesStatus]:
         """Every series stored (or those of `symbols`, `timeframe`, `price`)."""
         out = []
-        for s in self.gaps.series(symbols, timeframe):
-            series_price = getattr(s, "price", DEFAULT_PRICE)
-            if price is not None and series_price != price:
-                continue
+        for s in self.gaps.series(symbols, timeframe, price=price):
             tf = parse_timeframe(s.timeframe)
             end = s.last + tf.ms
-            known = self.gaps.exchange_gaps(s.exchange, s.symbol, s.timeframe, price=series_price)
+            known = self.gaps.exchange_gaps(s.exchange, s.symbol, s.timeframe, price=s.price)
             inside = count(tf, clip(known, s.first, end))
             out.append(SeriesStatus(
                 s.exchange, s.symbol, s.timeframe, s.first, s.last, s.stored,
                 tf.count(s.first, end) - inside, len(known), count(tf, known), now_ms - end,
-                known, series_price,
+                known, s.price,
             ))
         return out
