@@ -178,3 +178,46 @@ def test_ids_and_listing_of_futures(sqlite_url, sim):
     assert any(s.startswith("BTC/USDT:USDT-") for s in listed)
     r = run_cli("symbols", "BTCUSD_PERP,ETHUSDT", env=env)
     assert r.returncode == 0 and r.stdout.split() == ["BTC/USD:BTC", "ETH/USDT"], r.stderr
+
+
+def _stored(repo, symbol: str, start: int, n: int, price: str = "trade") -> None:
+    from ohlcv_cli.core.candle import Candle
+
+    repo.upsert([Candle("binance", symbol, "1h", start + i * H, "1.5", "2", "1", "1.75", "0",
+                        "0", 60, "0", "0", "backfill", price) for i in range(n)])
+
+
+def test_id_forms_against_the_store_and_a_delivery_without_the_exchange(sqlite_url, repo_for):
+    """Commands that read only the database resolve ids by Binance's conventions, refuse an id
+    two stored markets share, and expect nothing of a delivery contract after its delivery."""
+    repo = repo_for(sqlite_url)
+    t0 = (int(time.time() * 1000) // DAY - 3) * DAY
+    _stored(repo, "BTC/USDT", t0, 24)
+    _stored(repo, "BTC/USDT:USDT", t0, 24)
+    _stored(repo, "BTC/USD:BTC", t0, 24, price="index")
+    env = {"DATABASE_URL": sqlite_url}
+    window = ("--start", _iso(t0), "--end", _iso(t0 + DAY), "--timeframe", "1h")
+    line = _one_error_line(run_cli("gaps", "check", "--symbols", "BTCUSDT", *window, env=env))
+    assert line == ("error: symbol 'BTCUSDT' is ambiguous in the store (binance): BTC/USDT "
+                    "(spot), BTC/USDT:USDT (USD-M futures); write the ccxt form, e.g. "
+                    "--symbols BTC/USDT")
+    r = run_cli("gaps", "check", "--symbols", "BTCUSD_PERP", "--price", "index", *window,
+                "--json", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [g["symbol"] for g in json.loads(r.stdout)["symbols"]] == ["BTC/USD:BTC"]
+    r = run_cli("status", "--symbols", "BTCUSD_PERP", "--json", env=env)
+    assert [(x["symbol"], x["price"]) for x in json.loads(r.stdout)] == [("BTC/USD:BTC", "index")]
+
+    # a quarterly delivered at 08:00 on its date, stored up to its delivery
+    day = time.strftime("%y%m%d", time.gmtime((t0 + DAY) / 1000))
+    quarterly = f"BTC/USDT:USDT-{day}"
+    _stored(repo, quarterly, t0, 32)  # 00:00 of the day before .. 08:00 of the delivery day
+    r = run_cli("gaps", "check", "--symbols", quarterly, "--start", _iso(t0), "--end",
+                _iso(t0 + 3 * DAY), "--timeframe", "1h", "--json", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    g = json.loads(r.stdout)["symbols"][0]
+    assert (g["expected"], g["missing"], g["end"]) == (32, [], _iso(t0 + DAY + 8 * H))
+    # the perpetual over the same window is missing what follows its last candle
+    r = run_cli("gaps", "check", "--symbols", "BTC/USDT:USDT", "--start", _iso(t0), "--end",
+                _iso(t0 + 3 * DAY), "--timeframe", "1h", env=env)
+    assert r.returncode == 1
