@@ -58,7 +58,7 @@ class FakeExchange:
     def closed_end(self, tf) -> int:
         return tf.floor(NOW)
 
-    def fetch_range(self, symbol, tf, start, end, source="backfill"):
+    def fetch_range(self, symbol, tf, start, end, source="backfill", price="trade"):
         times = [t for t in range(start, min(end, self.closed_end(tf)), tf.ms)
                  if not any(a <= t < b for a, b in self.holes)]
         for i in range(0, len(times), self.page):

@@ -126,7 +126,7 @@ class FakeFetcher:
     def closed_end(self, tf) -> int:
         return tf.floor(self.now_ms())
 
-    def fetch_range(self, symbol, tf, start, end, source="backfill"):
+    def fetch_range(self, symbol, tf, start, end, source="backfill", price="trade"):
         with self.lock:
             self.calls += 1
             if self.crash_after is not None and self.calls > self.crash_after:

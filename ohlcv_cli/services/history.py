@@ -220,7 +220,7 @@ class FillHistory:
                     ranges = self.missing(r.symbol, tf, r.start, r.end, price).ranges
                 except OhlcvError as exc:
                     r.error = str(exc)
-            jobs.append(Job(r.symbol, ranges, error=r.error))
+            jobs.append(Job(r.symbol, ranges, error=r.error, price=price))
 
         def on_rest(symbol: str, done: int, total: int) -> None:
             b = base.get(symbol, 0)
@@ -230,8 +230,7 @@ class FillHistory:
         PagedFetch(self.fetcher, self.repo, self.gaps,
                    in_flight=self.concurrency if sequential else self.in_flight,
                    per_symbol=1 if sequential else None, batch_size=self.batch_size,
-                   progress=on_rest, stop=self.stop).fill(jobs, tf, tag, settled=settled,
-                                                          **_priced(price))
+                   progress=on_rest, stop=self.stop).fill(jobs, tf, tag, settled=settled)
         for r, job in zip(results, jobs):
             r.fetched += job.fetched
             r.written += job.written
