@@ -85,7 +85,7 @@ pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 12)
 with open_store("sqlite:///ohlcv.db") as store:
     for symbol, price in (("BTC/USDT", "trade"), ("BTC/USDT:USDT", "trade"), ("BTC/USDT:USDT", "mark")):
-        df = store.candles(symbol, "1h", price=price, exact=True)
+        df = store.candles(symbol, "1h", price=price)
         print(f"{symbol} {price}:")
         print(df[["open", "high", "low", "close", "volume", "trades"]].tail(3).to_string())
         print()
