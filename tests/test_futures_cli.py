@@ -237,3 +237,40 @@ def test_id_forms_against_the_store_and_a_delivery_without_the_exchange(sqlite_u
     r = run_cli("gaps", "check", "--symbols", "BTC/USDT:USDT", "--start", _iso(t0), "--end",
                 _iso(t0 + 3 * DAY), "--timeframe", "1h", env=env)
     assert r.returncode == 1
+
+
+def test_reads_by_price_series_from_the_store(sqlite_url, repo_for, tmp_path):
+    repo = repo_for(sqlite_url)
+    t0 = (int(time.time() * 1000) // DAY - 3) * DAY
+    _stored(repo, "BTC/USDT", t0, 24)
+    _stored(repo, "BTC/USD:BTC", t0, 24)
+    _stored(repo, "BTC/USD:BTC", t0 + 4 * H, 12, price="index")
+    env = {"DATABASE_URL": sqlite_url}
+    r = run_cli("status", "--price", "index", "--json", env=env)
+    assert [(x["symbol"], x["price"], x["stored"]) for x in json.loads(r.stdout)] == [
+        ("BTC/USD:BTC", "index", 12)]
+    assert _one_error_line(run_cli("status", "--price", "bid", env=env)).startswith(
+        "error: unknown price series 'bid'")
+    out = tmp_path / "index.csv"
+    r = run_cli("export", "--symbols", "BTCUSD_PERP", "--price", "index", "--timeframe", "1h",
+                "--out", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "exported 12 1h index candles" in r.stderr
+    assert len(out.read_text().splitlines()) == 13  # the header and the index candles only
+    # a derived timeframe of one series is built from that series alone
+    r = run_cli("export", "--symbols", "BTC/USD:BTC", "--price", "index", "--timeframe", "4h",
+                "--out", "-", env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1 + 3
+
+    from ohlcv_cli import open_store
+    from ohlcv_cli.core.markets import BadPrice
+
+    with open_store(sqlite_url) as store:
+        assert len(store.candles("BTC/USD:BTC", "1h", price="index")) == 12
+        assert len(store.candles("BTC/USD:BTC", "1h")) == 24
+        assert store.timeframes("BTC/USD:BTC", price="mark") == []
+        with pytest.raises(BadPrice, match="BTC/USDT is a spot market"):
+            store.candles("BTC/USDT", "1h", price="mark")
+        [series] = store.coverage(price="index")
+        assert (series["symbol"], series["price"]) == ("BTC/USD:BTC", "index")
