@@ -52,6 +52,7 @@ class Job:
     error: str | None = None
     stopped: bool = False  # `stop` was set before every range was fetched
     seconds: float = 0.0
+    price: str = "trade"  # the price series fetched (trade, mark, index, premium)
 
 
 @dataclass
@@ -157,7 +158,9 @@ class PagedFetch:
                ) -> tuple[list[Candle], bool]:
         """One slice, page by page (a worker thread); False when `stop` cut it short."""
         out: list[Candle] = []
-        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source):
+        # a trade series asks as before: fetchers that know only trade candles keep working
+        priced = {} if s.job.price == "trade" else {"price": s.job.price}
+        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source, **priced):
             out.extend(page)
             self._advance(s, len(page))
             if self._stopping():
@@ -223,7 +226,7 @@ class PagedFetch:
             # recorded after the candles around them are stored: a rerun skips them
             try:
                 self.gaps.record_exchange_gaps(self.fetcher.exchange_id, job.symbol, tf.name,
-                                               s.empty)
+                                               s.empty, price=job.price)
             except OhlcvError as exc:
                 job.error = str(exc)
         job.empty = [] if s.failed else list(s.empty)
