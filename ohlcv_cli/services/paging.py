@@ -1,6 +1,8 @@
 """The REST engine: every missing page of every symbol fetched with requests in flight.
 
-Every symbol's missing ranges are cut into fixed slices of one page ([t, t + PAGE × timeframe)),
+Every symbol's missing ranges are cut into fixed slices of one page ([t, t + page × timeframe),
+the page of the symbol's API family: 1000 on spot, 499 on futures, fewer on COIN-M where 200 days
+would not hold them),
 which are independent, and up to `in_flight` slices are fetched at once by one shared pool (at most
 `per_symbol` of one symbol's; `in_flight=1` or `per_symbol=1` is the sequential road: each
 symbol's pages one after another). The fetcher's shared weight budget paces them, so over a real
@@ -24,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.markets import market_of
 from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
 from ohlcv_cli.core.ranges import Range, uncovered
 from ohlcv_cli.core.timeframes import PAGE, Timeframe
@@ -128,9 +131,14 @@ class PagedFetch:
     # --- the parts of fill ----------------------------------------------------------------------
     def _start(self, job: Job, tf: Timeframe) -> _Sym:
         job.missing = sum(tf.count(a, b) for a, b in job.ranges)
-        todo = [] if job.error is not None else list(slices(tf, job.ranges, self.page))
+        todo = [] if job.error is not None else list(slices(tf, job.ranges,
+                                                             self._page(job.symbol, tf)))
         self._report(job.symbol, 0, job.missing)
         return _Sym(job, todo)
+
+    def _page(self, symbol: str, tf: Timeframe) -> int:
+        """A slice is one request: the symbol's family page, or `page` if that is smaller."""
+        return min(self.page, market_of(symbol).family.page_for(tf.ms))
 
     def _send(self, pool: ThreadPoolExecutor, pending: dict, syms: list[_Sym], tf: Timeframe,
               source: str) -> None:
@@ -158,9 +166,7 @@ class PagedFetch:
                ) -> tuple[list[Candle], bool]:
         """One slice, page by page (a worker thread); False when `stop` cut it short."""
         out: list[Candle] = []
-        # a trade series asks as before: fetchers that know only trade candles keep working
-        priced = {} if s.job.price == "trade" else {"price": s.job.price}
-        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source, **priced):
+        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source, price=s.job.price):
             out.extend(page)
             self._advance(s, len(page))
             if self._stopping():
@@ -226,7 +232,7 @@ class PagedFetch:
             # recorded after the candles around them are stored: a rerun skips them
             try:
                 self.gaps.record_exchange_gaps(self.fetcher.exchange_id, job.symbol, tf.name,
-                                               s.empty, price=job.price)
+                                               s.empty, price=s.job.price)
             except OhlcvError as exc:
                 job.error = str(exc)
         job.empty = [] if s.failed else list(s.empty)
