@@ -10,6 +10,7 @@ from typing import Sequence
 
 from ohlcv_cli.api import wiring
 from ohlcv_cli.api.wiring import settings_for
+from ohlcv_cli.core.markets import check_price
 from ohlcv_cli.core.settings import Settings, redact_url
 from ohlcv_cli.core.symbols import parse_symbols
 from ohlcv_cli.core.timeframes import parse_timeframe
@@ -84,7 +85,7 @@ def backfill(settings: Settings | None = None, *, days: int | None = None, start
              end: Time = None, window: HistoryWindow | None = None,
              progress: Progress | None = None, file_progress: Progress | None = None,
              stop: threading.Event | None = None, verify: bool = True,
-             **overrides) -> BackfillResult:
+             price: str | None = None, **overrides) -> BackfillResult:
     """Fetch every candle the store is missing in the window: `days` (BACKFILL_DAYS) back from
     now, or from `start` to `end` (default now), or a `window` built by the caller.
     `progress(symbol, done, total)` is called as candles arrive, `file_progress(symbol, files
@@ -92,18 +93,21 @@ def backfill(settings: Settings | None = None, *, days: int | None = None, start
     Symbols that failed are named in the result (`result.failed`). BACKFILL_SOURCE
     (`backfill_source`): `auto` takes whole months and days from Binance's public archive
     (OHLCV_ARCHIVE_URL), each file verified by its checksum and, unless `verify` is False,
-    spot-checked against REST; the rest comes from REST with BACKFILL_IN_FLIGHT pages in flight."""
+    spot-checked against REST; the rest comes from REST with BACKFILL_IN_FLIGHT pages in flight.
+    `price` (CANDLE_PRICE): the price series, `trade` or, on futures, `mark`, `index` or
+    `premium`; a delivery contract is filled up to its delivery, a contract listed inside the
+    window from its listing (the time before it recorded as empty at the exchange)."""
     asked = history_window(days, start, end, window=window)
-    s = settings_for("backfill", settings, **overrides)
+    s = wiring.with_price(settings_for("backfill", settings, **overrides), price)
     eng = wiring.engine(s)
     client = wiring.fetcher(s)
-    s = wiring.exchange_symbols(s, client)
+    s = wiring.check_prices(wiring.exchange_symbols(s, client))
     client.check_symbols(s.symbols)
     repo = wiring.repository(s, eng)
     fill = wiring.history(s, eng, client, repo, verify=verify, stop=stop, progress=progress,
                           file_progress=file_progress)
     return Backfill(fill).run(s.symbols, s.timeframe, asked.or_days(s.backfill_days, _now_ms()),
-                              source=s.backfill_source)
+                              source=s.backfill_source, price=s.candle_price)
 
 
 def _delay_ms(s: Settings) -> int:
@@ -112,47 +116,51 @@ def _delay_ms(s: Settings) -> int:
 
 def gaps_check(settings: Settings | None = None, *, days: int | None = None, start: Time = None,
                end: Time = None, now: Time = None, window: HistoryWindow | None = None,
-               **overrides) -> GapReport:
-    """The closed candles the store is missing in the window, per symbol, from the window's
-    start: a head before the first stored candle is missing unless recorded empty at the
-    exchange. Reads only the database ("now" is the local clock unless given)."""
+               price: str | None = None, **overrides) -> GapReport:
+    """The closed candles of the `price` series (CANDLE_PRICE) the store is missing in the
+    window, per symbol, from the window's start: a head before the first stored candle is
+    missing unless recorded empty at the exchange; nothing at or after a delivery contract's
+    delivery is expected. Reads only the database ("now" is the local clock unless given)."""
     asked = history_window(days, start, end, window=window)
-    s = settings_for("gaps_check", settings, **overrides)
+    s = wiring.with_price(settings_for("gaps_check", settings, **overrides), price)
     eng = wiring.engine(s, create=False)
     repo = wiring.repository(s, eng)
-    s = wiring.stored_symbols(s, eng)
+    s = wiring.check_prices(wiring.stored_symbols(s, eng))
     now_ms = to_ms(now, "now") or _now_ms()
     return GapCheck(repo, wiring.gap_repository(eng), s.exchange).run(
         s.symbols, s.timeframe, now_ms, asked.or_days(s.backfill_days, now_ms),
-        delay_ms=_delay_ms(s))
+        delay_ms=_delay_ms(s), price=s.candle_price)
 
 
 def gaps_repair(settings: Settings | None = None, *, days: int | None = None, start: Time = None,
                 end: Time = None, window: HistoryWindow | None = None,
                 stop: threading.Event | None = None, verify: bool = True,
-                **overrides) -> RepairReport:
-    """Fetch the missing candles of the window (its head included); record the ranges the
-    exchange confirms it has none for. BACKFILL_SOURCE applies as for `backfill`
-    (`report.archive`: the archive pass)."""
+                price: str | None = None, **overrides) -> RepairReport:
+    """Fetch the missing candles of the `price` series (CANDLE_PRICE) in the window (its head
+    included); record the ranges the exchange confirms it has none for. BACKFILL_SOURCE
+    applies as for `backfill` (`report.archive`: the archive pass)."""
     asked = history_window(days, start, end, window=window)
-    s = settings_for("gaps_repair", settings, **overrides)
+    s = wiring.with_price(settings_for("gaps_repair", settings, **overrides), price)
     eng = wiring.engine(s)
     repo = wiring.repository(s, eng)
     client = wiring.fetcher(s)
-    s = wiring.exchange_symbols(s, client)
+    s = wiring.check_prices(wiring.exchange_symbols(s, client))
     # BACKFILL_IN_FLIGHT=1: one symbol at a time, as a repair always went
     fill = wiring.history(s, eng, client, repo, verify=verify, stop=stop, concurrency=1)
     return GapRepair(fill, wiring.gap_repository(eng)).run(
         s.symbols, s.timeframe, asked.or_days(s.backfill_days, _now_ms()), delay_ms=_delay_ms(s),
-        source=s.backfill_source)
+        source=s.backfill_source, price=s.candle_price)
 
 
 def status(settings: Settings | None = None, *, symbols: str | Sequence[str] | None = None,
-           timeframe: str | None = None, now: Time = None, **overrides) -> StatusReport:
-    """Per series in the store (all, or those of `symbols` / `timeframe`): first and last candle,
-    stored and expected counts, freshness, known exchange gaps."""
+           timeframe: str | None = None, price: str | None = None, now: Time = None,
+           **overrides) -> StatusReport:
+    """Per series in the store (all, or those of `symbols` / `timeframe` / `price`): first and
+    last candle, stored and expected counts, freshness, known exchange gaps. A series is one
+    symbol, timeframe and price series (trade, mark, index, premium)."""
     wanted = parse_symbols(symbols) if symbols is not None else None
     tf = parse_timeframe(timeframe).name if timeframe is not None else None
+    price = check_price(price) if price is not None else None
     s = settings_for("status", settings, **overrides)
     eng = wiring.engine(s, create=False)
     wiring.repository(s, eng)  # checks the schema
@@ -160,5 +168,5 @@ def status(settings: Settings | None = None, *, symbols: str | Sequence[str] | N
         wanted = list(wiring.stored_symbols(s.model_copy(update={"symbols": tuple(wanted)}),
                                             eng).symbols)
     now_ms = to_ms(now, "now") or _now_ms()
-    rows = Status(wiring.gap_repository(eng)).run(now_ms, wanted, tf)
+    rows = Status(wiring.gap_repository(eng)).run(now_ms, wanted, tf, price)
     return StatusReport(redact_url(s.db_url()), rows)

@@ -56,7 +56,7 @@ def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
                     stop: threading.Event):
     """The REST stream; with STREAM_SOURCE=ws, the websocket in front of it (REST stays its
     safety net). Both run(max_cycles) and return a StreamState."""
-    s = wiring.exchange_symbols(s, fetcher)
+    s = wiring.check_prices(wiring.exchange_symbols(s, fetcher))
     service = Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
                      delay_s=s.realtime_delay_seconds,
                      max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics,
@@ -85,11 +85,12 @@ def _ws_service(s: Settings, service: Stream, fetcher):
 
 
 def stream(settings: Settings | None = None, *, stop: threading.Event | None = None,
-           max_cycles: int | None = None, **overrides) -> StreamState:
+           max_cycles: int | None = None, price: str | None = None,
+           **overrides) -> StreamState:
     """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
     from ohlcv_cli.adapters.kafka import KafkaPublisher, ensure_topic
 
-    s = settings_for("stream", settings, **overrides)
+    s = wiring.with_price(settings_for("stream", settings, **overrides), price)
     broker = wiring.broker(s)
     repo = wiring.repository(s, wiring.engine(s))
     ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
@@ -162,7 +163,7 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
         window: HistoryWindow | None = None, stop: threading.Event | None = None,
         progress: Progress | None = None, file_progress: Progress | None = None,
         on_backfill: Callable[[BackfillResult], None] | None = None,
-        max_cycles: int | None = None, **overrides) -> RunResult:
+        max_cycles: int | None = None, price: str | None = None, **overrides) -> RunResult:
     """Backfill the window (the same road as `backfill`: archive files, then REST pages in
     flight), then stream: through Kafka with a consumer thread when KAFKA_BROKER is set, else
     straight into the database. One exchange client serves all three (one markets load, one
@@ -170,19 +171,19 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
     which failed). `on_backfill` gets the backfill's result before the stream starts. If either
     side of the pipeline dies, the other is stopped and WorkerDied raised."""
     asked = history_window(days, start, None, window=window)
-    s = settings_for("run", settings, **overrides)
+    s = wiring.with_price(settings_for("run", settings, **overrides), price)
     stop = stop or threading.Event()
     _check_broker(s)
     eng = wiring.engine(s)
     client = wiring.fetcher(s)
-    s = wiring.exchange_symbols(s, client)
+    s = wiring.check_prices(wiring.exchange_symbols(s, client))
     client.check_symbols(s.symbols)
     repo = wiring.repository(s, eng)
     metrics = wiring.metrics(s)
     fill = wiring.history(s, eng, client, repo, stop=stop, progress=progress,
                           file_progress=file_progress)
     result = Backfill(fill).run(s.symbols, s.timeframe, asked.or_days(s.backfill_days, _now_ms()),
-                                source=s.backfill_source)
+                                source=s.backfill_source, price=s.candle_price)
     log.info("backfill done: %d candles written for %d symbols", result.written,
              len(result.symbols))
     if on_backfill is not None:

@@ -4,6 +4,10 @@ stored or derivable from a finer stored one, in chunks, to files, as pictures.
     from ohlcv_cli import open_store
     store = open_store("postgresql://user@host/db")      # or a Settings, or None: the settings
     df = store.candles("BTC/USDT", "1h", start="2024-01-01", end="2024-02-01")
+    mark = store.candles("BTC/USDT:USDT", "1h", price="mark")   # a perpetual's mark price
+
+Every read is of one price series (`price`: trade, the default; on futures also mark, index and
+premium); asking a spot symbol for another is a BadPrice (a ConfigError).
 
 A composition root like the CLI: it wires the SQL adapters and the file and chart renderers,
 each imported on first use, so that importing ohlcv_cli stays cheap.
@@ -22,6 +26,7 @@ from ohlcv_cli.core.derive import (
     Derivation, bucket_window, choose, empty_buckets, pick_bases, settled_before,
 )
 from ohlcv_cli.core.errors import BadSymbol, ConfigError
+from ohlcv_cli.core.markets import DEFAULT_PRICE, check_market_price
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 from ohlcv_cli.core.timeutil import iso, to_ms
 
@@ -42,6 +47,7 @@ class Window:
     start: int
     end: int
     stored: dict[str, tuple[int, int]] = field(default_factory=dict)  # first, last open time
+    price: str = DEFAULT_PRICE
 
     @property
     def sources(self) -> list[Timeframe]:
@@ -102,14 +108,16 @@ class Store:
 
     def resolve(self, symbols: Sequence[str] | str) -> list[str]:
         """ccxt symbols for what a user wrote: any case (`btc/usdt`), the exchange's id form
-        (`BTCUSDT`) or a regular expression (`'.*/USDT'`), the last two against the symbols
-        stored."""
-        from ohlcv_cli.core.symbols import needs_resolving, parse_symbols, resolve_symbols
+        (`BTCUSDT`, `BTCUSD_PERP`) or a regular expression (`'.*/USDT'`), the last two against
+        the symbols stored. An id that two stored markets have (BTCUSDT: spot BTC/USDT and the
+        perpetual BTC/USDT:USDT) is a BadSymbol asking for the ccxt form."""
+        from ohlcv_cli.core.symbols import needs_resolving, parse_symbols
 
         tokens = parse_symbols(symbols)
         if not needs_resolving(tokens):
             return tokens
-        return resolve_symbols(tokens, self.symbols(), where=f"the store ({self.exchange})")
+        return wiring.resolve_in(tokens, wiring.stored_ids(self.symbols()),
+                                 where=f"the store ({self.exchange})")
 
     def _symbol(self, symbol: str) -> str:
         found = self.resolve([symbol])
@@ -118,24 +126,28 @@ class Store:
                             "a read takes one")
         return found[0]
 
-    def timeframes(self, symbol: str) -> list[str]:
-        """The timeframes stored for the symbol."""
-        return self.reader.stored_timeframes(self.exchange, self._symbol(symbol))
+    def timeframes(self, symbol: str, price: str = DEFAULT_PRICE) -> list[str]:
+        """The timeframes stored for the symbol's `price` series."""
+        symbol = self._symbol(symbol)
+        return self.reader.stored_timeframes(self.exchange, symbol,
+                                             price=check_market_price([symbol], price))
 
     def window(self, symbol: str, timeframe: str = "1m", start: Any = None,
-               end: Any = None) -> Window:
+               end: Any = None, price: str = DEFAULT_PRICE) -> Window:
         symbol = self._symbol(symbol)
+        price = check_market_price([symbol], price)
         tf = timeframe if isinstance(timeframe, Timeframe) else parse_timeframe(timeframe)
         start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise ConfigError(f"empty window: start {iso(start_ms)} is not before end "
                               f"{iso(end_ms)}")
-        stored = self.reader.stored_timeframes(self.exchange, symbol)
+        stored = self.reader.stored_timeframes(self.exchange, symbol, price=price)
         if not stored:
-            raise BadSymbol(f"no candles stored for {symbol} ({self.exchange})")
+            what = "candles" if price == DEFAULT_PRICE else f"{price} candles"
+            raise BadSymbol(f"no {what} stored for {symbol} ({self.exchange})")
         native, bases = pick_bases(tf, stored)
-        w = Window(symbol, tf, native, bases, 0, 0)
-        w.stored = {b.name: self.reader.bounds(self.exchange, symbol, b.name)
+        w = Window(symbol, tf, native, bases, 0, 0, price=price)
+        w.stored = {b.name: self.reader.bounds(self.exchange, symbol, b.name, price=price)
                     for b in w.sources if bases or start_ms is None or end_ms is None}
         if start_ms is None:
             start_ms = min(first for first, _ in w.stored.values())
@@ -150,7 +162,7 @@ class Store:
             t = w.start
             while t < w.end:
                 table = self.reader.native(self.exchange, w.symbol, w.timeframe.name, t, w.end,
-                                           chunk_rows)
+                                           chunk_rows, price=w.price)
                 if table.num_rows == 0:
                     return
                 yield table, None
@@ -170,7 +182,8 @@ class Store:
         tf = w.timeframe
         lo, hi = bucket_window(tf, w.start, w.end)
         settled = settled_before(tf, w.bases, int(self.clock() * 1000))
-        gaps = {b.name: self.gaps.exchange_gaps(self.exchange, w.symbol, b.name, lo, hi)
+        gaps = {b.name: self.gaps.exchange_gaps(self.exchange, w.symbol, b.name, lo, hi,
+                                                price=w.price)
                 for b in w.sources}
         all_gaps = sorted(g for b in w.sources for g in gaps[b.name])
         # the buckets each source has candles in, from its first to its last stored candle
@@ -188,10 +201,12 @@ class Store:
                 if ca >= cb:
                     continue
                 if src == tf:
-                    table = self.reader.native(self.exchange, w.symbol, tf.name, ca, cb)
+                    table = self.reader.native(self.exchange, w.symbol, tf.name, ca, cb,
+                                               price=w.price)
                 else:
                     table, incomplete = self.reader.derived(self.exchange, w.symbol, tf, src,
-                                                            ca, cb, gaps[src.name])
+                                                            ca, cb, gaps[src.name],
+                                                            price=w.price)
                     partial.update(incomplete)
                 tables[src.name] = table
                 offers.append((src.name, table.column("open_time").to_pylist()))
@@ -215,29 +230,34 @@ class Store:
             a = b
 
     def arrow_chunks(self, symbol: str, timeframe: str = "1m", start: Any = None,
-                     end: Any = None, chunk_rows: int = DEFAULT_CHUNK):
+                     end: Any = None, chunk_rows: int = DEFAULT_CHUNK,
+                     price: str = DEFAULT_PRICE):
         """(Arrow table with decimal text, Derivation or None) per chunk: for writers."""
-        w = self.window(symbol, timeframe, start, end)
+        w = self.window(symbol, timeframe, start, end, price)
         yield from self._chunks(w, chunk_rows)
 
     # --- frames --------------------------------------------------------------------------------
     def iter_candles(self, symbol: str, timeframe: str = "1m", start: Any = None,
                      end: Any = None, exact: bool = False, output: str = "pandas",
-                     chunk_rows: int = DEFAULT_CHUNK) -> Iterator[Any]:
+                     chunk_rows: int = DEFAULT_CHUNK, price: str = DEFAULT_PRICE
+                     ) -> Iterator[Any]:
         """Frames of at most chunk_rows candles each, oldest first: for windows too large for
         memory. A derived chunk's `attrs["incomplete"]` (pandas) lists the buckets left out.
         A window without any candle gives no frame at all (`candles` says why)."""
         _check_output(output)
-        w = self.window(symbol, timeframe, start, end)
+        w = self.window(symbol, timeframe, start, end, price)
         for table, d in self._chunks(w, chunk_rows):
             yield _frame(table, exact, output, d)
 
     def candles(self, symbol: str, timeframe: str = "1m", start: Any = None, end: Any = None,
-                exact: bool = False, output: str = "pandas") -> Any:
+                exact: bool = False, output: str = "pandas", price: str = DEFAULT_PRICE) -> Any:
         """Candles with open time in [start, end) (ISO strings, datetimes or epoch ms; default:
         everything stored) as one frame indexed by the UTC open time. Columns open, high, low,
         close, volume, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume:
-        float64, or Decimal (decimal128(38, 8) in Arrow and polars) with exact=True.
+        float64, or Decimal (decimal128(38, 8) in Arrow and polars) with exact=True. `price`:
+        the price series (trade; on futures also mark, index, premium), whose rows carry the
+        exchange's placeholders as sent (a mark candle's volume "0", its trades the count of
+        basic data).
 
         A bucket of a timeframe that is not stored (or not stored there) is derived in the
         database from the finest stored timeframe that has all its candles: the derived frame's
@@ -245,7 +265,7 @@ class Store:
         lists the buckets left out because a candle is missing (not in a known exchange gap;
         the bucket still open now is not one). A frame without rows has `attrs["empty"]`: why."""
         _check_output(output)
-        w = self.window(symbol, timeframe, start, end)
+        w = self.window(symbol, timeframe, start, end, price)
         table, total = self._read(w)
         empty = self._why_empty(w, total) if table.num_rows == 0 else None
         return _frame(table, exact, output, total, empty)
@@ -263,13 +283,14 @@ class Store:
 
     def _why_empty(self, w: Window, d: Derivation | None) -> str:
         """Why a read of the window gave no candle: buckets left out, or nothing stored there."""
-        head = (f"no {w.timeframe.name} candles of {w.symbol} between {iso(w.start)} and "
+        what = "" if w.price == DEFAULT_PRICE else f" {w.price}"
+        head = (f"no {w.timeframe.name}{what} candles of {w.symbol} between {iso(w.start)} and "
                 f"{iso(w.end)}")
         if d is not None and d.incomplete:
             return (f"{head}: {len(d.incomplete)} left out, their base candles are not all "
                     f"stored (first {iso(min(d.incomplete))})")
-        stored = w.stored or {w.timeframe.name: self.reader.bounds(self.exchange, w.symbol,
-                                                                   w.timeframe.name)}
+        stored = w.stored or {w.timeframe.name: self.reader.bounds(
+            self.exchange, w.symbol, w.timeframe.name, price=w.price)}
         held = ", ".join(f"{n} from {iso(first)} to {iso(last + parse_timeframe(n).ms)}"
                          for n, (first, last) in stored.items())
         return f"{head}: stored {held}"
@@ -278,7 +299,8 @@ class Store:
     def export(self, symbols: Sequence[str] | str, timeframe: str = "1m", start: Any = None,
                end: Any = None, format: str | None = None, out: Any = "-",
                per_symbol: bool = False, chunk_rows: int = DEFAULT_CHUNK,
-               decimals: str = "exact", layout: str | None = None) -> ExportResult:
+               decimals: str = "exact", layout: str | None = None,
+               price: str = DEFAULT_PRICE) -> ExportResult:
         """Write candles to csv, parquet, jsonl or feather, streamed chunk by chunk (flat
         memory). `format` defaults to what `out`'s extension names (csv where it names none:
         stdout, a directory); an unknown extension is a ConfigError. Values exactly as stored:
@@ -287,20 +309,22 @@ class Store:
         or (per_symbol) one file per symbol: `out` is then a directory or a path with
         `{symbol}` in it. `layout="freqtrade"`: freqtrade's data files in the directory `out`
         (`out/binance/BTC_USDT-1m.feather`: date, open, high, low, close, volume as float64).
-        `out="-"` writes to stdout. Symbols without a candle in the window are in `empty`."""
+        `out="-"` writes to stdout. Symbols without a candle in the window are in `empty`.
+        `price`: the price series written (one per export; every symbol must have it)."""
         from ohlcv_cli.adapters.files import export as file_export
 
         symbols = [symbols] if isinstance(symbols, str) else list(symbols)
         if not symbols:
             raise ConfigError("no symbols to export")
         symbols = self.resolve(symbols)
+        price = check_market_price(symbols, price)
         fmt = file_export.resolve_format(format, out, layout)
         file_export.check_decimals(decimals)
         per_symbol = per_symbol or layout is not None
         started = time.perf_counter()
         result = ExportResult()
         # resolve every symbol first: bad input stops before a file is written
-        windows = [self.window(s, timeframe, start, end) for s in symbols]
+        windows = [self.window(s, timeframe, start, end, price) for s in symbols]
         tf = windows[0].timeframe.name
         targets = file_export.targets(fmt, out, symbols, per_symbol, layout, tf, self.exchange)
         for target, group in targets:
@@ -329,46 +353,54 @@ class Store:
         return result
 
     def plot(self, symbol: str, timeframe: str = "1h", start: Any = None, end: Any = None,
-             out: str = "chart.png") -> tuple[int, list[int]]:
+             out: str = "chart.png", price: str = DEFAULT_PRICE) -> tuple[int, list[int]]:
         """Candlesticks with volume underneath to a PNG (matplotlib) or a self-contained HTML
-        (plotly); a missing candle stays a hole. Returns the number of candles drawn and the
-        derived buckets left out as incomplete (open times, ms)."""
+        (plotly) of the `price` series; a missing candle stays a hole. Returns the number of
+        candles drawn and the derived buckets left out as incomplete (open times, ms)."""
         from ohlcv_cli.adapters.files import charts
 
-        w = self.window(symbol, timeframe, start, end)
+        w = self.window(symbol, timeframe, start, end, price)
         charts.check_target(out)
-        df = self.candles(symbol, timeframe, w.start, w.end)
+        df = self.candles(symbol, timeframe, w.start, w.end, price=w.price)
         if df.empty:
             raise ConfigError(df.attrs["empty"])
-        charts.candles(df, symbol, w.timeframe, w.start, w.end, out)
+        title = w.symbol if w.price == DEFAULT_PRICE else f"{w.symbol} {w.price}"
+        charts.candles(df, title, w.timeframe, w.start, w.end, out)
         return len(df), [t.value // 1_000_000 for t in df.attrs.get("incomplete", [])]
 
     def coverage(self, symbols: Sequence[str] | None = None, timeframe: str | None = None,
-                 bins: int = 400) -> list[dict]:
-        """Per stored symbol and timeframe, a timeline of bins: the share of expected candles
-        stored in each, and the ranges the exchange has no candles for."""
+                 bins: int = 400, price: str | None = None) -> list[dict]:
+        """Per stored series (symbol, timeframe, price series; all prices unless `price`), a
+        timeline of bins: the share of expected candles stored in each, and the ranges the
+        exchange has no candles for."""
+        from ohlcv_cli.core.markets import check_price
         from ohlcv_cli.services.status import Status
 
         out = []
         symbols = self.resolve(symbols) if symbols else symbols
-        for s in Status(self.gaps).run(int(self.clock() * 1000), symbols, timeframe):
+        price = check_price(price) if price is not None else None
+        for s in Status(self.gaps).run(int(self.clock() * 1000), symbols, timeframe, price):
             tf = parse_timeframe(s.timeframe)
             start, end = s.first, s.end
             bin_ms = max(tf.ms, -(-(end - start) // bins // tf.ms) * tf.ms)
             hist = dict(self.reader.histogram(s.exchange, s.symbol, s.timeframe, start, end,
-                                              bin_ms))
-            out.append({"symbol": s.symbol, "timeframe": s.timeframe, "start": start,
+                                              bin_ms, price=s.price))
+            out.append({"symbol": s.symbol, "timeframe": s.timeframe, "price": s.price,
+                        "start": start,
                         "end": end, "bin_ms": bin_ms, "tf_ms": tf.ms, "stored": hist,
                         "exchange_gaps": s.exchange_gaps})
         return out
 
     def plot_coverage(self, out: str, symbols: Sequence[str] | None = None,
-                      timeframe: str | None = None) -> int:
+                      timeframe: str | None = None, price: str | None = None) -> int:
         """The coverage timelines as a picture (PNG or HTML); returns the number of series."""
         from ohlcv_cli.adapters.files import charts
 
         charts.check_target(out)
-        series = self.coverage(symbols, timeframe)
+        series = self.coverage(symbols, timeframe, price=price)
+        # the picture labels each series by symbol and timeframe: a price series says which
+        series = [s if s["price"] == DEFAULT_PRICE else {**s, "symbol": f"{s['symbol']} {s['price']}"}
+                  for s in series]
         if not series:
             raise ConfigError("no candles stored: nothing to draw")
         charts.coverage(series, out)

@@ -8,17 +8,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ohlcv_cli.core.errors import ConfigError
+import inspect
+import re
+from typing import Iterable, Mapping
+
+from ohlcv_cli.core.errors import BadSymbol, ConfigError
+from ohlcv_cli.core.markets import FAMILIES, check_market_price, check_price, market_of
 from ohlcv_cli.core.ports import Metrics
 from ohlcv_cli.core.settings import (
     DATABASE, EXCHANGE, KAFKA, LOGGING, SOURCES, Settings, load_settings,
 )
-from ohlcv_cli.core.symbols import needs_resolving, resolve_symbols
+from ohlcv_cli.core.symbols import is_pattern, is_symbol, needs_resolving, resolve_symbols
 
 log = logging.getLogger(__name__)
 DEFAULT_BROKER = "127.0.0.1:9092"
 
-_WINDOW = frozenset({"symbols", "timeframe", "backfill_days"})
+_WINDOW = frozenset({"symbols", "timeframe", "candle_price", "backfill_days"})
 _LIVE = frozenset({"stream_source", "stream_url", "stream_streams_per_connection"})
 # The settings each command reads: only these are validated when it runs.
 USES: dict[str, frozenset[str]] = {
@@ -31,7 +36,7 @@ USES: dict[str, frozenset[str]] = {
     "gaps_check": LOGGING | DATABASE | _WINDOW | {"exchange", "realtime_delay_seconds"},
     "gaps_repair": LOGGING | DATABASE | EXCHANGE | _WINDOW | SOURCES | {"backfill_batch_size"},
     "stream": LOGGING | DATABASE | EXCHANGE | KAFKA | _LIVE
-    | {"symbols", "timeframe", "stream_max_catchup_minutes", "metrics_port"},
+    | {"symbols", "timeframe", "candle_price", "stream_max_catchup_minutes", "metrics_port"},
     # the exchange too: the consumer checks symbols against its listing
     "consume": LOGGING | DATABASE | KAFKA | EXCHANGE
     | {"consumer_group", "consumer_workers", "metrics_port"},
@@ -42,8 +47,8 @@ USES: dict[str, frozenset[str]] = {
     "topic_create": LOGGING | KAFKA,
     "symbols": LOGGING | EXCHANGE,
     # the read API (ohlcv_cli.api.read)
-    "export": LOGGING | DATABASE | {"symbols", "timeframe", "exchange"},
-    "plot": LOGGING | DATABASE | {"exchange"},
+    "export": LOGGING | DATABASE | {"symbols", "timeframe", "candle_price", "exchange"},
+    "plot": LOGGING | DATABASE | {"candle_price", "exchange"},
 }
 
 
@@ -55,6 +60,21 @@ def settings_for(command: str, settings: Settings | None = None, **overrides: An
             raise ConfigError("pass either a Settings object or setting keywords, not both")
         return settings
     return load_settings(uses=USES[command], **overrides)
+
+
+def with_price(s: Settings, price: str | None) -> Settings:
+    """The settings with the API's `price=` (CANDLE_PRICE) applied when given, checked at once
+    against the symbols already in ccxt form (before any database or exchange is touched)."""
+    if price is not None:
+        s = s.model_copy(update={"candle_price": check_price(price)})
+    return check_prices(s)
+
+
+def check_prices(s: Settings) -> Settings:
+    """CANDLE_PRICE against every symbol in ccxt form: spot has only trade candles. (Id forms and
+    patterns are checked once resolved: call again then.)"""
+    check_market_price([t for t in s.symbols if is_symbol(t)], s.candle_price)
+    return s
 
 
 # --- adapters -------------------------------------------------------------------------------
@@ -82,13 +102,47 @@ def gap_repository(eng):
     return SqlGapRepository(eng)
 
 
-def fetcher(s: Settings):
+# A delivery contract's id (BTCUSDT_261225, BTCUSD_261225) and a COIN-M perpetual's (BTCUSD_PERP)
+_DELIVERY_ID = re.compile(r"^(?P<pair>[A-Z0-9]+)_(?P<tail>[0-9]{6})$")
+
+
+def families_of(tokens: Iterable[str]) -> set[str]:
+    """The API families (spot, usdm, coinm) whose markets the symbols a user wrote need: a ccxt
+    symbol names its own; an id form is spot's (BTCUSDT) unless it is a contract's
+    (BTCUSD_PERP: COIN-M; BTCUSDT_261225: USD-M, BTCUSD_261225: COIN-M); a pattern with a `:`
+    looks at both futures families, any other at spot."""
+    out: set[str] = set()
+    for t in tokens:
+        if is_symbol(t):
+            out.add(market_of(t).family.name)
+        elif is_pattern(t):
+            out.update(("usdm", "coinm") if ":" in t else ("spot",))
+        elif t.endswith("_PERP"):
+            out.add("coinm")
+        elif (m := _DELIVERY_ID.match(t)) is not None:
+            out.add("coinm" if m["pair"].endswith("USD") else "usdm")
+        else:
+            out.add("spot")
+    return out or {"spot"}
+
+
+def _families_param(cls) -> bool:
+    try:
+        return "families" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def fetcher(s: Settings, families: Iterable[str] | None = None):
     """The process's one exchange client: one markets load and one weight budget for everything
     that asks the exchange (backfill, the stream's REST safety net, the consumer's listing
-    check). It gives up after EXCHANGE_RETRY_SECONDS of outage; `riding_out` gives the stream
-    its view that retries for ever."""
+    check), loading the markets of the families SYMBOLS needs (or `families`). It gives up
+    after EXCHANGE_RETRY_SECONDS of outage; `riding_out` gives the stream its view that
+    retries for ever."""
     from ohlcv_cli.adapters.binance.rest import CcxtFetcher
 
+    fams = sorted(set(families) if families is not None else families_of(s.symbols))
+    extra = {"families": tuple(fams)} if _families_param(CcxtFetcher) else {}
     return CcxtFetcher(
         s.exchange,
         exchange_url=s.exchange_url,
@@ -99,18 +153,65 @@ def fetcher(s: Settings):
         max_retries=s.exchange_max_retries,
         retry_s=s.exchange_retry_seconds,
         weight_limit=s.exchange_weight_limit,
+        **extra,
     )
+
+
+def markets_of(client) -> dict[str, str]:
+    """The loaded families' symbols, each with its market id."""
+    markets = getattr(client, "markets", None)
+    return markets() if callable(markets) else client.spot_markets()
+
+
+def _title(symbol: str) -> str:
+    try:
+        return market_of(symbol).family.title
+    except BadSymbol:
+        return "?"
+
+
+def resolve_in(tokens: Iterable[str], markets: Mapping[str, str], where: str) -> list[str]:
+    """ccxt symbols for parsed tokens against `markets` (symbol -> id). An id more than one
+    market has (BTCUSDT: spot BTC/USDT and the USD-M perpetual BTC/USDT:USDT) is a BadSymbol
+    asking for the ccxt form."""
+    tokens = list(tokens)
+    by_id: dict[str, list[str]] = {}
+    for sym, mid in sorted(markets.items()):
+        by_id.setdefault(mid.upper(), []).append(sym)
+    for t in tokens:
+        found = by_id.get(t, [])
+        if not is_symbol(t) and not is_pattern(t) and len(found) > 1:
+            named = ", ".join(f"{sym} ({_title(sym)})" for sym in found)
+            raise BadSymbol(f"symbol {t!r} is ambiguous in {where}: {named}; write the ccxt "
+                            f"form, e.g. --symbols {found[0]}")
+    ids = {mid: syms[0] for mid, syms in by_id.items() if len(syms) == 1}
+    return resolve_symbols(tokens, markets, ids, where=where)
+
+
+def where_of(exchange: str, families: Iterable[str]) -> str:
+    return f"{exchange} " + " and ".join(FAMILIES[f].title for f in sorted(families))
 
 
 def exchange_symbols(s: Settings, fetcher) -> Settings:
     """The settings with SYMBOLS' id forms (BTCUSDT) and patterns ('.*/USDT') resolved against
-    the exchange's spot markets; unchanged (no request) when every item is a ccxt symbol."""
+    the markets of the families loaded; unchanged (no request) when every item is a ccxt
+    symbol."""
     if not needs_resolving(s.symbols):
         return s
-    markets = fetcher.spot_markets()
-    ids = {mid.upper(): sym for sym, mid in markets.items()}
-    resolved = resolve_symbols(s.symbols, markets, ids, where=f"{s.exchange} spot")
+    resolved = resolve_in(s.symbols, markets_of(fetcher),
+                          where=where_of(s.exchange, families_of(s.symbols)))
     return s.model_copy(update={"symbols": tuple(resolved)})
+
+
+def stored_ids(symbols: Iterable[str]) -> dict[str, str]:
+    """Stored symbols with the ids Binance's conventions give them (core.markets)."""
+    out = {}
+    for sym in symbols:
+        try:
+            out[sym] = market_of(sym).id
+        except BadSymbol:
+            out[sym] = sym.replace("/", "")
+    return out
 
 
 def stored_symbols(s: Settings, eng) -> Settings:
@@ -121,7 +222,7 @@ def stored_symbols(s: Settings, eng) -> Settings:
     from ohlcv_cli.adapters.sql.reader import SqlCandleReader
 
     stored = SqlCandleReader(eng).stored_symbols(s.exchange)
-    resolved = resolve_symbols(s.symbols, stored, where=f"the store ({s.exchange})")
+    resolved = resolve_in(s.symbols, stored_ids(stored), where=f"the store ({s.exchange})")
     return s.model_copy(update={"symbols": tuple(resolved)})
 
 

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, DaysOpt, EndOpt, ExchangeUrlOpt, StartOpt, SymbolsOpt, TimeframeOpt, WideOpt,
+    DatabaseOpt, DaysOpt, EndOpt, ExchangeUrlOpt, PriceOpt, StartOpt, SymbolsOpt, TimeframeOpt,
+    WideOpt,
     column, console, echo_error, err_console, history_window, setting_help, settings, span, table,
 )
 from ohlcv_cli.cli.signals import exit_if_stopped, watch
@@ -29,6 +30,7 @@ def backfill(
     end: EndOpt = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
+    price: PriceOpt = None,
     database_url: DatabaseOpt = None,
     exchange_url: ExchangeUrlOpt = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", help=setting_help("Symbols fetched at once", "backfill_concurrency"))] = None,
@@ -39,7 +41,8 @@ def backfill(
 ) -> None:
     """Fetch every candle the database is missing in the window, then print a summary."""
     window = history_window(days, start, end)
-    s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, database_url=database_url,
+    s = settings(ctx, "backfill", symbols=symbols, timeframe=timeframe, price=price,
+                 database_url=database_url,
                  exchange_url=exchange_url, concurrency=concurrency, backfill_source=source,
                  archive_url=archive_url)
     with progress_bars() as progress:
@@ -69,7 +72,9 @@ def summary_table(result: BackfillResult, wide: bool = False) -> Table:
     for (no data), seconds, status; `wide` adds the archive files, the files rejected by their
     checksum and by the spot-check against REST, and the range."""
     seconds = result.timeframe.endswith("s")
-    t = table(f"backfill {result.timeframe} {span(result.start, result.end, seconds, wide)} UTC")
+    price = "" if result.price == "trade" else f" {result.price}"
+    t = table(f"backfill {result.timeframe}{price} {span(result.start, result.end, seconds, wide)}"
+              " UTC")
     cols = (("symbol", "written", "archive", "REST", "files", "bad checksum", "bad vs REST",
              "range", "no data", "seconds", "status") if wide else
             ("symbol", "written", "archive", "REST", "no data", "s", "status"))

@@ -77,11 +77,17 @@ def plain_help(text: str, default: str) -> str:
 
 SymbolsOpt = Annotated[Optional[str], typer.Option(
     "--symbols", help=setting_help(
-        "Comma list of symbols, any case: BTC/USDT, the exchange's id BTCUSDT, or a regular "
-        "expression matched against the exchange's symbols, e.g. '.*/USDT'", "symbols"))]
+        "Comma list of symbols, any case: BTC/USDT (spot), BTC/USDT:USDT (USD-M perpetual), "
+        "BTC/USDT:USDT-261225 (delivery), BTC/USD:BTC (COIN-M), the exchange's id BTCUSDT, or a "
+        "regular expression matched against the exchange's symbols, e.g. '.*/USDT'",
+        "symbols"))]
 TimeframeOpt = Annotated[Optional[str], typer.Option(
     "--timeframe", "-t", help=setting_help(
         "Candle timeframe: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w", "timeframe"))]
+PriceOpt = Annotated[Optional[str], typer.Option(
+    "--price", help=setting_help(
+        "Price series: trade (the market's own candles); on futures also mark, index or "
+        "premium (the premium index)", "candle_price"))]
 DatabaseOpt = Annotated[Optional[str], typer.Option(
     "--database-url", help=setting_help(
         "SQLAlchemy URL; postgresql:// accepted", "database_url",
@@ -115,6 +121,7 @@ WideOpt = Annotated[bool, typer.Option(
 FIELD_OF = {
     "topic": "topic_name", "partitions": "topic_partitions", "group": "consumer_group",
     "concurrency": "backfill_concurrency", "workers": "consumer_workers",
+    "price": "candle_price",
 }
 
 

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, SymbolsOpt, TimeframeOpt, err_console, history_window, plain_help, settings,
+    DatabaseOpt, PriceOpt, SymbolsOpt, TimeframeOpt, err_console, history_window, plain_help,
+    settings,
 )
 from ohlcv_cli.core.errors import ConfigError
 from ohlcv_cli.core.timeframes import DAY_MS
@@ -47,6 +48,7 @@ def export(
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, parquet, jsonl or feather; \\[default: what --out's extension names, csv for stdout or a directory]")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
+    price: PriceOpt = None,
     days: DaysOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
@@ -62,12 +64,15 @@ def export(
     from ohlcv_cli.api.read import open_store
 
     start_ms, end_ms = window(days, start, end)
-    s = settings(ctx, "export", symbols=symbols, timeframe=timeframe, database_url=database_url)
+    s = settings(ctx, "export", symbols=symbols, timeframe=timeframe, price=price,
+                 database_url=database_url)
     tf = s.timeframe.name
     with open_store(s) as store:
         syms = store.resolve(list(s.symbols))  # id forms and patterns against what is stored
         result = store.export(syms, tf, start_ms, end_ms, fmt, out, per_symbol,
-                              decimals=decimals, layout=layout)
+                              decimals=decimals, layout=layout, price=s.candle_price)
+    if s.candle_price != "trade":
+        tf = f"{tf} {s.candle_price}"  # how the lines below name the candles
     if result.rows == 0:
         for f in result.files:
             if f != "-" and os.path.exists(f):

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ohlcv_cli import api
 from ohlcv_cli.cli.common import (
-    DatabaseOpt, ExchangeUrlOpt, JsonOpt, StartOpt, SymbolsOpt, TimeframeOpt, WideOpt,
+    DatabaseOpt, ExchangeUrlOpt, JsonOpt, PriceOpt, StartOpt, SymbolsOpt, TimeframeOpt, WideOpt,
     column, console, echo_error, history_window, plain_help, setting_help, settings, span, table,
 )
 from ohlcv_cli.cli.signals import exit_if_stopped, watch
@@ -34,12 +34,12 @@ MAX_RANGE_LINES = 10
 def check(
     ctx: typer.Context,
     days: DaysOpt = None, start: StartOpt = None, end: EndOpt = None,
-    symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
+    symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None, price: PriceOpt = None,
     database_url: DatabaseOpt = None, as_json: JsonOpt = False, wide: WideOpt = False,
 ) -> None:
     """Report missing closed candles per symbol; needs only the database (exit 1 on gaps)."""
     window = history_window(days, start, end)
-    s = settings(ctx, "gaps_check", symbols=symbols, timeframe=timeframe,
+    s = settings(ctx, "gaps_check", symbols=symbols, timeframe=timeframe, price=price,
                  database_url=database_url)
     report = api.gaps_check(s, window=window)
     if as_json:
@@ -55,7 +55,7 @@ def check(
 def repair(
     ctx: typer.Context,
     days: DaysOpt = None, start: StartOpt = None, end: EndOpt = None,
-    symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None,
+    symbols: SymbolsOpt = None, timeframe: TimeframeOpt = None, price: PriceOpt = None,
     database_url: DatabaseOpt = None, exchange_url: ExchangeUrlOpt = None,
     as_json: JsonOpt = False, source: SourceOpt = None, archive_url: ArchiveUrlOpt = None,
     no_verify: NoVerifyOpt = False, wide: WideOpt = False,
@@ -63,7 +63,7 @@ def repair(
     """Fetch the missing candles and remember what the exchange has none of (exit 1 if some
     are still missing)."""
     window = history_window(days, start, end)
-    s = settings(ctx, "gaps_repair", symbols=symbols, timeframe=timeframe,
+    s = settings(ctx, "gaps_repair", symbols=symbols, timeframe=timeframe, price=price,
                  database_url=database_url, exchange_url=exchange_url, backfill_source=source,
                  archive_url=archive_url)
     report = api.gaps_repair(s, verify=not no_verify, stop=watch(), window=window)
@@ -117,7 +117,8 @@ def _status(g) -> str:
 
 def _title(what: str, report, wide: bool) -> str:
     seconds = report.timeframe.endswith("s")
-    return (f"{what} {report.timeframe} {span(report.start, report.end, seconds, wide)} UTC"
+    price = "" if report.price == "trade" else f" {report.price}"
+    return (f"{what} {report.timeframe}{price} {span(report.start, report.end, seconds, wide)} UTC"
             + (" (end exclusive)" if wide else ""))
 
 
@@ -167,7 +168,7 @@ def _ranges_json(tf: Timeframe, ranges) -> list[dict]:
 
 def check_json(report: GapReport, tf: Timeframe) -> dict:
     return {
-        "exchange": report.exchange, "timeframe": report.timeframe,
+        "exchange": report.exchange, "timeframe": report.timeframe, "price": report.price,
         "start": _iso_z(report.start), "end": _iso_z(report.end), "ok": report.ok,
         "missing_candles": report.missing_candles,
         "symbols": [{
@@ -213,7 +214,7 @@ def _repair_summary(report: RepairReport, tf: Timeframe) -> str:
 
 def repair_json(report: RepairReport, tf: Timeframe) -> dict:
     return {
-        "exchange": report.exchange, "timeframe": report.timeframe,
+        "exchange": report.exchange, "timeframe": report.timeframe, "price": report.price,
         "start": _iso_z(report.start), "end": _iso_z(report.end), "ok": report.ok,
         "symbols": [{
             "symbol": r.symbol, "missing": _ranges_json(tf, r.missing), "fetched": r.fetched,

@@ -11,7 +11,8 @@ from ohlcv_cli import api
 from ohlcv_cli.cli.backfill import report_backfill
 from ohlcv_cli.cli.signals import exit_if_stopped, stopped, watch
 from ohlcv_cli.cli.common import (
-    BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, SymbolsOpt, TimeframeOpt, TopicOpt,
+    BrokerOpt, DatabaseOpt, ExchangeUrlOpt, MetricsOpt, PriceOpt, SymbolsOpt, TimeframeOpt,
+    TopicOpt,
     console, history_window, setting_help, settings,
 )
 from ohlcv_cli.core.errors import ConfigError
@@ -30,6 +31,7 @@ def stream(
     ctx: typer.Context,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
+    price: PriceOpt = None,
     kafka_broker: BrokerOpt = None,
     topic: TopicOpt = None,
     partitions: PartitionsOpt = None,
@@ -41,7 +43,8 @@ def stream(
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
-    s = settings(ctx, "stream", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
+    s = settings(ctx, "stream", symbols=symbols, timeframe=timeframe, price=price,
+                 kafka_broker=kafka_broker,
                  topic=topic, partitions=partitions, database_url=database_url,
                  exchange_url=exchange_url, metrics_port=metrics_port, stream_source=source,
                  stream_url=stream_url)
@@ -75,6 +78,7 @@ def run(
     start: Annotated[Optional[str], typer.Option("--start", help="Backfill from this ISO time instead of --days \\[default: --days back]")] = None,
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
+    price: PriceOpt = None,
     kafka_broker: RunBrokerOpt = None,
     topic: TopicOpt = None,
     database_url: DatabaseOpt = None,
@@ -91,7 +95,8 @@ def run(
     if days is not None and start is not None:
         raise ConfigError("use either --days or --start, not both")
     window = history_window(days, start, None)
-    s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, kafka_broker=kafka_broker,
+    s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, price=price,
+                 kafka_broker=kafka_broker,
                  topic=topic, database_url=database_url, exchange_url=exchange_url,
                  metrics_port=metrics_port, stream_source=source, stream_url=stream_url)
     stop = watch()

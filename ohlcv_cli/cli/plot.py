@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ohlcv_cli.cli.common import DatabaseOpt, console, settings
+from ohlcv_cli.cli.common import DatabaseOpt, PriceOpt, console, settings
 from ohlcv_cli.cli.export import DaysOpt, EndOpt, StartOpt, warn_incomplete, window
 from ohlcv_cli.core.timeutil import iso
 
@@ -16,6 +16,7 @@ def plot(
     symbol: Annotated[str, typer.Argument(help="Symbol, any case: BTC/USDT, or the id form BTCUSDT")],
     out: Annotated[str, typer.Option("--out", "-o", help="chart.png (static) or chart.html (interactive)")],
     timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Stored or derivable timeframe", show_default=True)] = "1h",
+    price: PriceOpt = None,
     days: DaysOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
@@ -29,16 +30,18 @@ def plot(
 
     start_ms, end_ms = window(days, start, end)
     check_picture(out)
-    s = settings(ctx, "plot", database_url=database_url)
+    s = settings(ctx, "plot", price=price, database_url=database_url)
     with open_store(s) as store:
-        w = store.window(symbol, timeframe, start_ms, end_ms)
-        drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out)
+        w = store.window(symbol, timeframe, start_ms, end_ms, s.candle_price)
+        drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out, w.price)
     warn_incomplete(w.symbol, timeframe, incomplete)
-    console.print(f"{out}: {drawn} {timeframe} candles of {w.symbol}, {iso(w.start)} to "
+    what = timeframe if w.price == "trade" else f"{timeframe} {w.price}"
+    console.print(f"{out}: {drawn} {what} candles of {w.symbol}, {iso(w.start)} to "
                   f"{iso(w.end)} UTC", markup=False, highlight=False, soft_wrap=True)
 
 
-def coverage(s, out: str, symbols: str | None, timeframe: str | None) -> None:
+def coverage(s, out: str, symbols: str | None, timeframe: str | None,
+             price: str | None = None) -> None:
     """`ohlcv status --plot PATH`: per symbol and timeframe, what is stored, missing, or has no
     candles on the exchange."""
     from ohlcv_cli.api.read import check_picture, open_store
@@ -46,5 +49,5 @@ def coverage(s, out: str, symbols: str | None, timeframe: str | None) -> None:
     check_picture(out)
     with open_store(s) as store:
         wanted = store.resolve(symbols) if symbols is not None else None
-        n = store.plot_coverage(out, wanted, timeframe)
+        n = store.plot_coverage(out, wanted, timeframe, price)
     console.print(f"{out}: coverage of {n} series", markup=False, highlight=False)

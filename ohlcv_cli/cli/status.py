@@ -24,22 +24,26 @@ def status(
     timeframe: Annotated[Optional[str], typer.Option(
         "--timeframe", "-t",
         help="Only this timeframe \\[default: every timeframe stored]")] = None,
+    price: Annotated[Optional[str], typer.Option(
+        "--price", help="Only this price series: trade, mark, index or premium \\[default: "
+        "every price series stored]")] = None,
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
     wide: WideOpt = False,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the coverage timeline to this .png or .html \\[default: no picture]")] = None,
 ) -> None:
-    """Show what the store holds per symbol and timeframe: range, coverage and freshness.
+    """Show what the store holds per symbol, timeframe and price series: range, coverage and
+    freshness.
 
     With --wide also the stored and expected counts and the ranges the exchange has no candles
     for."""
     # Only the flags filter: without them every series in the store is shown.
     s = settings(ctx, "status", database_url=database_url)
-    report = api.status(s, symbols=symbols, timeframe=timeframe)
+    report = api.status(s, symbols=symbols, timeframe=timeframe, price=price)
     if plot is not None:
         from ohlcv_cli.cli.plot import coverage
 
-        coverage(s, plot, symbols, timeframe)
+        coverage(s, plot, symbols, timeframe, price)
     if as_json:
         typer.echo(json.dumps([_json(r) for r in report.series], indent=2))
     elif not report.series:
@@ -52,29 +56,32 @@ def status(
 
 
 def status_table(report: api.StatusReport, wide: bool = False) -> Table:
-    """Symbol, timeframe, first → last candle (compact), coverage, age; `wide`: first and last
-    in full, stored and expected counts, exchange gaps."""
+    """Symbol, timeframe, price series, first → last candle (compact), coverage, age; `wide`:
+    first and last in full, stored and expected counts, exchange gaps. The compact table shows
+    the price column when a series other than trade is in it (a spot store's stays as it was)."""
     t = table(f"store at {report.database}")
+    prices = wide or any(r.price != "trade" for r in report.series)
     if wide:
-        for col in ("symbol", "timeframe", "first", "last"):
+        for col in ("symbol", "timeframe", "price", "first", "last"):
             column(t, col)
         for col in ("stored", "expected", "coverage %", "age", "exchange gaps"):
             column(t, col, right=True)
     else:
-        for col in ("symbol", "tf", "first → last candle"):
+        for col in ("symbol", "tf") + (("price",) if prices else ()) + ("first → last candle",):
             column(t, col)
         for col in ("cover %", "age"):
             column(t, col, right=True)
     for r in report.series:
         pct = f"{int(r.coverage * 100) / 100:.2f}"
         if wide:
-            t.add_row(r.symbol, r.timeframe, iso(r.first), iso(r.last), str(r.stored),
+            t.add_row(r.symbol, r.timeframe, r.price, iso(r.first), iso(r.last), str(r.stored),
                       str(r.expected), pct, age(r.age_ms),
                       f"{r.exchange_gap_ranges} / {r.exchange_gap_candles}"
                       if r.exchange_gap_ranges else "-")
         else:
             seconds = r.timeframe.endswith("s")
-            t.add_row(r.symbol, r.timeframe, span(r.first, r.last, seconds), pct, age(r.age_ms))
+            t.add_row(r.symbol, r.timeframe, *([r.price] if prices else []),
+                      span(r.first, r.last, seconds), pct, age(r.age_ms))
     return t
 
 
@@ -92,7 +99,7 @@ def _json(r: SeriesStatus) -> dict:
         return iso(ms).replace(" ", "T") + "Z"
 
     return {
-        "exchange": r.exchange, "symbol": r.symbol, "timeframe": r.timeframe,
+        "exchange": r.exchange, "symbol": r.symbol, "timeframe": r.timeframe, "price": r.price,
         "first": z(r.first), "last": z(r.last), "stored": r.stored, "expected": r.expected,
         "coverage": r.coverage, "age_seconds": r.age_ms / 1000,
         "exchange_gap_ranges": r.exchange_gap_ranges,

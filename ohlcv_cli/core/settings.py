@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, PlainValidator, SecretStr, ValidationE
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ohlcv_cli.core.errors import ConfigError, OhlcvError
+from ohlcv_cli.core.markets import DEFAULT_PRICE, check_price
 from ohlcv_cli.core.symbols import parse_symbols
 from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 
@@ -79,6 +80,8 @@ class Settings(BaseSettings):
     symbols: Annotated[tuple[str, ...], NoDecode] = ("BTC/USDT", "ETH/USDT")
     # parsed once here: services get a Timeframe, never a name to parse again
     timeframe: Annotated[Timeframe, NoDecode, PlainValidator(_timeframe)] = parse_timeframe("1m")
+    # which price series of the symbols: trade (every market), mark, index, premium (futures)
+    candle_price: str = DEFAULT_PRICE
     backfill_days: int = Field(7, gt=0)
     realtime_delay_seconds: float = _seconds(1.0, ge=0)
 
@@ -130,6 +133,14 @@ class Settings(BaseSettings):
     def _split_symbols(cls, v: Any) -> Any:
         try:
             return tuple(parse_symbols(v)) if isinstance(v, (str, list, tuple)) else v
+        except OhlcvError as exc:
+            raise _Invalid(exc) from None
+
+    @field_validator("candle_price", mode="before")
+    @classmethod
+    def _check_price(cls, v: Any) -> Any:
+        try:
+            return check_price(v) if isinstance(v, str) else v
         except OhlcvError as exc:
             raise _Invalid(exc) from None
 

@@ -3,17 +3,30 @@
 `HistoryWindow` is what the caller asked for, parsed and validated once where it is asked (the
 CLI's flags or the API's arguments) and passed down as it is; below the edge only the bounds are
 computed from it (`bounds`), never checked again.
+
+A futures contract trades only inside its span: from its listing (onboard date) and, for a
+delivery contract, until its delivery. `trading_window` clips a window to that span; the parts cut
+off are not the store's to fill (the head before listing is recorded as empty at the exchange, as
+for a spot market listed inside the window; nothing at or after delivery is expected at all).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ohlcv_cli.core.errors import ConfigError
+from datetime import datetime, timezone
+
+from ohlcv_cli.core.errors import BadSymbol, ConfigError
+from ohlcv_cli.core.markets import market_of
 from ohlcv_cli.core.timeframes import DAY_MS, Timeframe
 from ohlcv_cli.core.timeutil import iso, to_ms
 
-__all__ = ["DAY_MS", "HistoryWindow", "check_days", "grace_end"]
+__all__ = ["DAY_MS", "HistoryWindow", "Span", "check_days", "delivery_of", "grace_end",
+           "symbol_span", "trading_window"]
+
+# (first open time the market can have, end of trading): None where there is no bound
+Span = tuple[int | None, int | None]
+DELIVERY_HOUR_UTC = 8  # Binance delivers quarterly contracts at 08:00 UTC on the expiry date
 
 
 def check_days(days: float, now_ms: int, name: str = "days") -> None:
@@ -89,3 +102,39 @@ def grace_end(tf: Timeframe, now_ms: int, delay_ms: int) -> int:
     """Exclusive end of the candles that must be stored by now: the last closed candle is given
     the settle delay plus one timeframe to arrive."""
     return tf.floor(now_ms - delay_ms - tf.ms)
+
+
+def delivery_of(symbol: str) -> int | None:
+    """The delivery time (ms) a delivery contract's symbol names (BTC/USDT:USDT-250926:
+    2025-09-26 08:00 UTC); None for spot, perpetuals and a symbol that is not ours. The
+    exchange's own deliveryDate (the fetcher's trading_span) is the authority where it is asked;
+    this is what a check that reads only the database knows."""
+    try:
+        expiry = market_of(symbol).expiry
+    except BadSymbol:
+        return None
+    if expiry is None:
+        return None
+    try:
+        day = datetime.strptime(expiry, "%y%m%d").replace(hour=DELIVERY_HOUR_UTC,
+                                                          tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return int(day.timestamp() * 1000)
+
+
+def symbol_span(symbol: str) -> Span:
+    """The span the symbol itself tells: no listing date, its delivery if it has one."""
+    return None, delivery_of(symbol)
+
+
+def trading_window(tf: Timeframe, start: int, end: int, span: Span) -> tuple[int, int]:
+    """[start, end) clipped to the market's trading span on the timeframe's grid: from the bucket
+    holding its first open time (a 1d candle of a market listed at 10:30 opens at 00:00) to the
+    end of the bucket holding its delivery (no candle opens at or after it). Empty (start ==
+    end) when the window lies wholly outside the span."""
+    first, last = span
+    a = start if first is None else max(start, tf.floor(first))
+    b = end if last is None else min(end, tf.ceil(last))
+    a = min(a, end)
+    return a, max(a, b)

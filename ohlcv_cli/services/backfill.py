@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ohlcv_cli.core.markets import DEFAULT_PRICE
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.window import HistoryWindow
 from ohlcv_cli.services.history import FillHistory, Progress, SymbolResult
@@ -24,6 +25,7 @@ class BackfillResult:
     start: int
     end: int
     symbols: list[SymbolResult] = field(default_factory=list)
+    price: str = DEFAULT_PRICE
 
     @property
     def ok(self) -> bool:
@@ -43,12 +45,13 @@ class Backfill:
         self.history = history
 
     def run(self, symbols: Sequence[str], tf: Timeframe, window: HistoryWindow, *,
-            source: str = "auto") -> BackfillResult:
+            source: str = "auto", price: str = DEFAULT_PRICE) -> BackfillResult:
+        """Fill the `price` series (trade, mark, index, premium) of the symbols in the window."""
         fetcher = self.history.fetcher
         fetcher.check_symbols(symbols)
         start, end = window.bounds(tf, fetcher.now_ms())
-        result = BackfillResult(tf.name, start, end)
-        result.symbols = self.history.run(symbols, tf, start, end, source=source)
+        result = BackfillResult(tf.name, start, end, price=price)
+        result.symbols = self.history.run(symbols, tf, start, end, source=source, price=price)
         for r in result.symbols:
             if r.stopped and r.error is None:
                 r.error = STOPPED

@@ -6,6 +6,12 @@ store's holes less the ranges the exchange confirmed empty, `find_missing`), tak
 from the archive's whole months and days, then the rest from REST with pages in flight under the
 fetcher's one weight budget (services.paging), writes each symbol's pages in order, records the
 ranges the exchange has no candles for, and reports progress through the callback it is given.
+
+One run fills one price series (trade, mark, index, premium) of its symbols. A futures contract's
+window is first clipped to its trading span (core.window.trading_window, from the fetcher's
+trading_span): nothing is fetched at or after a delivery, and the head before a listing inside the
+window is recorded as empty at the exchange without a request, as a spot market's time before
+its listing ends up recorded once REST has found it empty.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.markets import DEFAULT_PRICE
 from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
 from ohlcv_cli.core.ranges import Range, clip, count, merge, subtract
 from ohlcv_cli.core.timeframes import Timeframe
+from ohlcv_cli.core.window import Span, symbol_span, trading_window
 from ohlcv_cli.services.paging import Job, PagedFetch
 
 if TYPE_CHECKING:
@@ -45,26 +53,36 @@ class Missing:
 
 
 def find_missing(repo: CandleRepository, gaps: ExchangeGapRepository | None, exchange: str,
-                 symbol: str, tf: Timeframe, start: int, end: int, *, chunk: int = CHUNK
-                 ) -> Missing:
-    """The store's holes in [start, end) without the ranges known empty at the exchange, asked
-    one chunk of the expected grid at a time (each should be complete: the count fast path)."""
-    known = [] if gaps is None else clip(gaps.exchange_gaps(exchange, symbol, tf.name, start, end),
-                                         start, end)
-    expected = subtract([(start, end)], known)
+                 symbol: str, tf: Timeframe, start: int, end: int, *, chunk: int = CHUNK,
+                 price: str = DEFAULT_PRICE) -> Missing:
+    """The store's holes in [start, end) of one price series without the ranges known empty at
+    the exchange, asked one chunk of the expected grid at a time (each should be complete: the
+    count fast path)."""
+    known = [] if gaps is None or start >= end else clip(
+        gaps.exchange_gaps(exchange, symbol, tf.name, start, end, price=price), start, end)
+    expected = subtract([(start, end)], known) if start < end else []
     ranges: list[Range] = []
     step = max(1, chunk) * tf.ms
     for a, b in expected:
         for c in range(a, b, step):
-            ranges.extend(repo.missing_ranges(exchange, symbol, tf, c, min(b, c + step)))
+            ranges.extend(repo.missing_ranges(exchange, symbol, tf, c, min(b, c + step),
+                                              price=price))
     return Missing(merge(ranges), known, expected)  # a range cut by a chunk is one range again
+
+
+def trading_span(fetcher, symbol: str) -> Span:
+    """The symbol's trading span from the exchange (listing, delivery), or what its name says
+    when the fetcher cannot tell."""
+    span = getattr(fetcher, "trading_span", None)
+    return span(symbol) if callable(span) else symbol_span(symbol)
 
 
 @dataclass
 class SymbolResult:
     symbol: str
-    start: int
+    start: int  # the window, clipped to the symbol's trading span (a listing, a delivery)
     end: int
+    price: str = DEFAULT_PRICE
     missing: int = 0  # candles the store lacked in the window before this run
     fetched: int = 0
     written: int = 0
@@ -101,39 +119,71 @@ class FillHistory:
         self.progress, self.file_progress = progress, file_progress
         self.chunk = chunk
 
-    def missing(self, symbol: str, tf: Timeframe, start: int, end: int) -> Missing:
+    def missing(self, symbol: str, tf: Timeframe, start: int, end: int,
+                price: str = DEFAULT_PRICE) -> Missing:
         return find_missing(self.repo, self.gaps, self.fetcher.exchange_id, symbol, tf, start, end,
-                            chunk=self.chunk)
+                            chunk=self.chunk, price=price)
 
     def run(self, symbols: Sequence[str], tf: Timeframe, start: int, end: int, *,
-            source: str = "auto", tag: str = "backfill", settled: int | None = None
-            ) -> list[SymbolResult]:
-        """Fill [start, end) of every symbol; one result per symbol, in order. `tag` is the
-        candles' source column for REST rows; `settled`: the exchange's last settled close
-        (asked if not given)."""
-        results = [SymbolResult(s, start, end) for s in symbols]
+            source: str = "auto", tag: str = "backfill", settled: int | None = None,
+            price: str = DEFAULT_PRICE) -> list[SymbolResult]:
+        """Fill [start, end) of the `price` series of every symbol; one result per symbol, in
+        order. `tag` is the candles' source column for REST rows; `settled`: the exchange's last
+        settled close (asked if not given)."""
+        results = [SymbolResult(s, start, end, price) for s in symbols]
         for r in results:
+            self._clip(r, tf, settled)
             self._take_missing(r, tf)
         base: dict[str, int] = {}
         if self.archive is not None and source != "rest":
-            base = self._archive_pass(results, tf)
+            base = self._archive_pass(results, tf, price)
         if source == "archive" and self.archive is not None:
             for r in results:
                 if r.error is None:
-                    r.left_missing = count(tf, self.missing(r.symbol, tf, start, end).ranges)
+                    r.left_missing = count(tf, self.missing(r.symbol, tf, r.start, r.end,
+                                                            price).ranges)
             return results
-        self._rest_pass(results, tf, tag, settled, base)
+        self._rest_pass(results, tf, tag, settled, base, price)
         return results
 
     # --- the parts of run ---------------------------------------------------------------------
-    def _take_missing(self, r: SymbolResult, tf: Timeframe) -> None:
+    def _clip(self, r: SymbolResult, tf: Timeframe, settled: int | None) -> None:
+        """The window within the symbol's trading span; a head before its listing is recorded
+        empty at the exchange (it is in the past: no candle can appear there)."""
         try:
-            r.ranges = self.missing(r.symbol, tf, r.start, r.end).ranges
+            span = trading_span(self.fetcher, r.symbol)
         except OhlcvError as exc:
             r.error = str(exc)
+            return
+        window = r.start, r.end
+        r.start, r.end = trading_window(tf, r.start, r.end, span)
+        head = (window[0], r.start) if r.start > window[0] else None
+        if head is None or self.gaps is None:
+            return
+        if settled is not None and head[1] > settled:
+            return
+        try:
+            known = self.gaps.exchange_gaps(self.fetcher.exchange_id, r.symbol, tf.name,
+                                            *head, price=r.price)
+            new = subtract([head], known)
+            if new:
+                self.gaps.record_exchange_gaps(self.fetcher.exchange_id, r.symbol, tf.name,
+                                               new, price=r.price)
+            r.empty.extend(new)
+            r.exchange_missing += count(tf, new)
+        except OhlcvError as exc:
+            r.error = str(exc)
+
+    def _take_missing(self, r: SymbolResult, tf: Timeframe) -> None:
+        if r.error is None:
+            try:
+                r.ranges = self.missing(r.symbol, tf, r.start, r.end, r.price).ranges
+            except OhlcvError as exc:
+                r.error = str(exc)
         r.missing = count(tf, r.ranges)
 
-    def _archive_pass(self, results: list[SymbolResult], tf: Timeframe) -> dict[str, int]:
+    def _archive_pass(self, results: list[SymbolResult], tf: Timeframe,
+                      price: str) -> dict[str, int]:
         """Whole months and days from the archive; returns the candles each symbol got there
         (the REST pass's progress starts from them)."""
         archived: dict[str, int] = {}
@@ -145,7 +195,7 @@ class FillHistory:
                 self.file_progress(symbol, files_done, files)
 
         got = self.archive.run(tf, {r.symbol: r.ranges for r in results if r.error is None},
-                               progress=on_file)
+                               progress=on_file, **_priced(price))
         for r in results:
             a = got.get(r.symbol)
             if a is None:
@@ -160,14 +210,14 @@ class FillHistory:
         return archived
 
     def _rest_pass(self, results: list[SymbolResult], tf: Timeframe, tag: str,
-                   settled: int | None, base: dict[str, int]) -> None:
+                   settled: int | None, base: dict[str, int], price: str) -> None:
         """What is still missing (the store asked again, after the archive), from REST."""
         jobs = []
         for r in results:
             ranges = r.ranges if r.archive is None else []
             if r.archive is not None and r.error is None:
                 try:
-                    ranges = self.missing(r.symbol, tf, r.start, r.end).ranges
+                    ranges = self.missing(r.symbol, tf, r.start, r.end, price).ranges
                 except OhlcvError as exc:
                     r.error = str(exc)
             jobs.append(Job(r.symbol, ranges, error=r.error))
@@ -180,14 +230,22 @@ class FillHistory:
         PagedFetch(self.fetcher, self.repo, self.gaps,
                    in_flight=self.concurrency if sequential else self.in_flight,
                    per_symbol=1 if sequential else None, batch_size=self.batch_size,
-                   progress=on_rest, stop=self.stop).fill(jobs, tf, tag, settled=settled)
+                   progress=on_rest, stop=self.stop).fill(jobs, tf, tag, settled=settled,
+                                                          **_priced(price))
         for r, job in zip(results, jobs):
             r.fetched += job.fetched
             r.written += job.written
-            r.exchange_missing, r.empty, r.stopped = job.exchange_missing, job.empty, job.stopped
+            r.exchange_missing += job.exchange_missing
+            r.empty = merge(r.empty + job.empty)
+            r.stopped = job.stopped
             r.seconds += job.seconds
             r.error = r.error or job.error
 
     def _report(self, symbol: str, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(symbol, done, total)
+
+
+def _priced(price: str) -> dict:
+    """The price keyword for the REST and archive engines."""
+    return {} if price == DEFAULT_PRICE else {"price": price}

@@ -1,10 +1,12 @@
-"""Status: what the store holds per symbol and timeframe, how complete and how fresh it is."""
+"""Status: what the store holds per series (symbol, timeframe, price series), how complete and
+how fresh it is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ohlcv_cli.core.markets import DEFAULT_PRICE
 from ohlcv_cli.core.ports import GapRepository
 from ohlcv_cli.core.timeframes import parse_timeframe
 from ohlcv_cli.core.ranges import clip, count
@@ -23,6 +25,7 @@ class SeriesStatus:
     exchange_gap_candles: int
     age_ms: int  # since the newest candle closed
     exchange_gaps: list[tuple[int, int]] = field(default_factory=list, repr=False)  # [start, end)
+    price: str = DEFAULT_PRICE  # trade, mark, index, premium
 
     @property
     def end(self) -> int:
@@ -41,16 +44,17 @@ class Status:
         self.gaps = gaps
 
     def run(self, now_ms: int, symbols: Sequence[str] | None = None,
-            timeframe: str | None = None) -> list[SeriesStatus]:
+            timeframe: str | None = None, price: str | None = None) -> list[SeriesStatus]:
+        """Every series stored (or those of `symbols`, `timeframe`, `price`)."""
         out = []
-        for s in self.gaps.series(symbols, timeframe):
+        for s in self.gaps.series(symbols, timeframe, price=price):
             tf = parse_timeframe(s.timeframe)
             end = s.last + tf.ms
-            known = self.gaps.exchange_gaps(s.exchange, s.symbol, s.timeframe)
+            known = self.gaps.exchange_gaps(s.exchange, s.symbol, s.timeframe, price=s.price)
             inside = count(tf, clip(known, s.first, end))
             out.append(SeriesStatus(
                 s.exchange, s.symbol, s.timeframe, s.first, s.last, s.stored,
                 tf.count(s.first, end) - inside, len(known), count(tf, known), now_ms - end,
-                known,
+                known, s.price,
             ))
         return out
