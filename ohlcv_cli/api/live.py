@@ -18,6 +18,7 @@ from ohlcv_cli.api import wiring
 from ohlcv_cli.api.history import Time, _now_ms, history_window
 from ohlcv_cli.api.wiring import settings_for
 from ohlcv_cli.core.errors import OhlcvError, WorkerDied
+from ohlcv_cli.core.markets import market_of
 from ohlcv_cli.core.ports import Metrics
 from ohlcv_cli.core.settings import Settings
 from ohlcv_cli.core.window import HistoryWindow
@@ -54,34 +55,51 @@ def topic_create(settings: Settings | None = None, **overrides) -> TopicResult:
 
 def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
                     stop: threading.Event):
-    """The REST stream; with STREAM_SOURCE=ws, the websocket in front of it (REST stays its
-    safety net). Both run(max_cycles) and return a StreamState."""
+    """The REST stream; with STREAM_SOURCE=ws, the websockets in front of it (one connection
+    set per API family; REST stays their safety net and fetches at each close what no
+    websocket streams). Both run(max_cycles) and return a StreamState."""
     s = wiring.check_prices(wiring.exchange_symbols(s, fetcher))
     service = Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
                      delay_s=s.realtime_delay_seconds,
                      max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics,
-                     stop=stop)
+                     stop=stop, price=s.candle_price)
     if s.stream_source != "ws":
-        return service
-    if s.websocket_url() is None:
-        log.warning("OHLCV_EXCHANGE_URL is set but OHLCV_STREAM_URL is not: streaming over REST "
-                    "only (set OHLCV_STREAM_URL to the same exchange's websocket)")
         return service
     return _ws_service(s, service, fetcher)
 
 
 def _ws_service(s: Settings, service: Stream, fetcher):
-    from ohlcv_cli.adapters.binance.ws import BinanceWsFeed
-    from ohlcv_cli.services.ws_stream import WsStream
+    from ohlcv_cli.adapters.binance.ws import LAYOUTS, BinanceWsFeed
+    from ohlcv_cli.services.ws_stream import FeedGroup, WsStream
 
     fetcher.check_symbols(s.symbols)
-    url = s.websocket_url()
-    feed = BinanceWsFeed(url, {sym: fetcher.market_id(sym) for sym in s.symbols}, s.timeframe,
-                         exchange_id=fetcher.exchange_id,
-                         max_streams=s.stream_streams_per_connection)
-    log.info("websocket source %s: %d streams on %d connections", url, len(s.symbols),
-             feed.connections)
-    return WsStream(service, feed)
+    by_family: dict[str, list[str]] = {}
+    for sym in s.symbols:
+        by_family.setdefault(market_of(sym).family.name, []).append(sym)
+    feeds = []
+    for family, symbols in by_family.items():
+        setting = LAYOUTS[family].setting
+        url = s.websocket_url(family)
+        if url is None:
+            log.warning("OHLCV_EXCHANGE_URL is set but %s is not: streaming over REST only "
+                        "for %s (set %s to the same exchange's websocket)", setting,
+                        ", ".join(symbols), setting)
+            continue
+        feed = BinanceWsFeed(url, {sym: fetcher.market_id(sym) for sym in symbols}, s.timeframe,
+                             family=family, price=s.candle_price,
+                             pairs={sym: market_of(sym).pair for sym in symbols},
+                             exchange_id=fetcher.exchange_id,
+                             max_streams=s.stream_streams_per_connection)
+        if not feed.candle_streams:
+            log.info("%s: no websocket stream of %s candles on %s; fetched over REST at each "
+                     "close", ", ".join(symbols), s.candle_price, family)
+            continue
+        log.info("websocket source %s (%s): %d streams on %d connections", url, family,
+                 feed.candle_streams, feed.connections)
+        feeds.append(feed)
+    if not feeds:
+        return service
+    return WsStream(service, FeedGroup(feeds))
 
 
 def stream(settings: Settings | None = None, *, stop: threading.Event | None = None,

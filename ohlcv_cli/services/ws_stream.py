@@ -19,12 +19,12 @@ import logging
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import BadSymbol, BrokerUnavailable, ExchangeUnavailable, StorageError
-from ohlcv_cli.core.feed import CandleFeed, Connected, Disconnected
+from ohlcv_cli.core.feed import CandleFeed, Connected, Disconnected, FeedEvent
 from ohlcv_cli.services.stream import SINK_RETRY_MAX_S, Stream, StreamState
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,39 @@ class _Fetched:
     short: bool = False  # the exchange did not have the whole range yet
     halted: str | None = None  # the exchange no longer lists it (-1121)
     bug: BaseException | None = None
+
+
+class FeedGroup:
+    """Several feeds as one (one per API family: spot, USD-M, COIN-M, each with its own
+    connections); connection numbers are made unique across them."""
+
+    def __init__(self, feeds: Sequence) -> None:
+        self.feeds = list(feeds)
+
+    @property
+    def connections(self) -> int:
+        return sum(f.connections for f in self.feeds)
+
+    def start(self, emit: Callable[[FeedEvent], None]) -> None:
+        offset = 0
+        for feed in self.feeds:
+            feed.start(self._shifted(emit, offset))
+            offset += feed.connections
+
+    @staticmethod
+    def _shifted(emit: Callable[[FeedEvent], None], offset: int) -> Callable[[FeedEvent], None]:
+        if not offset:
+            return emit
+
+        def shifted(event: FeedEvent) -> None:
+            if isinstance(event, (Connected, Disconnected)):
+                event = replace(event, connection=event.connection + offset)
+            emit(event)
+        return shifted
+
+    def close(self) -> None:
+        for feed in self.feeds:
+            feed.close()
 
 
 @dataclass
@@ -223,8 +256,7 @@ class WsStream:
     def _fetch(self, symbol: str, start: int, end: int) -> _Fetched:
         s = self.stream
         try:
-            candles = [c for page in s.fetcher.fetch_range(symbol, s.tf, start, end, "stream")
-                       for c in page]
+            candles = s.fetch(symbol, start, end)
         except BadSymbol as exc:
             return _Fetched(symbol, [], halted=str(exc))
         except ExchangeUnavailable as exc:
