@@ -139,3 +139,162 @@ def test_storing_is_exact_and_idempotent(funding_repo):
     assert summary["BTC/USDT:USDT"].count == 2 and summary["BTC/USDT:USDT"].interval_hours == 8
     assert summary["BTC/USDT:USDT"].first == T0 + 11 and summary["BTC/USD:BTC"].count == 1
     assert [s.symbol for s in funding_repo.summary(["BTC/USD:BTC"])] == ["BTC/USD:BTC"]
+
+
+# --- the services, with a model of Binance's funding as their source --------------------------
+class FakeFunding:
+    """Binance's funding side as data: settlements per symbol (times jittered), the intervals
+    fundingInfo lists, onboard times, and archive months that are missing (404)."""
+
+    exchange = "binance"
+
+    def __init__(self, now: int, series: dict, adjusted=None, onboard=None, no_archive=()):
+        self.now, self.series = now, series
+        self.adjusted = adjusted or {}
+        self.onboards = onboard or {}
+        self.no_archive = set(no_archive)
+        self.requests = 0
+        self.months: list[str] = []
+
+    def now_ms(self):
+        return self.now
+
+    def _rows(self, symbol, start, end, source, mark="1.0"):
+        return [Settlement("binance", symbol, t, f"0.000{i % 10}0000", mark, None, source)
+                for i, t in enumerate(self.series[symbol]) if start <= t < end and t <= self.now]
+
+    def history(self, symbol, start, end, source="rest"):
+        t = start
+        while t < end:
+            self.requests += 1
+            page = self._rows(symbol, t, end, source)[:1000]
+            if not page:
+                return
+            yield page
+            t = page[-1].funding_time + 1
+
+    def intervals(self, family="usdm"):
+        self.requests += 1
+        return dict(self.adjusted)
+
+    def onboard(self, symbol):
+        return self.onboards.get(symbol)
+
+    def has_archive(self, symbol):
+        return symbol.endswith(":USDT")
+
+    def archive_month(self, symbol, period):
+        self.months.append(period.label)
+        if period.label in self.no_archive:
+            return None
+        return [Settlement(s.exchange, s.symbol, s.funding_time, s.rate, None, 8, "archive")
+                for s in self._rows(symbol, period.start, period.end, "archive")]
+
+
+@pytest.fixture
+def sqlite_funding(sqlite_url):
+    from ohlcv_cli.adapters.sql.funding import SqlFundingRepository
+    from ohlcv_cli.adapters.sql.schema import make_engine
+
+    engine = make_engine(sqlite_url)
+    yield SqlFundingRepository(engine)
+    engine.dispose()
+
+
+NOW = T0 + 75 * DAY + 3 * H + 120_000  # 2026-03-17 03:02
+CHANGE = T0 + 70 * DAY  # BTC: 8h until here, 4h after
+
+
+def binance_model(**kw) -> FakeFunding:
+    series = {
+        "BTC/USDT:USDT": grid(T0 - 40 * DAY, CHANGE, 8, jit) + grid(CHANGE, NOW, 4, jit),
+        "SOL/USDT:USDT": grid(T0 - 40 * DAY, NOW, 1, jit),
+        "BTC/USD:BTC": grid(T0 - 40 * DAY, NOW, 8, jit),
+    }
+    return FakeFunding(NOW, series, adjusted={"BTCUSDT": 4, "SOLUSDT": 1}, **kw)
+
+
+def test_backfill_then_check_is_clean_across_an_interval_change_and_a_1h_symbol(sqlite_funding):
+    from ohlcv_cli.services.funding import FundingBackfill, FundingCheck, exchange_rules
+
+    src = binance_model()
+    syms = ["BTC/USDT:USDT", "SOL/USDT:USDT", "BTC/USD:BTC"]
+    start, end = T0, NOW - 60_000
+    report = FundingBackfill(src, sqlite_funding).run(syms, start, end)
+    assert report.ok, [(r.symbol, r.error, r.still_missing[:3]) for r in report.symbols]
+    by = {r.symbol: r for r in report.symbols}
+    # January and February from the archive (USD-M), March over REST; COIN-M all over REST
+    assert by["BTC/USDT:USDT"].archive_months == 2 and by["BTC/USD:BTC"].archive_months == 0
+    want_btc = [t for t in src.series["BTC/USDT:USDT"] if start <= t < end]
+    assert sqlite_funding.times("binance", "BTC/USDT:USDT", start, end) == want_btc
+    assert by["SOL/USDT:USDT"].written == len([t for t in src.series["SOL/USDT:USDT"]
+                                               if start <= t < end])
+    stored = sqlite_funding.read("binance", "BTC/USDT:USDT", CHANGE - DAY, CHANGE + DAY)
+    assert {s.interval_hours for s in stored if s.funding_time < CHANGE} == {8}
+    assert {s.interval_hours for s in stored if s.funding_time > CHANGE} == {4}
+    rules = exchange_rules(src, syms)
+    check = FundingCheck(sqlite_funding).run(syms, start, end, rules)
+    assert check.ok and check.symbols[0].due == len(want_btc)
+    # resumable: a second backfill asks REST for nothing but fundingInfo
+    before = src.requests
+    again = FundingBackfill(src, sqlite_funding).run(syms, start, end)
+    assert again.ok and sum(r.written for r in again.symbols) == 0
+    assert src.requests == before + 1
+
+
+def test_a_missing_archive_month_falls_back_to_rest(sqlite_funding):
+    from ohlcv_cli.services.funding import FundingBackfill
+
+    src = binance_model(no_archive={"2026-02"})
+    report = FundingBackfill(src, sqlite_funding).run(["BTC/USDT:USDT"], T0, NOW - 60_000)
+    r = report.symbols[0]
+    assert report.ok and r.archive_months == 1 and r.archive_missing == 1
+    feb = [s for s in sqlite_funding.read("binance", "BTC/USDT:USDT", T0 + 31 * DAY, T0 + 59 * DAY)]
+    assert len(feb) == 28 * 3 and {s.source for s in feb} == {"rest"}
+    assert all(s.mark_price == "1.0" for s in feb)  # REST gives the mark price, the file none
+    jan = sqlite_funding.read("binance", "BTC/USDT:USDT", T0, T0 + 31 * DAY)
+    assert {s.source for s in jan} == {"archive"} and jan[0].mark_price is None
+
+
+def test_repair_fills_what_check_reported(sqlite_funding):
+    from ohlcv_cli.services.funding import (
+        FundingBackfill, FundingCheck, FundingRepair, exchange_rules)
+
+    src = binance_model()
+    start, end = T0 + 60 * DAY, NOW - 60_000
+    syms = ["BTC/USDT:USDT", "SOL/USDT:USDT"]
+    FundingBackfill(src, sqlite_funding, use_archive=False).run(syms, start, end)
+    # lose some settlements: one 8h before the change, one 4h after, three hours of SOL
+    lost = {"BTC/USDT:USDT": [CHANGE - 16 * H, CHANGE + 8 * H],
+            "SOL/USDT:USDT": [T0 + 65 * DAY + h * H for h in (3, 4, 5)]}
+    engine = sqlite_funding.engine
+    import sqlalchemy as sa
+    with engine.begin() as conn:
+        for sym, bs in lost.items():
+            for b in bs:
+                conn.execute(sa.text("DELETE FROM funding_rates WHERE symbol = :s AND "
+                                     "funding_time >= :a AND funding_time < :b"),
+                             {"s": sym, "a": sqlite_funding.ts(b), "b": sqlite_funding.ts(b + 1000)})
+    rules = exchange_rules(src, syms)
+    check = FundingCheck(sqlite_funding).run(syms, start, end, rules)
+    assert not check.ok
+    assert {g.symbol: g.missing for g in check.symbols} == lost
+    repaired = FundingRepair(src, sqlite_funding, use_archive=False).run(syms, start, end)
+    assert repaired.ok and {r.symbol: r.written for r in repaired.symbols} == {
+        "BTC/USDT:USDT": 2, "SOL/USDT:USDT": 3}
+    assert FundingCheck(sqlite_funding).run(syms, start, end, rules).ok
+    fixed = sqlite_funding.read("binance", "BTC/USDT:USDT", CHANGE + 8 * H, CHANGE + 9 * H)
+    assert fixed[0].source == "repair" and boundary_of(fixed[0].funding_time) == CHANGE + 8 * H
+
+
+def test_a_symbol_listed_mid_window_backfills_from_its_listing(sqlite_funding):
+    from ohlcv_cli.services.funding import FundingBackfill
+
+    onboard = NOW // H * H - 36 * H
+    first = -(-(onboard + 1) // (4 * H)) * 4 * H
+    src = FakeFunding(NOW, {"WLD/USDT:USDT": grid(first, NOW, 4, jit)},
+                      adjusted={"WLDUSDT": 4}, onboard={"WLD/USDT:USDT": onboard})
+    report = FundingBackfill(src, sqlite_funding).run(["WLD/USDT:USDT"], NOW - 10 * DAY,
+                                                      NOW - 60_000)
+    assert report.ok and report.symbols[0].missing == len(src.series["WLD/USDT:USDT"])
+    assert report.symbols[0].archive_months == 0  # listed this month: nothing to ask the archive

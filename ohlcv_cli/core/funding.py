@@ -79,41 +79,53 @@ def due(times: Iterable[int], start: int, end: int, current_hours: int,
     times of the symbol (include some before `start`, CONTEXT_MS, so that the first ones have
     neighbours), the interval in force now and the symbol's onboard time (nothing due at or
     before it). Settlements stored are always due; the others follow the rule of the module."""
+    return _rule(times, start, end, current_hours, onboard)[0]
+
+
+def _steps(a: int, b: int, step: int, out: set[int]) -> None:
+    t = a + step
+    while t < b:
+        out.add(t)
+        t += step
+
+
+def _rule(times: Iterable[int], start: int, end: int, current_hours: int,
+          onboard: int | None) -> tuple[list[int], list[tuple[int, int]]]:
+    """(the due boundaries of [start, end), the spans (a, b) between which some are missing:
+    a repair asks the exchange for all of such a span, not only for the boundaries counted)."""
     current = min(current_hours * HOUR_MS, MAX_INTERVAL_MS)
     bs = boundaries(times)
     lo = start if onboard is None else max(start, onboard + 1)
     out: set[int] = set()
+    spans: list[tuple[int, int]] = []
     if not bs:
-        t = -(-lo // current) * current  # aligned to the interval, as Binance's grid is
-        while t < end:
-            out.add(t)
-            t += current
-        return sorted(out)
+        first = -(-lo // current) * current  # aligned to the interval, as Binance's grid is
+        _steps(first - current, end, current, out)
+        return sorted(t for t in out if lo <= t < end), [(lo, end)]
     spacings = [b - a for a, b in zip(bs, bs[1:])]
     # before the first stored settlement: the interval of the ones after it, stepping back
     head = _near(spacings, 0, 3) or current
     t = bs[0] - head
     while t >= lo:
-        if t < end:
-            out.add(t)
-        t -= head
-    for i, s in enumerate(spacings):
-        left = _near(spacings, i - 3, i)
-        right = _near(spacings, i + 1, i + 4) or current
-        left = left or right
-        if s > max(left, right):  # wider than both sides' interval: settlements are missing
-            step = min(left, right)
-            t = bs[i] + step
-            while t < bs[i + 1]:
-                out.add(t)
-                t += step
-    # after the newest: the interval Binance gives now
-    t = bs[-1] + current
-    while t < end:
         out.add(t)
-        t += current
+        t -= head
+    if bs[0] - head >= lo:
+        spans.append((lo, bs[0]))
+    for i, s in enumerate(spacings):
+        right = _near(spacings, i + 1, i + 4) or current
+        left = _near(spacings, i - 3, i) or right
+        if s > max(left, right):  # wider than both sides' interval: settlements are missing
+            # the same interval on both sides: every step of it; a change next to the gap: the
+            # wider one, the fewest settlements that can be missing (the span is fetched whole)
+            _steps(bs[i], bs[i + 1], left if left == right else max(left, right), out)
+            spans.append((bs[i], bs[i + 1]))
+    # after the newest: the interval Binance gives now
+    if bs[-1] + current < end:
+        _steps(bs[-1], end, current, out)
+        spans.append((bs[-1], end))
     out.update(bs)
-    return sorted(t for t in out if lo <= t < end)
+    inside = [(a, b) for a, b in spans if b > lo and a < end]
+    return sorted(t for t in out if lo <= t < end), inside
 
 
 @dataclass
@@ -127,6 +139,8 @@ class FundingGaps:
     stored: int  # settlements stored in the window (on their boundaries)
     missing: list[int] = field(default_factory=list)  # due boundaries with none stored
     irregular: int = 0  # stored times that are on no boundary (reported, not used)
+    # (a, b): missing settlements lie strictly between these boundaries (a repair fetches them)
+    spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -134,18 +148,20 @@ class FundingGaps:
 
     @property
     def coverage(self) -> float:
-        return 1.0 if not self.due else (self.due - len(self.missing)) / self.due
+        """Percentage of the due settlements that are stored."""
+        return 100.0 if not self.due else 100.0 * (self.due - len(self.missing)) / self.due
 
 
 def find_gaps(symbol: str, times: Sequence[int], start: int, end: int, current_hours: int,
               onboard: int | None = None) -> FundingGaps:
     """Which due settlements of [start, end) have none stored (times: the stored funding times,
     with CONTEXT_MS before `start` where there are some)."""
-    expected = due(times, start, end, current_hours, onboard)
+    expected, spans = _rule(times, start, end, current_hours, onboard)
     have = {b for b in boundaries(times) if start <= b < end}
     irregular = sum(1 for t in times if start <= t < end and boundary_of(t) is None)
-    return FundingGaps(symbol, start, end, len(expected), len(have),
-                       [b for b in expected if b not in have], irregular)
+    missing = [b for b in expected if b not in have]
+    return FundingGaps(symbol, start, end, len(expected), len(have), missing, irregular,
+                       spans if missing else [])
 
 
 def missing_ranges(missing: Sequence[int], join_ms: int = MAX_INTERVAL_MS) -> list[tuple[int, int]]:
