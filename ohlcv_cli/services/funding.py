@@ -10,6 +10,7 @@ from what is stored and a repair fills exactly what the check reported.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
@@ -165,6 +166,7 @@ class FillResult:
     requests: int = 0
     still_missing: list[int] = field(default_factory=list)
     error: str | None = None
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -254,6 +256,7 @@ class FillReport:
     end: int
     symbols: list[FillResult] = field(default_factory=list)
     requests: int = 0  # REST requests against the funding budget (fundingInfo included)
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -280,23 +283,27 @@ class _Fill:
         self.progress = progress
 
     def _one(self, symbol: str, start: int, end: int, rules: Rules) -> FillResult:
+        began = time.monotonic()
         try:
             gaps = self.check.symbol(symbol, start, end, rules)
             result = self.road.fill(symbol, gaps, self.label, rules.current.get(symbol))
             result.still_missing = self.check.symbol(symbol, start, end, rules).missing
         except OhlcvError as exc:
             result = FillResult(symbol, error=str(exc))
+        result.seconds = time.monotonic() - began
         if self.progress:
             self.progress(symbol, result)
         return result
 
     def run(self, symbols: Sequence[str], start: int, end: int) -> FillReport:
+        began = time.monotonic()
         before = getattr(self.source, "requests", 0)
         rules = exchange_rules(self.source, symbols)
         with ThreadPoolExecutor(min(self.concurrency, len(symbols))) as pool:
             results = list(pool.map(lambda s: self._one(s, start, end, rules), symbols))
         requests = getattr(self.source, "requests", 0) - before
-        return FillReport(self.source.exchange, start, end, results, requests)
+        return FillReport(self.source.exchange, start, end, results, requests,
+                          time.monotonic() - began)
 
 
 class FundingBackfill(_Fill):

@@ -10,6 +10,7 @@ Archive files go through BinanceArchive: the same download, checksum and retry c
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable, Iterator, Protocol
 
@@ -31,7 +32,6 @@ class FundingFetcher(Protocol):
 
     def request(self, family: str, path: str, params: dict, *, weight: int, budget=None): ...
     def now_ms(self) -> int: ...
-    def market_id(self, symbol: str) -> str: ...
 
 
 def funding_path(market_id: str, period: Period) -> str:
@@ -71,6 +71,8 @@ class BinanceFunding:
         self.exchange = exchange
         self.budget = budget or WeightBudget(limit, FUNDING_WINDOW_MS, fetcher.now_ms, sleep)
         self.requests = 0
+        self._lock = threading.Lock()
+        self._onboard: dict[str, dict[str, int]] = {}
 
     def now_ms(self) -> int:
         return self._fetcher.now_ms()
@@ -85,7 +87,7 @@ class BinanceFunding:
         """The settlements with start <= fundingTime < end, ascending, a page (up to 1,000) at a
         time; the next page starts 1 ms after the last fundingTime (both bounds are inclusive)."""
         family = market_of(symbol).family
-        mid = self._fetcher.market_id(symbol)
+        mid = market_of(symbol).id
         path = f"{family.rest_prefix}/fundingRate"
         t = start
         while t < end:
@@ -115,9 +117,21 @@ class BinanceFunding:
         return out
 
     def onboard(self, symbol: str) -> int | None:
-        """The symbol's onboard time (nothing is due before it), when the fetcher knows it."""
+        """The symbol's onboard time (nothing is due before it): the fetcher's trading span
+        where it has one, else the family's exchangeInfo (`onboardDate`, read once)."""
         span = getattr(self._fetcher, "trading_span", None)
-        return None if span is None else span(symbol)[0]
+        if span is not None:
+            return span(symbol)[0]
+        family = market_of(symbol).family
+        with self._lock:
+            if family.name not in self._onboard:
+                info = self._fetcher.request(family.name, f"{family.rest_prefix}/exchangeInfo",
+                                             {}, weight=1)
+                rows = info.get("symbols", []) if isinstance(info, dict) else []
+                self._onboard[family.name] = {
+                    r["symbol"]: r["onboardDate"] for r in rows
+                    if isinstance(r, dict) and type(r.get("onboardDate")) is int}
+            return self._onboard[family.name].get(market_of(symbol).id)
 
     # --- the archive --------------------------------------------------------------------------
     def has_archive(self, symbol: str) -> bool:
