@@ -12,6 +12,7 @@ from SYMBOLS the perpetuals are taken and the others left out.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ohlcv_cli.api import wiring
@@ -20,8 +21,8 @@ from ohlcv_cli.core.settings import DATABASE, EXCHANGE, LOGGING, SOURCES, Settin
 from ohlcv_cli.core.symbols import parse_symbols
 from ohlcv_cli.core.timeutil import to_ms
 from ohlcv_cli.services.funding import (
-    FillReport, FundingBackfill, FundingCheck, FundingReport, FundingRepair, exchange_rules,
-    funding_bounds, perpetuals,
+    GRACE_MS, FillReport, FundingBackfill, FundingCheck, FundingReport, FundingRepair,
+    exchange_rules, funding_bounds, perpetuals,
 )
 
 __all__ = ["funding_backfill", "funding_check", "funding_repair", "funding_status",
@@ -137,11 +138,40 @@ def funding_check(settings: Settings | None = None, *, symbols: str | Sequence[s
     return FundingCheck(repo, s.exchange).run(syms, lo, hi, exchange_rules(src, syms))
 
 
-def funding_status(eng, symbols: Sequence[str] | None = None) -> list:
-    """Per symbol stored: settlements, first, newest and the newest one's interval."""
-    from ohlcv_cli.adapters.sql.funding import SqlFundingRepository
+@dataclass(frozen=True)
+class FundingCoverage:
+    """`ohlcv status`'s funding line of a symbol: what is stored, and how complete it is from
+    its first stored settlement to now by the stored intervals (the database only)."""
 
-    return SqlFundingRepository(eng).summary(symbols)
+    symbol: str
+    count: int
+    first: int
+    last: int
+    interval_hours: int | None
+    due: int
+    missing: int
+    age_ms: int
+
+    @property
+    def coverage(self) -> float:
+        return 100.0 if not self.due else 100.0 * (self.due - self.missing) / self.due
+
+
+def funding_status(settings: Settings | None = None, *, symbols: Sequence[str] | None = None,
+                   now: Time = None, **overrides) -> list[FundingCoverage]:
+    """Per symbol with settlements stored (all, or those of `symbols`)."""
+    s = _settings("funding_read", settings, overrides)
+    eng = wiring.engine(s, create=False)
+    repo = repository(s, eng)
+    now_ms = to_ms(now, "now") or _now_ms()
+    check = FundingCheck(repo, s.exchange)
+    out = []
+    for row in repo.summary(list(symbols) if symbols else None):
+        lo, hi = row.first, max(row.first + 1, now_ms - GRACE_MS + 1)
+        g = check.symbol(row.symbol, lo, hi)
+        out.append(FundingCoverage(row.symbol, row.count, row.first, row.last,
+                                   row.interval_hours, g.due, len(g.missing), now_ms - row.last))
+    return out
 
 
 def read_funding(engine, exchange: str, symbol: str, start: Time = None, end: Time = None,

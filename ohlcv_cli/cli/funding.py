@@ -199,3 +199,22 @@ def export(ctx: typer.Context,
     n = funding_api.export_funding(s, symbol, output, start=start, end=end)
     if output != "-":
         console.print(f"{n} settlements written to {output}", markup=False, highlight=False)
+
+
+# --- `ohlcv status` ---------------------------------------------------------------------------
+def print_status(s, symbols: str | None = None) -> None:
+    """The funding table under `ohlcv status`'s candles, when any settlement is stored."""
+    from ohlcv_cli.cli.status import age
+    from ohlcv_cli.core.symbols import parse_symbols
+
+    rows = funding_api.funding_status(s, symbols=parse_symbols(symbols) if symbols else None)
+    if not rows:
+        return
+    t = table("funding settlements")
+    for name in ("symbol", "first → last settlement", "interval", "stored", "cover %", "age"):
+        column(t, name, right=name in ("stored", "cover %", "age"))
+    for r in rows:
+        t.add_row(r.symbol, span(r.first, r.last, False),
+                  f"{r.interval_hours}h" if r.interval_hours else "-", str(r.count),
+                  f"{int(r.coverage * 100) / 100:.2f}", age(r.age_ms))
+    console.print(t)
