@@ -56,6 +56,15 @@ class SymbolSpec:
     def market_id(self) -> str:
         return f"{self.base}{self.quote}"
 
+    # what the engine reads of a series (futures series in ohlcv_sim/futures.py have the same)
+    @property
+    def key(self) -> str:
+        """The series' identity: its seed, its caches, its halts (spot: the market id)."""
+        return self.market_id
+
+    kind = "trade"  # trade | mark | index | premium
+    delivery = None  # ms; no candle opens at or after it (delivery contracts)
+
 
 def default_symbols(extra: int = 0) -> list[SymbolSpec]:
     specs = [
@@ -95,12 +104,41 @@ class SimConfig:
     # SimServer.halt/resume maintain it at run time
     halts: dict[str, list[list]] = field(default_factory=dict)
     archive_faults: list[str] = field(default_factory=list)  # see sim/archive.py
+    # futures (ohlcv_sim/futures.py): the contracts of /fapi (usdm) and /dapi (coinm), by default
+    # built relative to the time the config is made; each family's REQUEST_WEIGHT per minute
+    # (None: unthrottled, a very large budget advertised, as for spot)
+    futures: list = field(default_factory=lambda: _default_futures())
+    futures_weight_limit: int | None = None
 
     def spec(self, market_id: str) -> SymbolSpec | None:
         for s in self.symbols:
             if s.market_id == market_id:
                 return s
         return None
+
+    def future(self, family: str, market_id: str):
+        """The FuturesSpec of a contract id in a family (usdm, coinm), or None."""
+        for s in self.futures:
+            if s.family == family and s.market_id == market_id:
+                return s
+        return None
+
+    def futures_series(self, family: str, market_id: str, price: str = "trade"):
+        """The engine series of a contract's price series; index by pair (a contract id names
+        its pair's index). None when the family has no such contract or pair."""
+        from ohlcv_sim.futures import index_series
+
+        if price == "index":
+            spec = self.future(family, market_id)
+            return index_series(self.futures, family, spec.pair if spec else market_id)
+        spec = self.future(family, market_id)
+        return None if spec is None else spec.series(price)
+
+
+def _default_futures():
+    from ohlcv_sim.futures import default_futures
+
+    return default_futures()
 
 
 def _p(ticks: int) -> str:
@@ -128,11 +166,13 @@ class CandleEngine:
             if spec.listed_at is not None and t < spec.listed_at:
                 t = _align_up(spec.listed_at, SECOND)
                 moved = True
+            if spec.delivery is not None and t >= spec.delivery:
+                return _NEVER  # delivered: nothing from delivery on
             for start, end in self.config.maintenance:
                 if start <= t < end:
                     t = _align_up(end, SECOND)
                     moved = True
-            for start, end in self.config.halts.get(spec.market_id, ()):
+            for start, end in self.config.halts.get(spec.key, ()):
                 if end is None and t >= start:
                     return _NEVER  # halted now: nothing from the halt on, until it resumes
                 if end is not None and start <= t < end:
@@ -172,11 +212,13 @@ class CandleEngine:
         return spec.price
 
     def final_row(self, spec: SymbolSpec, t: int, tf: int) -> list:
-        seed = _seed_of(spec.market_id) ^ self.config.seed
+        seed = _seed_of(spec.key) ^ self.config.seed
         return self._rows(spec, seed, [t], tf)[0]
 
     def _rows(self, spec: SymbolSpec, seed: int, times: list[int], tf: int) -> list[list]:
         """Final rows (Binance's 12 fields) for ascending open times of any interval."""
+        if spec.kind != "trade":
+            return _price_rows(spec.kind, self._ints(spec, seed, times, tf), tf)
         if tf == MINUTE:
             return self._minute_rows(spec, seed, times)
         return [[t, _p(o), _p(h), _p(lo), _p(c), _q(v), t + tf - 1, _q(q), n, _q(tb), _q(tq), "0"]
@@ -202,7 +244,7 @@ class CandleEngine:
 
     def _hour_ints(self, spec: SymbolSpec, seed: int, times: list[int]) -> list[tuple]:
         """Hours from their minutes, memoised (every coarser interval is built from hours)."""
-        key = spec.market_id
+        key = spec.key
         memo = self._hours
         found = {t: memo.get((key, t)) for t in times}
         missing = [t for t, v in found.items() if v is None]
@@ -235,7 +277,17 @@ class CandleEngine:
 
     def _minute_ints(self, spec: SymbolSpec, seed: int, times: list[int]) -> list[tuple]:
         """The generated 1m candles, for ascending open times; the previous close is carried,
-        not recomputed. A zero-volume minute keeps the previous close."""
+        not recomputed. A zero-volume minute keeps the previous close. Mark and index minutes
+        are trade-like prices without volumes (60 basic data each), premium minutes small signed
+        values in units of 1e-8 (12 basic data each)."""
+        if spec.kind == "premium":
+            return _premium_minutes(seed, times)
+        if spec.kind != "trade":
+            return [(t, o, h, lo, c, 0, 0, 60, 0, 0)
+                    for t, o, h, lo, c, *_ in self._trade_minutes(spec, seed, times)]
+        return self._trade_minutes(spec, seed, times)
+
+    def _trade_minutes(self, spec, seed: int, times: list[int]) -> list[tuple]:
         tf = MINUTE
         out = []
         prev_t = None
@@ -270,6 +322,12 @@ class CandleEngine:
         close_time = t + tf
         if now >= close_time + self.config.settle_lag_ms:
             return row
+        if row[5] == "0" and row[7] == "0":  # mark, index, premium: a price, no volumes
+            if now >= close_time:
+                return row
+            frac_num = max(0, now - t)
+            return [t, row[1], row[2], row[3], row[1], "0", row[6], "0",
+                    max(1, row[8] * frac_num // tf), "0", "0", "0"]
         if now >= close_time:
             # closed but not final yet: a few trades are still being booked
             return row[:5] + [_shrink(row[5]), row[6], _shrink(row[7]), max(0, row[8] - 1)] + row[9:]
@@ -280,14 +338,25 @@ class CandleEngine:
                 row[8] * frac_num // tf, "0.00000000", "0.00000000", "0"]
 
     def _times(self, spec: SymbolSpec, tf: int, start: int | None, end: int | None,
-               limit: int, now: int) -> list[int]:
-        """Binance /klines: oldest from startTime, else newest up to endTime (or now)."""
+               limit: int, now: int, newest: bool = False) -> list[int]:
+        """Binance /klines: oldest from startTime, else newest up to endTime (or now).
+        `newest` (COIN-M): the newest `limit` open times in [startTime, endTime]."""
         off = self._offset(tf)
         last_open = _align_down(now, tf, off)
         if end is not None:
             last_open = min(last_open, _align_down(end, tf, off))
+        if spec.delivery is not None:
+            last_open = min(last_open, _align_down(spec.delivery - 1, tf, off))
         times: list[int] = []
-        if start is not None:
+        if newest and start is not None:
+            t = last_open
+            floor = max(_align_up(start, tf, off), _align_down(spec.listed_at or 0, tf, off))
+            while t >= floor and len(times) < limit:
+                if self.next_available(spec, t, tf) == t:
+                    times.append(t)
+                t -= tf
+            times.reverse()
+        elif start is not None:
             t = self.next_available(spec, _align_up(start, tf, off), tf)
             while t <= last_open and len(times) < limit:
                 times.append(t)
@@ -303,9 +372,9 @@ class CandleEngine:
         return times
 
     def klines(self, spec: SymbolSpec, tf: int, start: int | None, end: int | None,
-               limit: int, now: int) -> list[list]:
-        times = self._times(spec, tf, start, end, limit, now)
-        seed = _seed_of(spec.market_id) ^ self.config.seed
+               limit: int, now: int, newest: bool = False) -> list[list]:
+        times = self._times(spec, tf, start, end, limit, now, newest)
+        seed = _seed_of(spec.key) ^ self.config.seed
         rows = self._rows(spec, seed, times, tf)
         # only the newest candles can still be open or moving
         for i in range(len(rows) - 1, -1, -1):
@@ -315,22 +384,22 @@ class CandleEngine:
         return rows
 
     def klines_body(self, spec: SymbolSpec, tf: int, start: int | None, end: int | None,
-                    limit: int, now: int) -> bytes:
+                    limit: int, now: int, newest: bool = False) -> bytes:
         """The JSON answer; served from the precomputed cache when it covers the whole page."""
-        cache = self._cache.get((spec.market_id, tf))
+        cache = self._cache.get((spec.key, tf))
         if cache:
-            times = self._times(spec, tf, start, end, limit, now)
+            times = self._times(spec, tf, start, end, limit, now, newest)
             if times and times[-1] + tf + self.config.settle_lag_ms <= now:
                 parts = [cache.get(t) for t in times]
                 if None not in parts:
                     return ("[" + ",".join(parts) + "]").encode()
-        return encode_rows(self.klines(spec, tf, start, end, limit, now))
+        return encode_rows(self.klines(spec, tf, start, end, limit, now, newest))
 
     def precompute(self, spec: SymbolSpec, tf: int, start: int, end: int) -> int:
         """Render the final candles of [start, end) once, so that serving them costs no
         generation: a benchmark then measures the client, not the simulator."""
-        seed = _seed_of(spec.market_id) ^ self.config.seed
-        cache = self._cache.setdefault((spec.market_id, tf), {})
+        seed = _seed_of(spec.key) ^ self.config.seed
+        cache = self._cache.setdefault((spec.key, tf), {})
         times, t = [], self.next_available(spec, start, tf)
         while t < end:
             times.append(t)
@@ -338,6 +407,41 @@ class CandleEngine:
         for row in self._rows(spec, seed, times, tf):
             cache[row[0]] = encode_rows([row])[1:-1].decode()
         return len(times)
+
+
+def _premium_close(seed: int, t: int) -> int:
+    """A premium index close in units of 1e-8: a slow wave plus noise, about +-0.0006."""
+    h = _mix(seed ^ (t * 0x9E3779B97F4A7C15 & MASK) ^ MINUTE)
+    wave = (t // MINUTE) % 1440
+    wave = wave if wave < 720 else 1440 - wave
+    return (wave * 40_000) // 720 - 20_000 + (h % 40_001) - 20_000
+
+
+def _premium_minutes(seed: int, times: list[int]) -> list[tuple]:
+    out, prev_t, prev_close = [], None, 0
+    for t in times:
+        open_ = prev_close if prev_t == t - MINUTE else _premium_close(seed, t - MINUTE)
+        close = _premium_close(seed, t)
+        h = _mix(seed ^ (t * 0xD6E8FEB86659FD93 & MASK) ^ MINUTE)
+        out.append((t, open_, max(open_, close) + (h >> 11) % 5_000,
+                    min(open_, close) - (h >> 23) % 5_000, close, 0, 0, 12, 0, 0))
+        prev_t, prev_close = t, close
+    return out
+
+
+def _s8(units: int) -> str:
+    """A signed decimal with eight decimals from units of 1e-8: -0.00012345."""
+    sign = "-" if units < 0 else ""
+    units = abs(units)
+    return f"{sign}{units // 100_000_000}.{units % 100_000_000:08d}"
+
+
+def _price_rows(kind: str, ints: list[tuple], tf: int) -> list[list]:
+    """Mark, index and premium rows: the 12 kline fields with Binance's placeholders (volumes
+    "0", the trades position holding the count of basic data)."""
+    f = _s8 if kind == "premium" else _p
+    return [[t, f(o), f(h), f(lo), f(c), "0", t + tf - 1, "0", n, "0", "0", "0"]
+            for t, o, h, lo, c, _v, _q2, n, _tb, _tq in ints]
 
 
 def _merge(t: int, parts: list[tuple]) -> tuple:

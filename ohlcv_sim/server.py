@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from ohlcv_sim import fapi
 from ohlcv_sim.archive import ArchiveSim
 from ohlcv_sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
 
@@ -31,8 +32,12 @@ _GARBAGE = (
 class _Weights:
     """Fixed windows aligned to the exchange clock, as Binance counts request weight."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, limit_attr: str = "weight_limit",
+                 window_s: int | None = None, ban: bool = True) -> None:
         self.config = config
+        self.limit_attr = limit_attr  # the SimConfig field holding this budget's limit
+        self.fixed_window_s = window_s  # None: SimConfig.weight_window_s (spot)
+        self.ban = ban  # False: only 429s, never a 418 ban
         self.lock = threading.Lock()
         self.window = -1
         self.used = 0
@@ -44,11 +49,19 @@ class _Weights:
                       "paths": {}}  # requests per REST path (/api/v3/exchangeInfo: markets loads)
 
     @property
+    def limit(self) -> int | None:
+        return getattr(self.config, self.limit_attr)
+
+    @property
+    def window_s(self) -> int:
+        return self.fixed_window_s or self.config.weight_window_s
+
+    @property
     def window_ms(self) -> int:
-        return self.config.weight_window_s * 1000
+        return self.window_s * 1000
 
     def header_name(self) -> str:
-        s = self.config.weight_window_s
+        s = self.window_s
         if s % 86400 == 0:
             return f"X-MBX-USED-WEIGHT-{s // 86400}D"
         if s % 3600 == 0:
@@ -72,10 +85,10 @@ class _Weights:
             if self.banned_until > now_ms:
                 self.stats["rejected_418"] += 1
                 return self.used, 418, (self.banned_until - now_ms) / 1000
-            limit = self.config.weight_limit
+            limit = self.limit
             if limit is not None and self.used + weight > limit:
                 self.over += 1
-                if self.over > self.config.ban_after:
+                if self.ban and self.over > self.config.ban_after:
                     self.banned_until = now_ms + self.config.ban_seconds * 1000
                     self.stats["rejected_418"] += 1
                     return self.used, 418, self.config.ban_seconds
@@ -108,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(*sim.archive.handle(path))
         if path in _CONTROLS:
             return self._control(path, params)
+        if path.startswith(("/fapi/", "/dapi/")):  # futures, sim/fapi.py
+            return fapi.handle(self, path, params, now)
         weight = WEIGHTS.get(path)
         if weight is None:
             return self._send(404, b"<html><body>404 Not Found</body></html>", "text/html")
@@ -241,6 +256,9 @@ class SimServer:
         self.config = config or SimConfig()
         self.engine = CandleEngine(self.config)
         self.weights = _Weights(self.config)
+        # each futures family has its own budget (REQUEST_WEIGHT per minute)
+        self.futures_weights = {f: _Weights(self.config, "futures_weight_limit", 60)
+                                for f in ("usdm", "coinm")}
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
         self.archive = ArchiveSim(self)
@@ -366,6 +384,42 @@ class SimServer:
             t = self.engine.next_available(spec, t + tf, tf)
         return out
 
+    # --- futures (for checks) --------------------------------------------------------------------
+    def futures_series(self, symbol_id: str, family: str, price: str = "trade"):
+        """The engine series of a futures contract id (or, for index, a pair) in family
+        usdm|coinm; KeyError when the simulator has none."""
+        series = self.config.futures_series(family, symbol_id, price)
+        if series is None:
+            raise KeyError(f"the simulator has no {family} {price} series {symbol_id!r}")
+        return series
+
+    def futures_final_rows(self, symbol_id: str, family: str, price: str, timeframe: str,
+                           start: int, end: int) -> list[list]:
+        """Every final row the futures REST serves with open time in [start, end), exactly as
+        served: symbol_id a contract id (BTCUSDT, BTCUSDT_261225, BTCUSD_PERP, BTCUSD_261225),
+        family usdm|coinm, price trade|mark|index|premium. For index, a pair (BTCUSDT, BTCUSD)
+        gives the pair's whole series; a contract id gives its pair's rows clipped to the
+        contract's trading span [onboard, delivery), which is what a store keeps for it."""
+        series = self.futures_series(symbol_id, family, price)
+        tf = INTERVALS[timeframe]
+        spec = self.config.future(family, symbol_id) if price == "index" else None
+        if spec is not None:  # a contract's index rows: its own span
+            start = max(start, self.engine.next_available(spec, spec.onboard, tf))
+            if spec.delivery is not None:
+                end = min(end, spec.delivery)
+        out = []
+        t = self.engine.next_available(series, start, tf)
+        while t < end:
+            out.append(self.engine.final_row(series, t, tf))
+            t = self.engine.next_available(series, t + tf, tf)
+        return out
+
+    def futures_final_row(self, symbol_id: str, family: str, price: str, timeframe: str,
+                          open_time: int) -> list:
+        """The final futures row for one open time (see futures_final_rows)."""
+        series = self.futures_series(symbol_id, family, price)
+        return self.engine.final_row(series, open_time, INTERVALS[timeframe])
+
     def exchange_info(self, now: int) -> dict:
         limit = self.config.weight_limit or UNTHROTTLED_LIMIT
         s = self.config.weight_window_s
@@ -391,6 +445,13 @@ class SimServer:
             out["windows"] = {str(k): v for k, v in w.stats["windows"].items()}
         out["weight_limit"] = self.config.weight_limit
         out["weight_window_s"] = self.config.weight_window_s
+        for family, fw in self.futures_weights.items():  # {"usdm": {...}, "coinm": {...}}
+            with fw.lock:
+                f_out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in fw.stats.items()
+                         if k != "windows"}
+                f_out["windows"] = {str(k): v for k, v in fw.stats["windows"].items()}
+            f_out["weight_limit"] = self.config.futures_weight_limit
+            out[family] = f_out
         out.update(self.archive.stats())
         return out
 

@@ -1,0 +1,175 @@
+"""The simulator's futures REST: USD-M under `/fapi/v1`, COIN-M under `/dapi/v1`.
+
+ping, time, exchangeInfo, klines, markPriceKlines, indexPriceKlines (by `pair`) and
+premiumIndexKlines, with Binance's futures rules: `limit` default 500, at most 1500 (-1130 above),
+weight by limit ([1,100) 1, [100,500) 2, [500,1000] 5, above 10) charged to the family's own
+budget (`SimConfig.futures_weight_limit` per minute, `X-MBX-USED-WEIGHT-1M` on every answer);
+COIN-M: startTime..endTime over 200 days is -4088, and within the window the newest `limit` rows
+are answered (startTime only: the window ends 200 days later or now; endTime only: it starts 200
+days before). No candle before a contract's onboardDate or at/after its deliveryDate.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ohlcv_sim.engine import INTERVALS, encode_rows
+from ohlcv_sim.futures import index_series, symbol_info
+
+DAY = 86_400_000
+PREFIX = {"usdm": "/fapi/v1", "coinm": "/dapi/v1"}
+PRICE_OF = {"/klines": "trade", "/markPriceKlines": "mark", "/indexPriceKlines": "index",
+            "/premiumIndexKlines": "premium"}
+FIXED_WEIGHTS = {"/ping": 1, "/time": 1, "/exchangeInfo": 1}
+FUTURES_INTERVALS = {k: v for k, v in INTERVALS.items() if k != "1s"}
+MAX_LIMIT = 1500
+COINM_WINDOW = 200 * DAY
+UNTHROTTLED_LIMIT = 100_000_000
+
+
+def klines_weight(limit: int) -> int:
+    """Binance's futures klines weight by limit."""
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    if limit <= 1000:
+        return 5
+    return 10
+
+
+def family_of_path(path: str) -> str | None:
+    if path.startswith("/fapi/v1/"):
+        return "usdm"
+    if path.startswith("/dapi/v1/"):
+        return "coinm"
+    return None
+
+
+def handle(h, path: str, params: dict, now: int) -> None:
+    """Answer one futures request on handler `h` (server._Handler)."""
+    sim = h.server.sim
+    family = family_of_path(path)
+    endpoint = path[len(PREFIX[family]):] if family else None
+    if endpoint in FIXED_WEIGHTS:
+        weight = FIXED_WEIGHTS[endpoint]
+    elif endpoint in PRICE_OF:
+        try:
+            weight = klines_weight(int(params.get("limit", 500)))
+        except ValueError:
+            weight = 1
+    else:
+        return h._send(404, b"<html><body>404 Not Found</body></html>", "text/html")
+    sim.weights.count_path(path)
+    if sim.in_outage():
+        sim.weights.stats["outage_503"] += 1
+        return h._send(503, b"<html><body>503 Service Temporarily Unavailable</body></html>",
+                       "text/html")
+    budget = sim.futures_weights[family]
+    used, refuse, retry = budget.charge(weight, now)
+    headers = {budget.header_name(): str(used)}
+    if refuse is not None:
+        headers["Retry-After"] = str(max(1, int(retry + 0.999)))
+        msg = ("Way too much request weight used; IP banned until %d." % (now + retry * 1000)
+               if refuse == 418 else
+               "Too many requests; current limit of IP(127.0.0.1) is %d requests per minute. "
+               "Please use the websocket for live updates to avoid polling the API."
+               % (budget.limit or 0))
+        return h._json(refuse, {"code": -1003, "msg": msg}, headers)
+    if endpoint == "/ping":
+        return h._json(200, {}, headers)
+    if endpoint == "/time":
+        return h._json(200, {"serverTime": now}, headers)
+    if endpoint == "/exchangeInfo":
+        return h._json(200, exchange_info(sim, family, now), headers)
+    return _klines(h, sim, family, PRICE_OF[endpoint], params, now, headers)
+
+
+def exchange_info(sim, family: str, now: int) -> dict:
+    limit = sim.config.futures_weight_limit or UNTHROTTLED_LIMIT
+    specs = [s for s in sim.config.futures if s.family == family]
+    assets = sorted({s.settle for s in specs})
+    info = {
+        "timezone": "UTC",
+        "serverTime": now,
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+             "limit": limit},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+        ],
+        "exchangeFilters": [],
+        "symbols": [symbol_info(s, now) for s in specs],
+    }
+    if family == "usdm":
+        info["futuresType"] = "U_MARGINED"
+        info["assets"] = [{"asset": a, "marginAvailable": True, "autoAssetExchange": "-10000"}
+                          for a in assets]
+        info["rateLimits"].append({"rateLimitType": "ORDERS", "interval": "SECOND",
+                                   "intervalNum": 10, "limit": 300})
+    return info
+
+
+def _klines(h, sim, family: str, price: str, params: dict, now: int, headers: dict) -> None:
+    fault = sim.draw_fault()
+    stats = sim.futures_weights[family].stats
+    if fault == 429:
+        stats["injected_429"] += 1
+        headers["Retry-After"] = "1"
+        return h._json(429, {"code": -1003, "msg": "Too many requests (injected)."}, headers)
+    if fault == 503:
+        stats["injected_5xx"] += 1
+        return h._send(503, b"Service Unavailable", "text/plain", headers)
+    name = "pair" if price == "index" else "symbol"
+    sym = params.get(name)
+    if not sym:
+        return h._error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or "
+                        "malformed.", headers)
+    if price == "index":
+        series = index_series(sim.config.futures, family, sym)
+    else:
+        spec = sim.config.future(family, sym)
+        series = None if spec is None else spec.series(price)
+    if series is None:
+        return h._error(-1121, "Invalid symbol.", headers)
+    tf = FUTURES_INTERVALS.get(params.get("interval", ""))
+    if tf is None:
+        return h._error(-1120, "Invalid interval.", headers)
+    try:
+        limit = int(params.get("limit", 500))
+        start = int(params["startTime"]) if "startTime" in params else None
+        end = int(params["endTime"]) if "endTime" in params else None
+    except ValueError:
+        return h._error(-1100, "Illegal characters found in a parameter.", headers)
+    if not 1 <= limit <= MAX_LIMIT:
+        return h._error(-1130, "Data sent for parameter 'limit' is not valid.", headers)
+    if start is not None and end is not None and start > end:
+        return h._error(-1023, "Start time is greater than end time.", headers)
+    newest = False
+    if family == "coinm":
+        if start is not None and end is not None and end - start > COINM_WINDOW:
+            return h._error(-4088, "Maximum time interval is 200 days.", headers)
+        if start is not None and end is None:
+            end = min(start + COINM_WINDOW, now)
+        elif end is not None and start is None:
+            start = end - COINM_WINDOW
+        newest = start is not None
+    with sim.futures_weights[family].lock:
+        stats["klines"] += 1
+        by = stats.setdefault("klines_by_symbol", {})
+        by[f"{price}:{sym}"] = by.get(f"{price}:{sym}", 0) + 1
+        stats.setdefault("klines_first_ms", now)
+        stats["klines_last_ms"] = now
+    body = sim.engine.klines_body(series, tf, start, end, limit, now, newest)
+    bad = sim.draw_answer_fault()
+    if bad == "garbage":
+        stats["injected_garbage"] += 1
+        body, ctype = sim.garbage(body)
+        return h._send(200, body, ctype, headers)
+    if bad == "short":
+        rows = json.loads(body)
+        if len(rows) >= 2:
+            stats["injected_short"] += 1
+            with sim._rng_lock:
+                keep = sim._rng.randint(1, len(rows) - 1)
+            body = encode_rows(rows[:keep])
+    h._send(200, body, "application/json;charset=UTF-8", headers)

@@ -1,0 +1,229 @@
+"""The simulator's futures: USD-M /fapi and COIN-M /dapi over real HTTP, read by real ccxt."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import ccxt
+import pytest
+
+from ohlcv_cli.adapters.binance.rest import _rebase_all
+from ohlcv_sim.futures import FuturesSpec, default_futures, quarter_delivery
+
+DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
+
+
+def get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        ctype = e.headers.get("Content-Type", "")
+        return e.code, dict(e.headers), json.loads(body) if ctype.startswith("application/json") else None
+
+
+def ccxt_client(url: str) -> ccxt.binance:
+    ex = ccxt.binance({"options": {"fetchMarkets": {"types": ["spot", "linear", "inverse"]},
+                                   "fetchCurrencies": False, "fetchMargins": False}})
+    ex.urls["api"] = _rebase_all(ex.urls["api"], url)
+    return ex
+
+
+def test_ccxt_loads_the_default_futures_markets_with_their_unified_symbols(sim):
+    now = int(time.time() * 1000)
+    markets = ccxt_client(sim.url).load_markets()
+    cur = next(s for s in sim.config.futures if s.contract_type == "CURRENT_QUARTER"
+               and s.delivery > now)
+    yymmdd = cur.expiry
+    ids = {sym: m["id"] for sym, m in markets.items()}
+    assert ids["BTC/USDT"] == "BTCUSDT"  # spot unchanged beside the perpetual of the same pair
+    assert ids["BTC/USDT:USDT"] == "BTCUSDT"
+    assert ids[f"BTC/USDT:USDT-{yymmdd}"] == f"BTCUSDT_{yymmdd}"
+    assert ids["BTC/USD:BTC"] == "BTCUSD_PERP"
+    assert ids[f"BTC/USD:BTC-{yymmdd}"] == f"BTCUSD_{yymmdd}"
+    assert ids["ETH/USD:ETH"] == "ETHUSD_PERP" and ids["WLD/USDT:USDT"] == "WLDUSDT"
+    assert markets["BTC/USDT:USDT"]["linear"] and markets["BTC/USD:BTC"]["inverse"]
+    assert markets[f"BTC/USD:BTC-{yymmdd}"]["expiry"] == cur.delivery
+    # the delivery is the last Friday of the quarter's last month at 08:00 UTC
+    d = time.gmtime(cur.delivery / 1000)
+    assert d.tm_wday == 4 and d.tm_hour == 8 and d.tm_mon in (3, 6, 9, 12) and d.tm_mday > 21
+    # the previous quarter's contract is delivered: listed, SETTLING, not active
+    prev = [m for m in markets.values() if m.get("expiry") and m["expiry"] < now]
+    assert {m["id"][:7] for m in prev} == {"BTCUSDT", "BTCUSD_"}
+    assert all(not m["active"] for m in prev)
+    wld = markets["WLD/USDT:USDT"]
+    assert wld["created"] == now // HOUR * HOUR - 36 * HOUR or \
+        wld["created"] == (now // HOUR - 1) * HOUR - 36 * HOUR  # an hour may have turned
+
+
+def test_default_quarterlies_follow_now():
+    # 2026-12-02: current quarter delivers 2026-12-25, the previous one 2026-09-25
+    now = 1796169600000
+    specs = {s.market_id: s for s in default_futures(now)}
+    assert specs["BTCUSDT_261225"].delivery == quarter_delivery(2026, 12) == 1798185600000
+    assert specs["BTCUSDT_261225"].onboard == specs["BTCUSDT_260925"].delivery
+    assert specs["BTCUSD_260925"].status(now) == "SETTLING"
+    assert specs["WLDUSDT"].onboard == now - 36 * HOUR
+
+
+def test_futures_klines_weight_by_limit_on_each_family_budget(sim):
+    weights = []
+    for limit in (99, 100, 499, 500, 1000, 1001, 1500):
+        status, headers, rows = get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&interval=1m"
+                                    f"&limit={limit}")
+        assert status == 200 and len(rows) == limit
+        weights.append(int(headers["X-MBX-USED-WEIGHT-1M"]))
+    steps = [b - a for a, b in zip([0] + weights, weights)]
+    if any(x < 0 for x in steps):
+        pytest.skip("the weight window turned during the test")
+    assert steps == [1, 2, 2, 5, 5, 10, 10]
+    # COIN-M counts on its own budget, spot on its own
+    _, headers, _ = get(f"{sim.url}/dapi/v1/klines?symbol=BTCUSD_PERP&interval=1m&limit=10")
+    assert headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    _, headers, _ = get(f"{sim.url}/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=10")
+    assert headers["X-MBX-USED-WEIGHT-1M"] == "2"
+
+
+@pytest.mark.parametrize("path,query,code", [
+    ("/fapi/v1/klines", "symbol=BTCUSDT&interval=1m&limit=1501", -1130),
+    ("/fapi/v1/klines", "symbol=BTCUSD_PERP&interval=1m", -1121),
+    ("/dapi/v1/klines", "symbol=BTCUSDT&interval=1m", -1121),
+    ("/fapi/v1/klines", "symbol=BTCUSDT&interval=1s", -1120),
+    ("/fapi/v1/indexPriceKlines", "symbol=BTCUSDT&interval=1m", -1102),
+    ("/dapi/v1/klines", "symbol=BTCUSD_PERP&interval=1m&startTime=0&endTime=17280000001",
+     -4088),
+])
+def test_futures_error_bodies(sim, path, query, code):
+    status, _, body = get(f"{sim.url}{path}?{query}")
+    assert status == 400 and body["code"] == code and body["msg"]
+
+
+def test_futures_budget_answers_429_from_exchange_info_limit(sim_factory):
+    sim = sim_factory(futures_weight_limit=12, ban_after=100)
+    _, _, info = get(f"{sim.url}/fapi/v1/exchangeInfo")
+    assert info["rateLimits"][0] == {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
+                                     "intervalNum": 1, "limit": 12}
+    codes = [get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=500")[0]
+             for _ in range(3)]
+    assert 429 in codes
+    status, headers, body = get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=500")
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and body["code"] == -1003
+    # the COIN-M and spot budgets are untouched
+    assert get(f"{sim.url}/dapi/v1/klines?symbol=BTCUSD_PERP&interval=1m&limit=5")[0] == 200
+    assert get(f"{sim.url}/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=5")[0] == 200
+
+
+def test_coinm_window_answers_the_newest_rows_up_to_end_time(sim):
+    end = int(time.time() * 1000) // HOUR * HOUR - DAY
+    start = end - 10 * DAY
+    _, _, rows = get(f"{sim.url}/dapi/v1/klines?symbol=BTCUSD_PERP&interval=1h"
+                     f"&startTime={start}&endTime={end}&limit=5")
+    assert [r[0] for r in rows] == [end - 4 * HOUR + i * HOUR for i in range(5)]
+    assert rows == sim.futures_final_rows("BTCUSD_PERP", "coinm", "trade", "1h", end - 4 * HOUR,
+                                          end + 1)
+    # USD-M answers the oldest from startTime
+    _, _, rows = get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&interval=1h"
+                     f"&startTime={start}&endTime={end}&limit=5")
+    assert rows[0][0] == start and len(rows) == 5
+
+
+def test_no_candle_before_onboard_or_at_after_delivery(sim_factory):
+    now = int(time.time() * 1000)
+    onboard = now // HOUR * HOUR - 3 * HOUR + 30 * MIN
+    delivery = now // HOUR * HOUR - HOUR
+    spec = FuturesSpec("BTC", "USDT", "usdm", 6_500_000, onboard, delivery, "CURRENT_QUARTER")
+    sim = sim_factory(futures=[spec])
+    mid = spec.market_id
+    _, _, rows = get(f"{sim.url}/fapi/v1/klines?symbol={mid}&interval=1m"
+                     f"&startTime={onboard - HOUR}&limit=1500")
+    assert rows[0][0] == onboard and rows[-1][0] == delivery - MIN
+    assert len(rows) == (delivery - onboard) // MIN
+    _, _, rows = get(f"{sim.url}/fapi/v1/markPriceKlines?symbol={mid}&interval=1m&limit=3")
+    assert rows[-1][0] == delivery - MIN  # newest: the last minute before delivery
+    _, _, info = get(f"{sim.url}/fapi/v1/exchangeInfo")
+    assert info["symbols"][0]["status"] == "SETTLING" and info["symbols"][0]["deliveryDate"] == delivery
+
+
+def test_time_and_ping_per_family(sim):
+    for prefix in ("/fapi/v1", "/dapi/v1"):
+        status, _, body = get(f"{sim.url}{prefix}/time")
+        assert status == 200 and abs(body["serverTime"] - time.time() * 1000) < 5_000
+        assert get(f"{sim.url}{prefix}/ping")[:3:2] == (200, {})
+
+
+def hours_of(sim, prefix, path, ident):
+    """A day of hourly premium rows: they take both signs."""
+    _, _, rows = get(f"{sim.url}{prefix}/{path}?symbol={ident}&interval=1h&limit=48")
+    return rows
+
+
+def _agg(rows):
+    """The coarser candle of 1m price rows, aggregated as the exchange does."""
+    return [rows[0][0], rows[0][1], max(rows, key=lambda r: float(r[2]))[2],
+            min(rows, key=lambda r: float(r[3]))[3], rows[-1][4], "0",
+            rows[0][0] + len(rows) * MIN - 1, "0", sum(r[8] for r in rows), "0", "0", "0"]
+
+
+@pytest.mark.parametrize("family,path,param,ident,basic", [
+    ("usdm", "markPriceKlines", "symbol", "BTCUSDT", 60),
+    ("usdm", "indexPriceKlines", "pair", "BTCUSDT", 60),
+    ("usdm", "premiumIndexKlines", "symbol", "ETHUSDT", 12),
+    ("coinm", "markPriceKlines", "symbol", "BTCUSD_PERP", 60),
+    ("coinm", "indexPriceKlines", "pair", "BTCUSD", 60),
+    ("coinm", "premiumIndexKlines", "symbol", "ETHUSD_PERP", 12),
+])
+def test_price_klines_have_placeholders_and_aggregate_exactly(sim, family, path, param, ident,
+                                                              basic):
+    prefix = "/fapi/v1" if family == "usdm" else "/dapi/v1"
+    hour = int(time.time() * 1000) // HOUR * HOUR - 3 * HOUR
+    _, _, minutes = get(f"{sim.url}{prefix}/{path}?{param}={ident}&interval=1m"
+                        f"&startTime={hour}&endTime={hour + HOUR - 1}&limit=1500")
+    assert len(minutes) == 60
+    assert all(r[5] == r[7] == r[9] == r[10] == r[11] == "0" and r[8] == basic for r in minutes)
+    assert all(len(r[1].split(".")[1]) == 8 for r in minutes)
+    if basic == 12:  # premium: small signed values
+        assert all(abs(float(r[4])) < 0.01 for r in minutes)
+        assert len({r[4].startswith("-") for r in minutes + hours_of(sim, prefix, path, ident)}) == 2
+    _, _, hours = get(f"{sim.url}{prefix}/{path}?{param}={ident}&interval=1h"
+                      f"&startTime={hour}&endTime={hour}")
+    assert hours == [_agg(minutes)]
+    _, _, five = get(f"{sim.url}{prefix}/{path}?{param}={ident}&interval=5m"
+                     f"&startTime={hour}&endTime={hour}")
+    assert five == [_agg(minutes[:5])]
+    price = {"markPriceKlines": "mark", "indexPriceKlines": "index",
+             "premiumIndexKlines": "premium"}[path]
+    assert minutes == sim.futures_final_rows(ident, family, price, "1m", hour, hour + HOUR)
+
+
+def test_series_differ_and_spot_is_unchanged(sim):
+    hour = int(time.time() * 1000) // HOUR * HOUR - 2 * HOUR
+    q = f"interval=1h&startTime={hour}&endTime={hour}"
+    spot = get(f"{sim.url}/api/v3/klines?symbol=BTCUSDT&{q}")[2]
+    perp = get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&{q}")[2]
+    mark = get(f"{sim.url}/fapi/v1/markPriceKlines?symbol=BTCUSDT&{q}")[2]
+    index = get(f"{sim.url}/fapi/v1/indexPriceKlines?pair=BTCUSDT&{q}")[2]
+    coinm = get(f"{sim.url}/dapi/v1/indexPriceKlines?pair=BTCUSD&{q}")[2]
+    assert spot == [sim.final_row("BTC/USDT", "1h", hour)]
+    assert len({json.dumps(x) for x in (spot, perp, mark, index, coinm)}) == 5
+    assert perp[0][5] != "0" and mark[0][5] == "0"
+
+
+def test_a_delivery_contracts_index_rows_are_its_pairs_clipped(sim):
+    now = int(time.time() * 1000)
+    prev = next(s for s in sim.config.futures if s.family == "usdm" and s.delivery
+                and s.delivery <= now)
+    a, b = prev.delivery - 2 * HOUR, prev.delivery + 2 * HOUR
+    pair_rows = sim.futures_final_rows("BTCUSDT", "usdm", "index", "1h", a, b)
+    own = sim.futures_final_rows(prev.market_id, "usdm", "index", "1h", a, b)
+    assert len(pair_rows) == 4 and own == pair_rows[:2]
+    _, _, served = get(f"{sim.url}/fapi/v1/indexPriceKlines?pair=BTCUSDT&interval=1h"
+                       f"&startTime={a}&endTime={b - 1}")
+    assert served == pair_rows
+    # the contract's own series end at delivery
+    _, _, mark = get(f"{sim.url}/fapi/v1/markPriceKlines?symbol={prev.market_id}&interval=1h"
+                     f"&startTime={a}&endTime={b - 1}")
+    assert [r[0] for r in mark] == [a, a + HOUR]
