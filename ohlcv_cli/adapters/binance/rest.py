@@ -294,6 +294,20 @@ class CcxtFetcher:
         except ValueError:
             return default
 
+    def request(self, family: str, path: str, params: dict, *, weight: int, budget=None):
+        """One public GET of any endpoint family (`path` in full, e.g. /fapi/v1/fundingRate) with
+        the retry policy of every call; the JSON answer. `weight` is charged to `budget` (an
+        endpoint's own limit, such as fundingRate's 500 per 5 minutes) or to the shared one."""
+        api, prefix = _FAMILY_API[family]
+        if not path.startswith(prefix + "/"):
+            raise ConfigError(f"{path} is not an endpoint of the {family} family")
+        ex = self._ex()
+        rel = path[len(prefix) + 1:]
+        if budget is not None:
+            budget.acquire(weight)
+        return self._call(lambda: ex.request(rel, api, "GET", dict(params)), ex,
+                          weight=0 if budget is not None else weight)
+
     # --- the Fetcher interface ----------------------------------------------------------------
     def check_symbols(self, symbols: Iterable[str]) -> None:
         self.load()
@@ -388,6 +402,9 @@ class CcxtFetcher:
         return False
 
 
+# ccxt's implicit-API key and the path prefix of each endpoint family
+_FAMILY_API = {"spot": ("public", "/api/v3"), "usdm": ("fapiPublic", "/fapi/v1"),
+               "coinm": ("dapiPublic", "/dapi/v1")}
 _RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
 _TRANSIENT = (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse, _BadAnswer)
 # ccxt's final errors, most specific first, as ours (anything else: ExchangeUnavailable).
