@@ -208,8 +208,9 @@ class RepositorySink:
     name = "database"
 
     def __init__(self, repo: CandleRepository, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, funding=None) -> None:
         self.repo = repo
+        self.funding = funding  # the funding repository (store(settlements)), for perpetuals
         self.metrics = metrics or Metrics()
         self._clock = clock
 
@@ -221,3 +222,9 @@ class RepositorySink:
             self.metrics.latency(seconds)
         self.metrics.stored(written)
         return len(candles)
+
+    def publish_funding(self, settlements) -> int:
+        settlements = list(settlements)
+        if self.funding is not None and settlements:
+            self.funding.store(settlements)
+        return len(settlements)

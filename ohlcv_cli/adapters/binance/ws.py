@@ -165,6 +165,7 @@ class BinanceWsFeed:
             streams.append((f"{mid.lower()}@markPrice", ()))
             self._route[("mark", mid.upper())] = (sym,)
         self.candle_streams = sum(1 for _, syms in streams if syms)
+        self.mark_streams = len(streams) - self.candle_streams
         self._chunks = [streams[i:i + self.max_streams]
                         for i in range(0, len(streams), self.max_streams)]
         self._emit: Callable[[FeedEvent], None] | None = None
