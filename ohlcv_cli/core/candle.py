@@ -154,8 +154,9 @@ def validate(c: Candle) -> Candle:
         raise InvalidMessage(f"exchange must be 1 to {MAX_EXCHANGE_LEN} characters, got "
                              f"{len(c.exchange)}")
     if len(c.symbol) > MAX_SYMBOL_LEN or CANONICAL_SYMBOL.fullmatch(c.symbol) is None:
-        raise InvalidMessage(f"symbol {c.symbol[:60]!r} is not in the ccxt form BASE/QUOTE "
-                             f"(upper case, at most {MAX_SYMBOL_LEN} characters)")
+        raise InvalidMessage(f"symbol {c.symbol[:60]!r} is not in the ccxt form BASE/QUOTE, "
+                             "BASE/QUOTE:SETTLE or BASE/QUOTE:SETTLE-YYMMDD (upper case, at most "
+                             f"{MAX_SYMBOL_LEN} characters)")
     fo, fh, fl, fc = float(c.open), float(c.high), float(c.low), float(c.close)
     fv, ft = float(c.volume), float(c.taker_buy_base_volume)
     # one chained comparison settles the common case; a failure or a tie takes the exact path

@@ -38,9 +38,16 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
-def candles(df, symbol: str, tf: Timeframe, start: int, end: int, out: str) -> None:
-    """df: float frame indexed by UTC open time."""
-    title = f"{symbol} {tf.name}  {iso(start)} → {iso(end)} UTC  ({len(df)} candles)"
+def series_label(symbol: str, timeframe: str, price: str = "trade") -> str:
+    """BTC/USDT 1h; a contract's other price series named: BTC/USDT:USDT mark 1h."""
+    return f"{symbol} {timeframe}" if price == "trade" else f"{symbol} {price} {timeframe}"
+
+
+def candles(df, symbol: str, tf: Timeframe, start: int, end: int, out: str,
+            price: str = "trade") -> None:
+    """df: float frame indexed by UTC open time; `price` names a series other than trade."""
+    title = (f"{series_label(symbol, tf.name, price)}  {iso(start)} → {iso(end)} UTC  "
+             f"({len(df)} candles)")
     if check_target(out) == ".png":
         _candles_png(df, tf, title, start, end, out)
     else:
@@ -141,7 +148,7 @@ def coverage(series: list[dict], out: str) -> None:
     fig, ax = plt.subplots(figsize=(12, 1.2 + 0.45 * len(series)), dpi=100)
     labels = []
     for i, s in enumerate(series):
-        labels.append(f"{s['symbol']} {s['timeframe']}")
+        labels.append(series_label(s["symbol"], s["timeframe"], s.get("price", "trade")))
         for kind in COLORS:
             spans = [(mdates.date2num(_dt(a)), (b - a) / DAY_MS)
                      for a, b, k in classify(s) if k == kind]
@@ -171,7 +178,8 @@ def _coverage_html(series: list[dict], out: str) -> None:
         for s in series:
             for a, b, k in classify(s):
                 if k == kind:
-                    ys.append(f"{s['symbol']} {s['timeframe']}")
+                    ys.append(series_label(s["symbol"], s["timeframe"],
+                                           s.get("price", "trade")))
                     bases.append(_dt(a).strftime("%Y-%m-%d %H:%M:%S"))
                     widths.append(b - a)
         fig.add_trace(go.Bar(y=ys, x=widths, base=bases, orientation="h", name=kind,
