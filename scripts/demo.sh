@@ -3,7 +3,7 @@
 # symbols into the embedded SQLite default; then `ohlcv run` with 1s candles for about half a
 # minute (backfill, then stream straight into the database from the simulator's websocket, which
 # drops some final events and cuts the connection now and then: REST fills those holes); then
-# what is stored.
+# what is stored; then a USD-M perpetual beside its spot pair (trade and mark-price candles).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OHLCV=${OHLCV:-.venv/bin/ohlcv}
@@ -58,4 +58,35 @@ cols = "symbol, timeframe, open_time, open, high, low, close, volume, trades, so
 print(cols)
 for row in conn.execute(f"SELECT {cols} FROM candles WHERE timeframe = '1s' ORDER BY open_time DESC, symbol LIMIT 6"):
     print(" | ".join(str(v) for v in row))
+PY
+
+echo
+echo "== futures beside spot: ohlcv backfill --symbols BTC/USDT,BTC/USDT:USDT --timeframe 1h --days 2   (BTC/USDT:USDT is the USD-M perpetual: its own series, no collision with spot)"
+"$ROOT/$OHLCV" backfill --symbols BTC/USDT,BTC/USDT:USDT --timeframe 1h --days 2
+echo
+echo "== ohlcv backfill --symbols BTC/USDT:USDT --timeframe 1h --days 2 --price mark   (the perpetual's mark-price candles)"
+"$ROOT/$OHLCV" backfill --symbols BTC/USDT:USDT --timeframe 1h --days 2 --price mark
+echo
+echo "== ohlcv backfill --symbols BTC/USDT --price mark   (spot has only trade candles: one line, exit 2)"
+"$ROOT/$OHLCV" backfill --symbols BTC/USDT --timeframe 1h --days 2 --price mark || echo "(exit $?)"
+echo
+echo "== ohlcv gaps check --symbols BTC/USDT:USDT --timeframe 1h --days 2 --price mark"
+"$ROOT/$OHLCV" gaps check --symbols BTC/USDT:USDT --timeframe 1h --days 2 --price mark
+echo
+echo "== ohlcv status --timeframe 1h"
+"$ROOT/$OHLCV" status --timeframe 1h
+echo
+echo "== the newest rows of each, from Python: open_store().candles(symbol, '1h', price=...)"
+"$ROOT/$PY" - <<'PY'
+import pandas as pd
+from ohlcv_cli import open_store
+
+pd.set_option("display.width", 160)
+pd.set_option("display.max_columns", 12)
+with open_store("sqlite:///ohlcv.db") as store:
+    for symbol, price in (("BTC/USDT", "trade"), ("BTC/USDT:USDT", "trade"), ("BTC/USDT:USDT", "mark")):
+        df = store.candles(symbol, "1h", price=price, exact=True)
+        print(f"{symbol} {price}:")
+        print(df[["open", "high", "low", "close", "volume", "trades"]].tail(3).to_string())
+        print()
 PY

@@ -84,26 +84,28 @@ class FakeStore:
             self.rows[(c.symbol, c.open_time)] = c
         return n
 
-    def latest_open_time(self, exchange, symbol, timeframe):
+    def latest_open_time(self, exchange, symbol, timeframe, *, price="trade"):
         return max((t for s, t in self.rows if s == symbol), default=None)
 
-    def missing_ranges(self, exchange, symbol, tf, start, end):
+    def missing_ranges(self, exchange, symbol, tf, start, end, *, price="trade"):
         have = [(t, t + tf.ms) for s, t in self.rows if s == symbol]
         return subtract([(start, end)], have)
 
-    def exchange_gaps(self, exchange, symbol, timeframe, start=None, end=None):
+    def exchange_gaps(self, exchange, symbol, timeframe, start=None, end=None, *,
+                      price="trade"):
         return [g for g in self.gaps.get(symbol, [])
                 if start is None or (g[1] > start and g[0] < end)]
 
-    def record_exchange_gaps(self, exchange, symbol, timeframe, ranges) -> int:
+    def record_exchange_gaps(self, exchange, symbol, timeframe, ranges, *,
+                             price="trade") -> int:
         ranges = list(ranges)
         self.gaps[symbol] = merge(self.gaps.get(symbol, []) + ranges)
         return len(ranges)
 
-    def first_open_time(self, exchange, symbol, timeframe):
+    def first_open_time(self, exchange, symbol, timeframe, *, price="trade"):
         return min((t for s, t in self.rows if s == symbol), default=None)
 
-    def series(self, symbols=None, timeframe=None):
+    def series(self, symbols=None, timeframe=None, *, price=None):
         return [SeriesSummary("binance", s, "1m", 0, 0, 0) for s in sorted({s for s, _ in self.rows})]
 
     def times(self, symbol):

@@ -149,7 +149,7 @@ class FakeRepo:
                 self.rows[key] = c
             return n
 
-    def missing_ranges(self, exchange, symbol, tf, start, end):
+    def missing_ranges(self, exchange, symbol, tf, start, end, *, price="trade"):
         times = sorted(t for s, t in self.rows if s == symbol and start <= t < end)
         return uncovered(tf, start, end, times)
 
@@ -158,10 +158,11 @@ class FakeGaps:
     def __init__(self) -> None:
         self.ranges: dict = {}
 
-    def exchange_gaps(self, exchange, symbol, timeframe, start=None, end=None):
+    def exchange_gaps(self, exchange, symbol, timeframe, start=None, end=None, *,
+                      price="trade"):
         return list(self.ranges.get(symbol, []))
 
-    def record_exchange_gaps(self, exchange, symbol, timeframe, ranges):
+    def record_exchange_gaps(self, exchange, symbol, timeframe, ranges, *, price="trade"):
         ranges = list(ranges)
         self.ranges[symbol] = merge(self.ranges.get(symbol, []) + ranges)
         return len(ranges)
