@@ -124,6 +124,7 @@ class CcxtFetcher:
         weight_limit: int | None = None,
         max_rate_limit_wait_s: float = 600.0,
         sleep: Callable[[float], None] = time.sleep,
+        families: Iterable[str] | None = None,
     ) -> None:
         if exchange_id != "binance":
             raise ConfigError(f"unsupported exchange {exchange_id!r}: only binance is supported")
@@ -138,6 +139,8 @@ class CcxtFetcher:
         self._weight_override = weight_limit
         self._max_rl_wait = max_rate_limit_wait_s
         self._sleep = sleep
+        # (live's stopgap until f-rest lands: one budget for all families)
+        self._families = tuple(families or ("spot",))
         self._shared = _Shared()
         self._local = self._shared.local
         self._lock = self._shared.lock
@@ -164,7 +167,7 @@ class CcxtFetcher:
             "enableRateLimit": True,
             "timeout": self._timeout,
             "options": {
-                "fetchMarkets": {"types": ["spot"]},
+                "fetchMarkets": {"types": [_CCXT_TYPES[f] for f in self._families]},
                 "fetchCurrencies": False,
                 "fetchMargins": False,
             },
@@ -305,7 +308,7 @@ class CcxtFetcher:
         rel = path[len(prefix) + 1:]
         if budget is not None:
             budget.acquire(weight)
-        return self._call(lambda: ex.request(rel, api, "GET", dict(params)), ex,
+        return self._call(lambda: ex.request(rel, [api], "GET", dict(params)), ex,
                           weight=0 if budget is not None else weight)
 
     # --- the Fetcher interface ----------------------------------------------------------------
@@ -313,8 +316,15 @@ class CcxtFetcher:
         self.load()
         for s in symbols:
             market = self._markets.get(s)
-            if market is None or not market.get("spot"):
-                raise BadSymbol(f"unknown symbol {s!r}: {self.exchange_id} spot does not list it")
+            if market is None or not (market.get("spot") or market.get("contract")):
+                raise BadSymbol(f"unknown symbol {s!r}: {self.exchange_id} "
+                                f"{' and '.join(self._families)} does not list it")
+
+    def markets(self) -> dict[str, str]:
+        """The loaded families' symbols, each with its market id."""
+        self.load()
+        return {sym: m["id"] for sym, m in self._markets.items()
+                if m.get("spot") or m.get("contract")}
 
     def spot_markets(self) -> dict[str, str]:
         """The exchange's spot symbols, each with its market id (BTC/USDT -> BTCUSDT)."""
@@ -331,8 +341,15 @@ class CcxtFetcher:
         return tf.floor(self.now_ms() - self.settle_ms)
 
     def fetch_range(
-        self, symbol: str, tf: Timeframe, start: int, end: int, source: str = "backfill"
+        self, symbol: str, tf: Timeframe, start: int, end: int, source: str = "backfill",
+        price: str = "trade",
     ) -> Iterator[list[Candle]]:
+        from ohlcv_cli.core.markets import market_of
+
+        market = market_of(symbol)
+        if not market.is_spot:
+            yield from self._futures_range(market, symbol, tf, start, end, source, price)
+            return
         mid = self.market_id(symbol)
         ex = self._ex()
         # The newest candle closes at `end`; wait for it to settle rather than store a moving one.
@@ -372,6 +389,34 @@ class CcxtFetcher:
             # empty answer (or reaching `end`) stops it, so no exchange gap is ever inferred
             # from a short page alone.
 
+    def _futures_range(self, market, symbol: str, tf: Timeframe, start: int, end: int,
+                       source: str, price: str) -> Iterator[list[Candle]]:
+        """(live's stopgap until f-rest lands) /fapi|/dapi klines and price klines, windows of
+        `page_for` candles with an endTime, so COIN-M's newest-rows rule cannot cut them."""
+        mid = self.market_id(symbol)
+        ex = self._ex()
+        family = market.family
+        api = _FAMILY_API[family.name][0]
+        path, key = _PRICE_PATHS[price]
+        wait_ms = end + self.settle_ms - self.now_ms()
+        if 0 < wait_ms <= tf.ms + self.settle_ms:
+            self._sleep(wait_ms / 1000)
+        end = min(end, self.closed_end(tf))
+        limit = family.page_for(tf.ms)
+        t = start
+        while t < end:
+            stop = min(end, t + limit * tf.ms)
+            params = {key: market.pair if key == "pair" else mid, "interval": tf.name,
+                      "startTime": t, "endTime": stop - 1, "limit": limit}
+            rows = self._call(lambda: _klines_rows(ex.request(path, [api], "GET", params)), ex,
+                              weight=KLINES_WEIGHT)
+            page = [Candle(self.exchange_id, symbol, tf.name, row[0], row[1], row[2], row[3],
+                           row[4], row[5], row[7], row[8], row[9], row[10], source, price)
+                    for row in rows if t <= row[0] < stop]
+            if page:
+                yield page
+            t = stop
+
     # --- what the consumer and the stream ask about symbols -----------------------------------
     def listed_symbols(self, fresh_s: float = LISTING_FRESH_S) -> set[str]:
         """Every spot symbol the exchange lists now (halted ones included): the markets this
@@ -379,10 +424,10 @@ class CcxtFetcher:
         so that a caller who can go on without it is never held up."""
         shared = self._shared
         if shared.markets is not None and time.monotonic() - shared.loaded_at < fresh_s:
-            return {sym for sym, m in shared.markets.items() if m.get("spot")}
+            return {sym for sym, m in shared.markets.items() if m.get("spot") or m.get("contract")}
         ex = self._new_exchange()
         markets = self._call(lambda: _load_markets(ex), ex, weight=0, retry_s=0)
-        return {sym for sym, m in markets.items() if m.get("spot")}
+        return {sym for sym, m in markets.items() if m.get("spot") or m.get("contract")}
 
     def is_trading(self, symbol: str) -> bool | None:
         """Whether the exchange trades the symbol now (exchangeInfo status TRADING); False when
@@ -405,6 +450,9 @@ class CcxtFetcher:
 # ccxt's implicit-API key and the path prefix of each endpoint family
 _FAMILY_API = {"spot": ("public", "/api/v3"), "usdm": ("fapiPublic", "/fapi/v1"),
                "coinm": ("dapiPublic", "/dapi/v1")}
+_CCXT_TYPES = {"spot": "spot", "usdm": "linear", "coinm": "inverse"}
+_PRICE_PATHS = {"trade": ("klines", "symbol"), "mark": ("markPriceKlines", "symbol"),
+                "index": ("indexPriceKlines", "pair"), "premium": ("premiumIndexKlines", "symbol")}
 _RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
 _TRANSIENT = (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.BadResponse, _BadAnswer)
 # ccxt's final errors, most specific first, as ours (anything else: ExchangeUnavailable).
