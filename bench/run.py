@@ -15,6 +15,7 @@ def main() -> None:
     backfill_bench.main()
     for name, title in (("consume_bench", "consume (Kafka -> PostgreSQL)"), ("gaps_bench", "gaps check"),
                         ("ws_bench", "websocket source (live latency, 1,000 symbols, 1s keeping up)"),
+                        ("futures_live_bench", "live futures (USD-M 1m, 200 perpetuals: close -> row)"),
                         ("read_bench", "reading the store (pandas, derived, export)"),
 
                         ("archive_bench", "backfill from the archive, and REST at real latency"),

@@ -125,6 +125,23 @@ class KafkaPublisher:
                 f.get(timeout=self._timeout_s)
         return len(candles)
 
+    def publish_funding(self, settlements, fetched_at: int | None = None) -> int:
+        """Funding settlements as v2 "funding" messages, keyed by symbol, on the same topic."""
+        from ohlcv_cli.core import funding_message
+
+        settlements = list(settlements)
+        if not settlements:
+            return 0
+        now = fetched_at or int(time.time() * 1000)
+        producer = self._get()
+        with self._resetting("publishing funding"):
+            futures = [producer.send(self.topic, key=funding_message.key(s),
+                                     value=funding_message.encode(s, now)) for s in settlements]
+            self._flush(producer)
+            for f in futures:
+                f.get(timeout=self._timeout_s)
+        return len(settlements)
+
     @contextmanager
     def _resetting(self, doing: str) -> Iterator[None]:
         """Translate, and drop the producer on failure: it may hold half-sent state, and a fresh

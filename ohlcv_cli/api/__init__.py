@@ -12,9 +12,11 @@ from ohlcv_cli.api.history import (
     status, upgrade,
 )
 from ohlcv_cli.api.wiring import USES, settings_for
+from ohlcv_cli.api.funding import funding_backfill, funding_check, funding_repair
 
 __all__ = [
     "upgrade", "db_current", "backfill", "gaps_check", "gaps_repair", "status", "stream",
     "consume", "run", "topic_create", "supervise", "symbols", "settings_for", "USES",
     "UpgradeResult", "RevisionResult", "StatusReport", "RunResult", "TopicResult",
+    "funding_backfill", "funding_check", "funding_repair",
 ]

@@ -18,6 +18,8 @@ from ohlcv_cli.api import wiring
 from ohlcv_cli.api.history import Time, _now_ms, history_window
 from ohlcv_cli.api.wiring import settings_for
 from ohlcv_cli.core.errors import OhlcvError, WorkerDied
+from ohlcv_cli.core.markets import market_of
+from ohlcv_cli.core.symbols import is_symbol
 from ohlcv_cli.core.ports import Metrics
 from ohlcv_cli.core.settings import Settings
 from ohlcv_cli.core.window import HistoryWindow
@@ -52,36 +54,84 @@ def topic_create(settings: Settings | None = None, **overrides) -> TopicResult:
     return TopicResult(s.topic_name, created, s.topic_partitions)
 
 
+def _perpetuals(symbols) -> list[str]:
+    return [sym for sym in symbols if market_of(sym).is_perpetual]
+
+
+def _funding_repository(s: Settings, eng):
+    """The funding table's repository when SYMBOLS has perpetuals (live funding), else None."""
+    if not _perpetuals(sym for sym in s.symbols if is_symbol(sym)):
+        return None
+    from ohlcv_cli.api.funding import repository
+
+    return repository(s, eng)
+
+
 def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
-                    stop: threading.Event):
-    """The REST stream; with STREAM_SOURCE=ws, the websocket in front of it (REST stays its
-    safety net). Both run(max_cycles) and return a StreamState."""
+                    stop: threading.Event, funding_repo=None):
+    """The REST stream; with STREAM_SOURCE=ws, the websockets in front of it (one connection
+    set per API family; REST stays their safety net and fetches at each close what no
+    websocket streams) and, for perpetuals, live funding from their mark-price streams. Both
+    run(max_cycles) and return a StreamState."""
     s = wiring.check_prices(wiring.exchange_symbols(s, fetcher))
     service = Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
                      delay_s=s.realtime_delay_seconds,
                      max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics,
-                     stop=stop)
+                     stop=stop, price=s.candle_price)
     if s.stream_source != "ws":
         return service
-    if s.websocket_url() is None:
-        log.warning("OHLCV_EXCHANGE_URL is set but OHLCV_STREAM_URL is not: streaming over REST "
-                    "only (set OHLCV_STREAM_URL to the same exchange's websocket)")
-        return service
-    return _ws_service(s, service, fetcher)
+    return _ws_service(s, service, fetcher, sink, funding_repo)
 
 
-def _ws_service(s: Settings, service: Stream, fetcher):
-    from ohlcv_cli.adapters.binance.ws import BinanceWsFeed
-    from ohlcv_cli.services.ws_stream import WsStream
+def _live_funding(s: Settings, fetcher, sink, funding_repo):
+    from ohlcv_cli.adapters.binance.funding import BinanceFunding
+    from ohlcv_cli.services.live_funding import LiveFunding
+
+    perpetuals = _perpetuals(s.symbols)
+    if not perpetuals or not hasattr(sink, "publish_funding"):
+        return None
+    return LiveFunding(BinanceFunding(fetcher, None, exchange=s.exchange), sink, perpetuals,
+                       exchange=fetcher.exchange_id, now_ms=fetcher.now_ms, repo=funding_repo,
+                       catchup_ms=s.stream_max_catchup_minutes * 60_000)
+
+
+def _ws_service(s: Settings, service: Stream, fetcher, sink=None, funding_repo=None):
+    from ohlcv_cli.adapters.binance.ws import LAYOUTS, BinanceWsFeed
+    from ohlcv_cli.services.ws_stream import FeedGroup, WsStream
 
     fetcher.check_symbols(s.symbols)
-    url = s.websocket_url()
-    feed = BinanceWsFeed(url, {sym: fetcher.market_id(sym) for sym in s.symbols}, s.timeframe,
-                         exchange_id=fetcher.exchange_id,
-                         max_streams=s.stream_streams_per_connection)
-    log.info("websocket source %s: %d streams on %d connections", url, len(s.symbols),
-             feed.connections)
-    return WsStream(service, feed)
+    funding = _live_funding(s, fetcher, sink, funding_repo)
+    marked = set(funding.symbols) if funding is not None else set()
+    by_family: dict[str, list[str]] = {}
+    for sym in s.symbols:
+        by_family.setdefault(market_of(sym).family.name, []).append(sym)
+    feeds = []
+    for family, symbols in by_family.items():
+        setting = LAYOUTS[family].setting
+        url = s.websocket_url(family)
+        if url is None:
+            log.warning("OHLCV_EXCHANGE_URL is set but %s is not: streaming over REST only "
+                        "for %s (set %s to the same exchange's websocket)", setting,
+                        ", ".join(symbols), setting)
+            continue
+        feed = BinanceWsFeed(url, {sym: fetcher.market_id(sym) for sym in symbols}, s.timeframe,
+                             family=family, price=s.candle_price,
+                             pairs={sym: market_of(sym).pair for sym in symbols},
+                             mark_price=[sym for sym in symbols if sym in marked],
+                             exchange_id=fetcher.exchange_id,
+                             max_streams=s.stream_streams_per_connection)
+        if feed.candle_streams < len(symbols):
+            log.info("%s: no websocket stream of %s candles on %s; fetched over REST at each "
+                     "close", ", ".join(symbols), s.candle_price, family)
+        if not feed.candle_streams and not feed.mark_streams:
+            continue
+        log.info("websocket source %s (%s): %d kline and %d mark-price streams on %d "
+                 "connections", url, family, feed.candle_streams, feed.mark_streams,
+                 feed.connections)
+        feeds.append(feed)
+    if not feeds:
+        return service
+    return WsStream(service, FeedGroup(feeds), funding=funding)
 
 
 def stream(settings: Settings | None = None, *, stop: threading.Event | None = None,
@@ -92,13 +142,15 @@ def stream(settings: Settings | None = None, *, stop: threading.Event | None = N
 
     s = wiring.with_price(settings_for("stream", settings, **overrides), price)
     broker = wiring.broker(s)
-    repo = wiring.repository(s, wiring.engine(s))
+    eng = wiring.engine(s)
+    repo = wiring.repository(s, eng)
+    funding_repo = _funding_repository(s, eng)
     ensure_topic(broker, s.topic_name, s.topic_partitions, timeout_s=s.kafka_timeout_seconds)
     publisher = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     try:
         return _stream_service(s, wiring.riding_out(wiring.fetcher(s)), publisher, repo,
-                               wiring.metrics(s),
-                               stop or threading.Event()).run(max_cycles=max_cycles)
+                               wiring.metrics(s), stop or threading.Event(),
+                               funding_repo).run(max_cycles=max_cycles)
     finally:
         publisher.close()
 
@@ -112,14 +164,17 @@ def consume(settings: Settings | None = None, *, stop: threading.Event | None = 
 
     s = settings_for("consume", settings, **overrides)
     broker = wiring.broker(s)
-    repo = wiring.repository(s, wiring.engine(s))
+    eng = wiring.engine(s)
+    repo = wiring.repository(s, eng)
+    handlers = _handlers(s, eng)
     children = _spawn_consumers(s, broker, s.consumer_workers - 1, max_idle_polls)
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group,
                                timeout_s=s.kafka_timeout_seconds)
     dlq = KafkaPublisher(broker, s.topic_name, timeout_s=s.kafka_timeout_seconds)
     try:
         stats = Consume(source, repo, dlq, metrics=wiring.metrics(s), stop=stop,
-                        listing=wiring.fetcher(s), exchanges=(s.exchange,)).run(
+                        listing=wiring.fetcher(s), exchanges=(s.exchange,),
+                        handlers=handlers).run(
             max_idle_polls=max_idle_polls)
     finally:
         source.close()
@@ -128,6 +183,15 @@ def consume(settings: Settings | None = None, *, stop: threading.Event | None = 
     if failed:
         raise OhlcvError(f"{failed} of {len(children)} consumer worker processes failed")
     return stats
+
+
+def _handlers(s: Settings, eng) -> dict:
+    """The consumer's stores of the other message types on the topic: funding settlements (v2
+    "funding" messages of the live stream) into the funding table."""
+    from ohlcv_cli.api.funding import repository
+    from ohlcv_cli.core import funding_message  # registers the message type
+
+    return {funding_message.FUNDING: repository(s, eng).store}
 
 
 def _spawn_consumers(s: Settings, broker: str, n: int, max_idle_polls: int | None) -> list:
@@ -193,10 +257,11 @@ def run(settings: Settings | None = None, *, days: int | None = None, start: Tim
     streaming = wiring.riding_out(client)
     if not s.kafka_broker:
         log.info("no KAFKA_BROKER: streaming straight into the database")
-        state = _stream_service(s, streaming, RepositorySink(repo, metrics), repo, metrics,
-                                stop).run(max_cycles=max_cycles)
+        funding_repo = _funding_repository(s, eng)
+        state = _stream_service(s, streaming, RepositorySink(repo, metrics, funding=funding_repo),
+                                repo, metrics, stop, funding_repo).run(max_cycles=max_cycles)
         return RunResult(result, state, False)
-    return RunResult(result, _run_through_kafka(s, streaming, client, repo, metrics, stop,
+    return RunResult(result, _run_through_kafka(s, eng, streaming, client, repo, metrics, stop,
                                                 max_cycles), True)
 
 
@@ -210,7 +275,7 @@ def _check_broker(s: Settings) -> None:
                      timeout_s=s.kafka_timeout_seconds)
 
 
-def _run_through_kafka(s: Settings, fetcher, listing, repo, metrics: Metrics,
+def _run_through_kafka(s: Settings, eng, fetcher, listing, repo, metrics: Metrics,
                        stop: threading.Event, max_cycles: int | None) -> StreamState:
     """The stream and a consumer thread through the topic, which `_check_broker` made sure of
     before the backfill."""
@@ -221,8 +286,9 @@ def _run_through_kafka(s: Settings, fetcher, listing, repo, metrics: Metrics,
     source = KafkaCandleSource(broker, s.topic_name, s.consumer_group,
                                timeout_s=s.kafka_timeout_seconds)
     consumer = Consume(source, repo, publisher, metrics=metrics, stop=stop,
-                       listing=listing, exchanges=(s.exchange,))
-    streamer = _stream_service(s, fetcher, publisher, repo, metrics, stop)
+                       listing=listing, exchanges=(s.exchange,), handlers=_handlers(s, eng))
+    streamer = _stream_service(s, fetcher, publisher, repo, metrics, stop,
+                               _funding_repository(s, eng))
     try:
         return supervise(lambda: streamer.run(max_cycles=max_cycles), consumer.run, stop)
     finally:

@@ -249,6 +249,13 @@ class Store:
         for table, d in self._chunks(w, chunk_rows):
             yield _frame(table, exact, output, d)
 
+    def funding(self, symbol: str, start: Any = None, end: Any = None, exact: bool = False,
+                output: str = "pandas") -> Any:
+        """The funding settlements of a perpetual stored in [start, end) (api/funding.py)."""
+        from ohlcv_cli.api.funding import read_funding
+
+        return read_funding(self.engine, self.exchange, symbol, start, end, exact, output)
+
     def candles(self, symbol: str, timeframe: str = "1m", start: Any = None, end: Any = None,
                 exact: bool = False, output: str = "pandas", price: str = DEFAULT_PRICE) -> Any:
         """Candles with open time in [start, end) (ISO strings, datetimes or epoch ms; default:

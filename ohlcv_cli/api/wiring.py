@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BROKER = "127.0.0.1:9092"
 
 _WINDOW = frozenset({"symbols", "timeframe", "candle_price", "backfill_days"})
-_LIVE = frozenset({"stream_source", "stream_url", "stream_streams_per_connection"})
+_LIVE = frozenset({"stream_source", "stream_url", "usdm_stream_url", "coinm_stream_url",
+                   "stream_streams_per_connection"})
 # The settings each command reads: only these are validated when it runs.
 USES: dict[str, frozenset[str]] = {
     "sim": LOGGING,

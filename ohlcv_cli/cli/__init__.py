@@ -13,6 +13,7 @@ from typer.exceptions import TyperException
 from ohlcv_cli import __version__
 
 from ohlcv_cli.cli import db as db_cli
+from ohlcv_cli.cli import funding as funding_cli
 from ohlcv_cli.cli import gaps as gaps_cli
 from ohlcv_cli.cli.backfill import backfill
 from ohlcv_cli.cli import live
@@ -84,6 +85,7 @@ app.command()(live.consume)
 app.command()(live.run)
 app.add_typer(live.topic_app, name="topic")
 app.add_typer(gaps_cli.app, name="gaps")
+app.add_typer(funding_cli.app, name="funding")
 app.command()(status)
 app.command()(export)
 app.command()(plot)

@@ -23,6 +23,8 @@ PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help=setti
 GroupOpt = Annotated[Optional[str], typer.Option("--group", help=setting_help("Consumer group", "consumer_group"))]
 SourceOpt = Annotated[Optional[str], typer.Option("--source", help=setting_help("ws: the exchange's websocket, REST as the safety net; rest: poll REST at each close", "stream_source"))]
 StreamUrlOpt = Annotated[Optional[str], typer.Option("--stream-url", help=setting_help("Websocket base URL", "stream_url", "wss://stream.binance.com:9443 unless --exchange-url is elsewhere"))]
+UsdmStreamUrlOpt = Annotated[Optional[str], typer.Option("--usdm-stream-url", help=setting_help("USD-M futures websocket base URL (klines under its /market route)", "usdm_stream_url", "wss://fstream.binance.com unless --exchange-url is elsewhere"))]
+CoinmStreamUrlOpt = Annotated[Optional[str], typer.Option("--coinm-stream-url", help=setting_help("COIN-M futures websocket base URL", "coinm_stream_url", "wss://dstream.binance.com unless --exchange-url is elsewhere"))]
 RunBrokerOpt = Annotated[Optional[str], typer.Option("--kafka-broker", help=setting_help("Kafka bootstrap server host:port", "kafka_broker", "none: straight into the database"))]
 MaxCyclesOpt = Annotated[Optional[int], typer.Option("--max-cycles", help="Stop after N cycles (testing)", hidden=True)]
 
@@ -40,6 +42,8 @@ def stream(
     metrics_port: MetricsOpt = None,
     source: SourceOpt = None,
     stream_url: StreamUrlOpt = None,
+    usdm_stream_url: UsdmStreamUrlOpt = None,
+    coinm_stream_url: CoinmStreamUrlOpt = None,
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """Publish each closed candle to Kafka as it closes, resuming after the newest stored one."""
@@ -47,7 +51,8 @@ def stream(
                  kafka_broker=kafka_broker,
                  topic=topic, partitions=partitions, database_url=database_url,
                  exchange_url=exchange_url, metrics_port=metrics_port, stream_source=source,
-                 stream_url=stream_url)
+                 stream_url=stream_url, usdm_stream_url=usdm_stream_url,
+                 coinm_stream_url=coinm_stream_url)
     state = api.stream(s, stop=watch(), max_cycles=max_cycles)
     log.info("stream stopped after %d cycles, %d candles published", state.cycles, state.published)
     exit_if_stopped(f"{state.published:,} candles published")
@@ -86,6 +91,8 @@ def run(
     metrics_port: MetricsOpt = None,
     source: SourceOpt = None,
     stream_url: StreamUrlOpt = None,
+    usdm_stream_url: UsdmStreamUrlOpt = None,
+    coinm_stream_url: CoinmStreamUrlOpt = None,
     max_cycles: MaxCyclesOpt = None,
 ) -> None:
     """Backfill, then stream and consume in one process, for one machine.
@@ -98,7 +105,8 @@ def run(
     s = settings(ctx, "run", symbols=symbols, timeframe=timeframe, price=price,
                  kafka_broker=kafka_broker,
                  topic=topic, database_url=database_url, exchange_url=exchange_url,
-                 metrics_port=metrics_port, stream_source=source, stream_url=stream_url)
+                 metrics_port=metrics_port, stream_source=source, stream_url=stream_url,
+                 usdm_stream_url=usdm_stream_url, coinm_stream_url=coinm_stream_url)
     stop = watch()
     result = api.run(s, window=window, stop=stop, max_cycles=max_cycles,
                      on_backfill=lambda r: None if stopped() else report_backfill(r))

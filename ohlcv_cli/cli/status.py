@@ -53,6 +53,9 @@ def status(
         console.print("age: time since the newest candle closed" + (
             "; exchange gaps: ranges / candles the exchange has none for" if wide else ""),
             markup=False, highlight=False)
+    if not as_json:  # funding coverage per perpetual (cli/funding.py)
+        from ohlcv_cli.cli.funding import print_status
+        print_status(s, symbols)
 
 
 def status_table(report: api.StatusReport, wide: bool = False) -> Table:

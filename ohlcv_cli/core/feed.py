@@ -26,7 +26,19 @@ class Disconnected:
     reason: str
 
 
-FeedEvent = Union[Candle, Connected, Disconnected]
+@dataclass(frozen=True, slots=True)
+class MarkPrice:
+    """A perpetual's mark-price update (`<symbol>@markPrice`): the funding rate `rate` (the
+    exchange's decimal string) that settles at `next_funding_time` (ms), as of `event_time`."""
+
+    symbol: str
+    rate: str
+    next_funding_time: int
+    event_time: int
+    mark_price: str | None = None
+
+
+FeedEvent = Union[Candle, Connected, Disconnected, MarkPrice]
 
 
 class CandleFeed(Protocol):

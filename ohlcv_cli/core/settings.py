@@ -21,6 +21,9 @@ from ohlcv_cli.core.timeframes import Timeframe, parse_timeframe
 DEFAULT_SQLITE_URL = "sqlite:///ohlcv.db"
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 DEFAULT_STREAM_URL = "wss://stream.binance.com:9443"
+# futures websockets: USD-M market streams under <url>/market (2026 layout), COIN-M <url>/stream
+DEFAULT_USDM_STREAM_URL = "wss://fstream.binance.com"
+DEFAULT_COINM_STREAM_URL = "wss://dstream.binance.com"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # The largest timeout or delay accepted, in seconds: beyond it a value is a typo, not a wish.
 MAX_SECONDS = 86_400.0
@@ -123,6 +126,10 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("OHLCV_STREAM_URL", "stream_url"),
     )
+    usdm_stream_url: str | None = Field(
+        None, validation_alias=AliasChoices("OHLCV_USDM_STREAM_URL", "usdm_stream_url"))
+    coinm_stream_url: str | None = Field(
+        None, validation_alias=AliasChoices("OHLCV_COINM_STREAM_URL", "coinm_stream_url"))
     stream_streams_per_connection: int = Field(1024, gt=0, le=1024)
     metrics_port: int | None = _port(None)
     log_level: str = "INFO"
@@ -176,6 +183,18 @@ class Settings(BaseSettings):
         return _base_url(v, ("ws", "wss"),
                          "must be a ws:// or wss:// URL such as wss://stream.binance.com:9443")
 
+    @field_validator("usdm_stream_url")
+    @classmethod
+    def _check_usdm_stream_url(cls, v: str | None) -> str | None:
+        return _base_url(v, ("ws", "wss"),
+                         f"must be a ws:// or wss:// URL such as {DEFAULT_USDM_STREAM_URL}")
+
+    @field_validator("coinm_stream_url")
+    @classmethod
+    def _check_coinm_stream_url(cls, v: str | None) -> str | None:
+        return _base_url(v, ("ws", "wss"),
+                         f"must be a ws:// or wss:// URL such as {DEFAULT_COINM_STREAM_URL}")
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, v: SecretStr | None) -> SecretStr | None:
@@ -210,13 +229,19 @@ class Settings(BaseSettings):
             )
         return DEFAULT_SQLITE_URL
 
-    def websocket_url(self) -> str | None:
-        """OHLCV_STREAM_URL; else Binance's own when the REST endpoint is Binance's too. With
-        OHLCV_EXCHANGE_URL elsewhere and no OHLCV_STREAM_URL: None, since candles from two
-        different exchanges must never mix in one store."""
-        if self.stream_url:
-            return self.stream_url
-        return None if self.exchange_url else DEFAULT_STREAM_URL
+    def websocket_url(self, family: str = "spot") -> str | None:
+        """The websocket base URL of an API family: spot OHLCV_STREAM_URL, USD-M
+        OHLCV_USDM_STREAM_URL, COIN-M OHLCV_COINM_STREAM_URL; else Binance's own when the REST
+        endpoint is Binance's too. With OHLCV_EXCHANGE_URL elsewhere and that family's URL
+        unset: None, since candles from two different exchanges must never mix in one store."""
+        url, default = {
+            "spot": (self.stream_url, DEFAULT_STREAM_URL),
+            "usdm": (self.usdm_stream_url, DEFAULT_USDM_STREAM_URL),
+            "coinm": (self.coinm_stream_url, DEFAULT_COINM_STREAM_URL),
+        }[family]
+        if url:
+            return url
+        return None if self.exchange_url else default
 
     def archive_base(self, explicit: bool = False) -> str | None:
         """OHLCV_ARCHIVE_URL; else Binance's own archive when the REST endpoint is Binance's too (or
@@ -253,7 +278,8 @@ def redact_url(url: str) -> str:
 
 
 _ENV_NAMES = {"exchange_url": "OHLCV_EXCHANGE_URL", "stream_url": "OHLCV_STREAM_URL",
-              "archive_url": "OHLCV_ARCHIVE_URL"}
+              "usdm_stream_url": "OHLCV_USDM_STREAM_URL",
+              "coinm_stream_url": "OHLCV_COINM_STREAM_URL", "archive_url": "OHLCV_ARCHIVE_URL"}
 
 
 def env_name(field: str) -> str:

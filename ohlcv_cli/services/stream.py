@@ -1,7 +1,8 @@
 """Stream: fetch each candle as it closes and hand it to a sink (Kafka, or the database).
 
-Per symbol a watermark (the next open time to fetch) only moves past candles the sink has
-confirmed, so a slow cycle, an exchange error, a broker outage or a restart never loses a candle:
+One stream serves one price series (`price`: trade, or a contract's mark, index or premium
+candles) of symbols of any family. Per symbol a watermark (the next open time to fetch) only
+moves past candles the sink has confirmed, so a slow cycle, an exchange error, a broker outage or a restart never loses a candle:
 the next cycle fetches everything from the watermark to the last closed candle.
 """
 
@@ -59,6 +60,7 @@ class Stream:
         max_catchup_ms: int = DAY_MS,
         workers: int = 8,
         retry_s: float = 0.25,
+        price: str = "trade",
         metrics: Metrics | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -66,6 +68,7 @@ class Stream:
         self.fetcher, self.sink, self.repo = fetcher, sink, repo
         self.symbols = list(symbols)
         self.tf = tf
+        self.price = price
         self.delay_ms = int(delay_s * 1000)
         self.max_catchup_ms = max_catchup_ms
         self.workers = max(1, min(workers, len(self.symbols)))
@@ -92,24 +95,37 @@ class Stream:
         for s in self.symbols:
             latest = None
             if self.repo is not None:
-                latest = self.repo.latest_open_time(self.fetcher.exchange_id, s, self.tf.name)
+                latest = self.repo.latest_open_time(self.fetcher.exchange_id, s, self.tf.name,
+                                                    **self.priced)
             start = end - self.tf.ms if latest is None else max(latest + self.tf.ms, floor)
             if latest is not None and latest + self.tf.ms < floor:
                 log.warning("%s %s: %s to %s is older than the maximum catch-up and is left to "
                             "`ohlcv backfill` or `ohlcv gaps repair`", s, self.tf,
                             iso(latest + self.tf.ms), iso(floor))
             self.state.watermarks[s] = start
-            log.info("%s %s: streaming from %s%s", s, self.tf, iso(start),
+            log.info("%s %s%s: streaming from %s%s", s, self.tf,
+                     "" if self.price == "trade" else f" {self.price}", iso(start),
                      "" if latest is None else f" (newest stored {iso(latest)})")
         return self.state.watermarks
+
+    @property
+    def priced(self) -> dict:
+        """The keyword naming the price series, for the fetcher and the repository (none for
+        trade candles: every spot code path keeps its call)."""
+        return {} if self.price == "trade" else {"price": self.price}
+
+    def fetch(self, symbol: str, start: int, end: int) -> list[Candle]:
+        """The candles of [start, end) over REST, of this stream's price series."""
+        return [c for page in self.fetcher.fetch_range(symbol, self.tf, start, end, "stream",
+                                                       **self.priced)
+                for c in page]
 
     # --- cycles -------------------------------------------------------------------------------
     def _fetch(self, symbol: str, end: int) -> list[Candle]:
         start = self.state.watermarks[symbol]
         if start >= end:
             return []
-        return [c for page in self.fetcher.fetch_range(symbol, self.tf, start, end, "stream")
-                for c in page]
+        return self.fetch(symbol, start, end)
 
     def cycle(self, pool: ThreadPoolExecutor) -> CycleReport:
         """Fetch everything from each watermark to the last closed candle; publish; advance."""
@@ -192,8 +208,9 @@ class RepositorySink:
     name = "database"
 
     def __init__(self, repo: CandleRepository, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, funding=None) -> None:
         self.repo = repo
+        self.funding = funding  # the funding repository (store(settlements)), for perpetuals
         self.metrics = metrics or Metrics()
         self._clock = clock
 
@@ -205,3 +222,9 @@ class RepositorySink:
             self.metrics.latency(seconds)
         self.metrics.stored(written)
         return len(candles)
+
+    def publish_funding(self, settlements) -> int:
+        settlements = list(settlements)
+        if self.funding is not None and settlements:
+            self.funding.store(settlements)
+        return len(settlements)

@@ -10,7 +10,9 @@ candle is published once (anything older than the watermark is dropped). REST fi
   socket delivers is fetched at once, before anything newer is published.
 
 One thread runs this loop; the feed pushes from its own thread and REST fetches run in a small
-pool, both into one queue, so the loop only ever touches its own state.
+pool, both into one queue, so the loop only ever touches its own state. With `funding`
+(perpetuals: services.live_funding) the mark-price events go to it, and its REST confirmations run
+in the same pool and come back through the same queue.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import logging
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import BadSymbol, BrokerUnavailable, ExchangeUnavailable, StorageError
-from ohlcv_cli.core.feed import CandleFeed, Connected, Disconnected
+from ohlcv_cli.core.feed import CandleFeed, Connected, Disconnected, FeedEvent, MarkPrice
+from ohlcv_cli.services.live_funding import FundingFetched, LiveFunding
 from ohlcv_cli.services.stream import SINK_RETRY_MAX_S, Stream, StreamState
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,39 @@ class _Fetched:
     bug: BaseException | None = None
 
 
+class FeedGroup:
+    """Several feeds as one (one per API family: spot, USD-M, COIN-M, each with its own
+    connections); connection numbers are made unique across them."""
+
+    def __init__(self, feeds: Sequence) -> None:
+        self.feeds = list(feeds)
+
+    @property
+    def connections(self) -> int:
+        return sum(f.connections for f in self.feeds)
+
+    def start(self, emit: Callable[[FeedEvent], None]) -> None:
+        offset = 0
+        for feed in self.feeds:
+            feed.start(self._shifted(emit, offset))
+            offset += feed.connections
+
+    @staticmethod
+    def _shifted(emit: Callable[[FeedEvent], None], offset: int) -> Callable[[FeedEvent], None]:
+        if not offset:
+            return emit
+
+        def shifted(event: FeedEvent) -> None:
+            if isinstance(event, (Connected, Disconnected)):
+                event = replace(event, connection=event.connection + offset)
+            emit(event)
+        return shifted
+
+    def close(self) -> None:
+        for feed in self.feeds:
+            feed.close()
+
+
 @dataclass
 class WsCounters:
     from_socket: int = 0
@@ -53,9 +89,11 @@ class WsCounters:
 
 class WsStream:
     def __init__(self, stream: Stream, feed: CandleFeed, *, report_every_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 funding: LiveFunding | None = None) -> None:
         self.stream = stream
         self.feed = feed
+        self.funding = funding
         self.report_every_s = report_every_s
         self._clock = clock
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -86,6 +124,8 @@ class WsStream:
         s = self.stream
         if not s.state.watermarks:
             s.init_watermarks()
+        if self.funding is not None:
+            self.funding.start()
         self.feed.start(self._queue.put)
         boundary = self._due_end()
         next_report = self._clock() + self.report_every_s
@@ -95,6 +135,8 @@ class WsStream:
             while not s.stop.is_set():
                 self._drain(self._timeout())
                 self._request_rest(pool)
+                if self.funding is not None:
+                    self._request_funding(pool)
                 error = self._publish()
                 if error:
                     s.stop.wait(backoff)
@@ -141,6 +183,13 @@ class WsStream:
 
     def _take(self, item) -> None:
         wm = self.state.watermarks
+        if isinstance(item, MarkPrice):
+            if self.funding is not None:
+                self.funding.on_mark(item)
+            return
+        if isinstance(item, FundingFetched):
+            self.funding.take(item)
+            return
         if isinstance(item, Candle):
             if item.open_time >= wm[item.symbol]:
                 # a socket candle wins over a REST one already waiting: both are final
@@ -220,11 +269,18 @@ class WsStream:
             fut = pool.submit(self._fetch, sym, w, target)
             fut.add_done_callback(lambda f: None if f.cancelled() else self._queue.put(f.result()))
 
+    def _request_funding(self, pool: ThreadPoolExecutor) -> None:
+        f = self.funding
+        for sym, start, end in f.due():
+            fut = pool.submit(f.fetch, sym, start, end)
+            fut.add_done_callback(lambda x: None if x.cancelled() else self._queue.put(x.result()))
+        if f.publish() is not None:  # the sink is down: kept, retried on the next turn
+            self.stream.metrics.error("broker")
+
     def _fetch(self, symbol: str, start: int, end: int) -> _Fetched:
         s = self.stream
         try:
-            candles = [c for page in s.fetcher.fetch_range(symbol, s.tf, start, end, "stream")
-                       for c in page]
+            candles = s.fetch(symbol, start, end)
         except BadSymbol as exc:
             return _Fetched(symbol, [], halted=str(exc))
         except ExchangeUnavailable as exc:
@@ -289,5 +345,7 @@ class WsStream:
         waiting = sum(1 for sym in self.stream.symbols
                       if self.state.watermarks[sym] < due and sym not in halted)
         log.info("websocket stream: %d candles from the socket, %d from REST, %d reconnects, "
-                 "%d symbols waiting", w.from_socket, w.from_rest, w.reconnects, waiting)
+                 "%d symbols waiting%s", w.from_socket, w.from_rest, w.reconnects, waiting,
+                 "" if self.funding is None else
+                 f"; {self.funding.published} funding settlements published since start")
         self._window = WsCounters()

@@ -210,6 +210,20 @@ class BinanceArchive:
         self._count("rejected")
         raise ArchiveRejected(f"{path}: {problem} (twice)")
 
+    def fetch_file(self, path: str, period: Period) -> ArchiveFile:
+        """Any archive file by its path (the monthly funding files), checked as `fetch` checks
+        a kline file: its CHECKSUM, downloaded once more when bad, a time in its first field."""
+        problem = ""
+        for attempt in (1, 2):
+            try:
+                return self._fetch_once(path, period)
+            except _Bad as exc:
+                problem = str(exc)
+                if attempt == 1:
+                    log.warning("archive %s: %s; downloading it again", path, problem)
+        self._count("rejected")
+        raise ArchiveRejected(f"{path}: {problem} (twice)")
+
     # --- one attempt ----------------------------------------------------------------------------
     def _fetch_once(self, path: str, period: Period) -> ArchiveFile:
         expected = self._checksum(path)

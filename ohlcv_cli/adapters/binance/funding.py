@@ -1,0 +1,165 @@
+"""Binance's funding history: REST `fundingRate` (USD-M and COIN-M), `fundingInfo`, and the
+archive's monthly `fundingRate` files.
+
+REST goes through the one CcxtFetcher of the process (its `request`, with the retry policy of
+every other call), paced by a budget of its own: `/fapi/v1/fundingRate` and `/fapi/v1/fundingInfo`
+share a separate limit of 500 requests per 5 minutes per IP (not the family's request weight).
+Archive files go through BinanceArchive: the same download, checksum and retry code as klines.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Iterator, Protocol
+
+from ohlcv_cli.adapters.binance.budget import WeightBudget
+from ohlcv_cli.core.archive import ArchiveError, ArchiveMissing, Period
+from ohlcv_cli.core.errors import ExchangeUnavailable
+from ohlcv_cli.core.funding import Settlement, check_interval_hours
+from ohlcv_cli.core.markets import COINM, USDM, market_of
+
+log = logging.getLogger(__name__)
+
+FUNDING_LIMIT = 500  # requests per window, shared by fundingRate and fundingInfo
+FUNDING_WINDOW_MS = 5 * 60_000
+PAGE = 1000  # the most rows one fundingRate request returns
+
+
+class FundingFetcher(Protocol):
+    """What this adapter needs of CcxtFetcher."""
+
+    def request(self, family: str, path: str, params: dict, *, weight: int, budget=None): ...
+    def now_ms(self) -> int: ...
+
+
+def funding_path(market_id: str, period: Period) -> str:
+    """Binance's layout of the monthly funding files (USD-M)."""
+    label = period.label
+    return (f"/data/futures/um/monthly/fundingRate/{market_id}/"
+            f"{market_id}-fundingRate-{label}.zip")
+
+
+class BadFundingAnswer(ExchangeUnavailable):
+    """A fundingRate or fundingInfo answer that is not of the documented shape."""
+
+
+def _settlements(rows, exchange: str, symbol: str, market_id: str, source: str
+                 ) -> list[Settlement]:
+    if type(rows) is not list:
+        raise BadFundingAnswer(f"fundingRate answer is not a JSON array: {str(rows)[:80]!r}")
+    out = []
+    for row in rows:
+        if not (isinstance(row, dict) and type(row.get("fundingTime")) is int
+                and isinstance(row.get("fundingRate"), str) and row.get("symbol") == market_id):
+            raise BadFundingAnswer(f"fundingRate answer holds a malformed row: {str(row)[:100]!r}")
+        mark = row.get("markPrice")
+        out.append(Settlement(exchange, symbol, row["fundingTime"], row["fundingRate"],
+                              mark if isinstance(mark, str) and mark else None, None, source))
+    return out
+
+
+class BinanceFunding:
+    """Thread-safe as its fetcher is; one per process, so that its budget is the IP's."""
+
+    def __init__(self, fetcher: FundingFetcher, archive=None, *, exchange: str = "binance",
+                 budget: WeightBudget | None = None, limit: int = FUNDING_LIMIT,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._fetcher = fetcher
+        self._archive = archive
+        self.exchange = exchange
+        self.budget = budget or WeightBudget(limit, FUNDING_WINDOW_MS, fetcher.now_ms, sleep)
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._onboard: dict[str, dict[str, int]] = {}
+
+    def now_ms(self) -> int:
+        return self._fetcher.now_ms()
+
+    def _get(self, family: str, path: str, params: dict):
+        self.requests += 1
+        return self._fetcher.request(family, path, params, weight=1, budget=self.budget)
+
+    # --- REST ---------------------------------------------------------------------------------
+    def history(self, symbol: str, start: int, end: int, source: str = "rest"
+                ) -> Iterator[list[Settlement]]:
+        """The settlements with start <= fundingTime < end, ascending, a page (up to 1,000) at a
+        time; the next page starts 1 ms after the last fundingTime (both bounds are inclusive)."""
+        family = market_of(symbol).family
+        mid = market_of(symbol).id
+        path = f"{family.rest_prefix}/fundingRate"
+        t = start
+        while t < end:
+            params = {"symbol": mid, "startTime": t, "endTime": end - 1, "limit": PAGE}
+            page = [s for s in _settlements(self._get(family.name, path, params), self.exchange,
+                                            symbol, mid, source)
+                    if t <= s.funding_time < end]
+            if not page:
+                return
+            yield page
+            t = page[-1].funding_time + 1
+
+    def intervals(self, family: str = USDM.name) -> dict[str, int]:
+        """fundingInfo: {market id: fundingIntervalHours} of the symbols whose interval Binance
+        adjusted (a symbol it does not list settles every 8 hours)."""
+        prefix = {USDM.name: USDM.rest_prefix, COINM.name: COINM.rest_prefix}[family]
+        answer = self._get(family, f"{prefix}/fundingInfo", {})
+        if type(answer) is not list:
+            raise BadFundingAnswer(f"fundingInfo answer is not a JSON array: {str(answer)[:80]!r}")
+        out = {}
+        for row in answer:
+            try:
+                out[row["symbol"]] = check_interval_hours(row["fundingIntervalHours"])
+            except (TypeError, KeyError, ValueError):
+                raise BadFundingAnswer(
+                    f"fundingInfo answer holds a malformed row: {str(row)[:100]!r}") from None
+        return out
+
+    def onboard(self, symbol: str) -> int | None:
+        """The symbol's onboard time (nothing is due before it): the fetcher's trading span
+        where it has one, else the family's exchangeInfo (`onboardDate`, read once)."""
+        span = getattr(self._fetcher, "trading_span", None)
+        if span is not None:
+            return span(symbol)[0]
+        family = market_of(symbol).family
+        with self._lock:
+            if family.name not in self._onboard:
+                info = self._fetcher.request(family.name, f"{family.rest_prefix}/exchangeInfo",
+                                             {}, weight=1)
+                rows = info.get("symbols", []) if isinstance(info, dict) else []
+                self._onboard[family.name] = {
+                    r["symbol"]: r["onboardDate"] for r in rows
+                    if isinstance(r, dict) and type(r.get("onboardDate")) is int}
+            return self._onboard[family.name].get(market_of(symbol).id)
+
+    # --- the archive --------------------------------------------------------------------------
+    def has_archive(self, symbol: str) -> bool:
+        """Binance files monthly funding for USD-M contracts only."""
+        return self._archive is not None and market_of(symbol).family is USDM
+
+    def archive_month(self, symbol: str, period: Period) -> list[Settlement] | None:
+        """The month's settlements from its archive file (source 'archive', no mark price, the
+        file's interval); None when the archive has no such file (404) or cannot give it."""
+        mid = market_of(symbol).id
+        path = funding_path(mid, period)
+        try:
+            file = self._archive.fetch_file(path, period)
+        except ArchiveMissing:
+            return None
+        except ArchiveError as exc:
+            log.warning("funding archive %s: %s; REST instead", path, exc)
+            return None
+        try:
+            out = []
+            for row in file.rows():
+                # calc_time (ms), funding_interval_hours, last_funding_rate
+                hours = check_interval_hours(row[1]) if row[1] else None
+                out.append(Settlement(self.exchange, symbol, row[0], row[2].strip(), None, hours,
+                                      "archive"))
+        except (IndexError, ValueError, ArchiveError) as exc:
+            log.warning("funding archive %s: unreadable (%s); REST instead", path, exc)
+            return None
+        finally:
+            file.close()
+        return [s for s in out if period.start <= s.funding_time < period.end]
