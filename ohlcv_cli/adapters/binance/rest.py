@@ -305,7 +305,7 @@ class CcxtFetcher:
         rel = path[len(prefix) + 1:]
         if budget is not None:
             budget.acquire(weight)
-        return self._call(lambda: ex.request(rel, api, "GET", dict(params)), ex,
+        return self._call(lambda: ex.request(rel, [api], "GET", dict(params)), ex,
                           weight=0 if budget is not None else weight)
 
     # --- the Fetcher interface ----------------------------------------------------------------
