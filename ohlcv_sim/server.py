@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from ohlcv_sim import fapi
 from ohlcv_sim.archive import ArchiveSim
 from ohlcv_sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
+from ohlcv_sim.funding import FundingModel
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ class SimServer:
                                 for f in ("usdm", "coinm")}
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
+        self.funding = FundingModel(self.config, self.now_ms())  # sim/funding.py
         self.archive = ArchiveSim(self)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.sim = self
