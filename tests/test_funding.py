@@ -298,3 +298,35 @@ def test_a_symbol_listed_mid_window_backfills_from_its_listing(sqlite_funding):
                                                       NOW - 60_000)
     assert report.ok and report.symbols[0].missing == len(src.series["WLD/USDT:USDT"])
     assert report.symbols[0].archive_months == 0  # listed this month: nothing to ask the archive
+
+
+# --- the adapter against the simulator over HTTP ------------------------------------------------
+def _month_before(now_ms: int, back: int = 1):
+    from ohlcv_cli.core.archive import Period, month_start
+
+    m0 = month_start(now_ms)
+    for _ in range(back):
+        m0 = month_start(m0 - 1)
+    from ohlcv_cli.core.archive import next_month
+    return Period("monthly", m0, next_month(m0))
+
+
+def test_archive_month_exact_and_a_missing_month_is_none(sim_factory):
+    from ohlcv_cli.adapters.binance.archive import BinanceArchive
+    from ohlcv_cli.adapters.binance.funding import BinanceFunding
+    from ohlcv_cli.adapters.binance.rest import CcxtFetcher
+
+    sim0 = sim_factory()
+    gone = _month_before(sim0.now_ms(), 2)
+    sim = sim_factory(archive_faults=[f"missing:SOLUSDT:{gone.label}"])
+    f = BinanceFunding(CcxtFetcher(exchange_url=sim.url), BinanceArchive(sim.url))
+    last = _month_before(sim.now_ms(), 1)
+    rows = f.archive_month("SOL/USDT:USDT", last)
+    hours = (last.end - last.start) // H
+    assert len(rows) == hours and {r.interval_hours for r in rows} == {1}
+    assert all(0 <= r.funding_time - boundary_of(r.funding_time) <= 15 for r in rows)
+    assert any(r.funding_time != boundary_of(r.funding_time) for r in rows)  # kept as recorded
+    assert {r.source for r in rows} == {"archive"} and all(r.mark_price is None for r in rows)
+    assert all(len(r.rate.split(".")[1]) == 8 for r in rows)
+    assert f.archive_month("SOL/USDT:USDT", gone) is None
+    assert len(f.archive_month("BTC/USDT:USDT", gone)) == (gone.end - gone.start) // (8 * H)
