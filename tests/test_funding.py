@@ -330,3 +330,31 @@ def test_archive_month_exact_and_a_missing_month_is_none(sim_factory):
     assert all(len(r.rate.split(".")[1]) == 8 for r in rows)
     assert f.archive_month("SOL/USDT:USDT", gone) is None
     assert len(f.archive_month("BTC/USDT:USDT", gone)) == (gone.end - gone.start) // (8 * H)
+
+
+# --- reading -------------------------------------------------------------------------------------
+def test_store_funding_as_pandas_polars_arrow_exact_or_float(db_url, funding_repo, tmp_path):
+    from decimal import Decimal
+
+    from ohlcv_cli.api.read import open_store
+    from ohlcv_cli.core.errors import ConfigError
+
+    rows = [Settlement("binance", "BTC/USDT:USDT", T0 + 11, "0.00010000", "87123.45000000", 8),
+            Settlement("binance", "BTC/USDT:USDT", T0 + 8 * H + 2, "-0.00002345", None, 8,
+                       "archive")]
+    funding_repo.store(rows)
+    with open_store(db_url) as store:
+        df = store.funding("btc/usdt:usdt", start=T0, end=T0 + DAY)
+        assert list(df["rate"]) == [0.0001, -0.00002345]
+        assert df.index[0].value // 1_000_000 == T0 + 11 and str(df.index.tz) == "UTC"
+        exact = store.funding("BTC/USDT:USDT", exact=True)
+        assert list(exact["rate"]) == [Decimal("0.00010000"), Decimal("-0.00002345")]
+        assert exact["mark_price"].iloc[0] == Decimal("87123.45000000")
+        assert exact["mark_price"].iloc[1] is None
+        pl_df = store.funding("BTC/USDT:USDT", output="polars", exact=True)
+        assert str(pl_df["rate"][1]) == "-0.00002345"
+        table = store.funding("BTC/USDT:USDT", output="arrow")
+        assert table.column("source").to_pylist() == ["rest", "archive"]
+        assert len(store.funding("BTC/USDT:USDT", start=T0 + H)) == 1
+        with pytest.raises(ConfigError, match="BTC/USDT is a spot market"):
+            store.funding("BTC/USDT")

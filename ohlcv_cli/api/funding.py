@@ -184,7 +184,7 @@ def read_funding(engine, exchange: str, symbol: str, start: Time = None, end: Ti
 
     if output not in ("pandas", "polars", "arrow"):
         raise ConfigError(f"unknown output {output!r}; use one of pandas, polars, arrow")
-    symbol = parse_symbols([symbol])[0]
+    symbol = perpetuals(parse_symbols([symbol]))[0]
     rows = SqlFundingRepository(engine).read(exchange, symbol, to_ms(start, "start"),
                                              to_ms(end, "end"))
     return funding_frame(rows, exact, output)

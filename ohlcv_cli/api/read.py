@@ -336,7 +336,7 @@ class Store:
         return result
 
     def plot(self, symbol: str, timeframe: str = "1h", start: Any = None, end: Any = None,
-             out: str = "chart.png") -> tuple[int, list[int]]:
+             out: str = "chart.png", funding: bool = False) -> tuple[int, list[int]]:
         """Candlesticks with volume underneath to a PNG (matplotlib) or a self-contained HTML
         (plotly); a missing candle stays a hole. Returns the number of candles drawn and the
         derived buckets left out as incomplete (open times, ms)."""
@@ -347,7 +347,8 @@ class Store:
         df = self.candles(symbol, timeframe, w.start, w.end)
         if df.empty:
             raise ConfigError(df.attrs["empty"])
-        charts.candles(df, symbol, w.timeframe, w.start, w.end, out)
+        rates = self.funding(w.symbol, w.start, w.end) if funding else None  # a perpetual's
+        charts.candles(df, symbol, w.timeframe, w.start, w.end, out, rates)
         return len(df), [t.value // 1_000_000 for t in df.attrs.get("incomplete", [])]
 
     def coverage(self, symbols: Sequence[str] | None = None, timeframe: str | None = None,

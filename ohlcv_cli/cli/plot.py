@@ -20,6 +20,7 @@ def plot(
     start: StartOpt = None,
     end: EndOpt = None,
     database_url: DatabaseOpt = None,
+    funding: Annotated[bool, typer.Option("--funding", help="Also draw the funding rate of a perpetual under the volume")] = False,
 ) -> None:
     """Draw candlesticks with volume underneath to a PNG or an HTML file.
 
@@ -32,7 +33,7 @@ def plot(
     s = settings(ctx, "plot", database_url=database_url)
     with open_store(s) as store:
         w = store.window(symbol, timeframe, start_ms, end_ms)
-        drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out)
+        drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out, funding=funding)
     warn_incomplete(w.symbol, timeframe, incomplete)
     console.print(f"{out}: {drawn} {timeframe} candles of {w.symbol}, {iso(w.start)} to "
                   f"{iso(w.end)} UTC", markup=False, highlight=False, soft_wrap=True)
