@@ -358,3 +358,78 @@ def test_store_funding_as_pandas_polars_arrow_exact_or_float(db_url, funding_rep
         assert len(store.funding("BTC/USDT:USDT", start=T0 + H)) == 1
         with pytest.raises(ConfigError, match="BTC/USDT is a spot market"):
             store.funding("BTC/USDT")
+
+
+# --- the CLI, against the simulator and a real database ------------------------------------------
+def test_cli_a_spot_or_delivery_symbol_is_a_one_line_error():
+    from conftest import run_cli
+
+    r = run_cli("funding", "check", "--symbols", "BTC/USDT:USDT,BTC/USDT")
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: BTC/USDT is a spot market: funding exists for perpetual "
+                                "contracts only (e.g. BTC/USDT:USDT)")
+    r = run_cli("funding", "backfill", "--symbols", "BTC/USDT:USDT-261225")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: BTC/USDT:USDT-261225 is a delivery contract")
+    r = run_cli("funding", "check", "--days", "3", "--start", "2026-01-01",
+                "--symbols", "BTC/USDT:USDT")
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "error: use either days or a start (and an end), not both"
+
+
+SIM_PERPS = "BTC/USDT:USDT,SOL/USDT:USDT,WLD/USDT:USDT,BTC/USD:BTC"
+
+
+def test_cli_backfill_check_repair_exit_codes(sim_factory, pg_url):
+    import sqlalchemy as sa
+    from conftest import run_cli
+
+    from ohlcv_cli.adapters.sql.funding import SqlFundingRepository
+    from ohlcv_cli.adapters.sql.schema import make_engine
+
+    probe = sim_factory()
+    last_month = _month_before(probe.now_ms(), 1).label
+    sim = sim_factory(archive_faults=[f"missing:SOLUSDT:{last_month}"])
+    env = {"DATABASE_URL": pg_url, "OHLCV_EXCHANGE_URL": sim.url, "OHLCV_ARCHIVE_URL": sim.url}
+    days = "40"  # the whole last month (from the archive), BTC's 8h -> 4h, WLD's listing
+    r = run_cli("funding", "backfill", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "archive months" in r.stdout and "of the 500-per-5-minutes funding limit" in r.stdout
+    assert "1 months not in the archive (fetched over REST)" in r.stdout
+    engine = make_engine(pg_url)
+    repo = SqlFundingRepository(engine)
+    btc = repo.read("binance", "BTC/USDT:USDT")
+    assert {s.interval_hours for s in btc[-6:]} == {4} and btc[0].interval_hours == 8
+    assert {s.source for s in btc} == {"archive", "rest"}
+    wld = repo.read("binance", "WLD/USDT:USDT")
+    assert wld and wld[0].funding_time > sim.now_ms() - 37 * H  # nothing before its listing
+    r = run_cli("funding", "check", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "complete: no settlement missing in 4 symbols" in r.stdout
+
+    # lose three settlements: check reports exactly them (exit 1), repair fills them (exit 0)
+    lost = [btc[-3], btc[len(btc) // 2]]
+    sol = repo.read("binance", "SOL/USDT:USDT")
+    lost.append(sol[100])
+    with engine.begin() as conn:
+        for s in lost:
+            conn.execute(sa.text("DELETE FROM funding_rates WHERE symbol = :s AND "
+                                 "funding_time = :t"), {"s": s.symbol, "t": repo.ts(s.funding_time)})
+    r = run_cli("funding", "check", "--days", days, "--symbols", SIM_PERPS, "--json", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    import json
+    out = {x["symbol"]: x["missing"] for x in json.loads(r.stdout)["symbols"]}
+    def z(ms):
+        from ohlcv_cli.core.timeutil import iso
+        return iso(boundary_of(ms)).replace(" ", "T") + "Z"
+    assert sorted(out["BTC/USDT:USDT"]) == sorted(z(s.funding_time) for s in lost[:2])
+    assert out["SOL/USDT:USDT"] == [z(lost[2].funding_time)]
+    assert out["WLD/USDT:USDT"] == [] and out["BTC/USD:BTC"] == []
+    r = run_cli("funding", "repair", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 settlements written" in r.stdout
+    assert {s.funding_time for s in repo.read("binance", "BTC/USDT:USDT")} == \
+        {s.funding_time for s in btc}  # the exact times, as sent
+    r = run_cli("funding", "check", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0
+    engine.dispose()
