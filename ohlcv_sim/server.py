@@ -278,6 +278,19 @@ class SimServer:
         return self.ws.url if self.ws is not None else None
 
     @property
+    def usdm_ws_url(self) -> str | None:
+        """USD-M websocket base (`<ws_url>/fapi`): klines and mark price on
+        `<usdm>/market/stream?streams=...` or `<usdm>/market/ws/<stream>`; the legacy unrouted
+        `<usdm>/stream` accepts connections but pushes no market data."""
+        return f"{self.ws.url}/fapi" if self.ws is not None else None
+
+    @property
+    def coinm_ws_url(self) -> str | None:
+        """COIN-M websocket base (`<ws_url>/dapi`): `<coinm>/stream?streams=...`,
+        `<coinm>/ws/<stream>`."""
+        return f"{self.ws.url}/dapi" if self.ws is not None else None
+
+    @property
     def port(self) -> int:
         return self._httpd.server_address[1]
 
