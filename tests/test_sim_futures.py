@@ -362,3 +362,84 @@ def test_coinm_streams_push_mark_and_index_price_klines(ws_sim):
     k = by["btcusd_perp@markPriceKline_1m"]["k"]
     final = sim.futures_final_row("BTCUSD_PERP", "coinm", "mark", "1m", k["t"])
     assert k["o"] == final[1] and k["v"] == "0"
+
+
+# --- funding -------------------------------------------------------------------------------------
+def test_funding_history_is_inclusive_ascending_and_jittered_with_interval_changes(sim):
+    now = int(time.time() * 1000)
+    change = now // (8 * HOUR) * (8 * HOUR) - 3 * DAY
+    rows = sim.funding_settlements("BTCUSDT", "usdm", change - 2 * DAY, now)
+    times = [r["fundingTime"] for r in rows]
+    assert times == sorted(times)
+    bounds = [t // 1000 * 1000 for t in times]
+    assert all(0 <= t - b <= 15 for t, b in zip(times, bounds)) and any(t != b for t, b in zip(times, bounds))
+    gaps = {b - a for a, b in zip(bounds, bounds[1:]) if b <= change}
+    assert gaps == {8 * HOUR}  # 8 h until the change ...
+    assert {b - a for a, b in zip(bounds, bounds[1:]) if a >= change} == {4 * HOUR}  # ... 4 h after
+    # REST: both ends inclusive, so an endTime on the exact boundary misses the jittered row
+    t = rows[3]["fundingTime"]
+    _, _, page = get(f"{sim.url}/fapi/v1/fundingRate?symbol=BTCUSDT&startTime={t}&endTime={t}")
+    assert page == [rows[3]] and set(page[0]) == {"symbol", "fundingTime", "fundingRate", "markPrice"}
+    b = t // 1000 * 1000
+    if t != b:
+        _, _, page = get(f"{sim.url}/fapi/v1/fundingRate?symbol=BTCUSDT&startTime={b - HOUR}&endTime={b}")
+        assert page == []
+    _, _, page = get(f"{sim.url}/fapi/v1/fundingRate?symbol=SOLUSDT&startTime={now - 30 * HOUR}&limit=1000")
+    assert {b - a for a, b in zip([r["fundingTime"] // 1000 for r in page],
+                                  [r["fundingTime"] // 1000 for r in page[1:]])} == {3600}
+    _, _, coinm = get(f"{sim.url}/dapi/v1/fundingRate?symbol=BTCUSD_PERP&limit=5")
+    assert len(coinm) == 5 and "markPrice" not in coinm[0]
+    delivery = next(s for s in sim.config.futures if s.family == "coinm" and s.delivery)
+    assert get(f"{sim.url}/dapi/v1/fundingRate?symbol={delivery.market_id}")[2] == []
+    assert get(f"{sim.url}/dapi/v1/fundingRate")[2]["code"] == -1102
+
+
+def test_funding_info_and_premium_index_agree_with_the_schedule(sim):
+    now = int(time.time() * 1000)
+    _, _, info = get(f"{sim.url}/fapi/v1/fundingInfo")
+    assert {r["symbol"]: r["fundingIntervalHours"] for r in info} == {
+        "BTCUSDT": 4, "SOLUSDT": 1, "WLDUSDT": 4}
+    _, _, p = get(f"{sim.url}/fapi/v1/premiumIndex?symbol=SOLUSDT")
+    assert p["nextFundingTime"] == (now // HOUR + 1) * HOUR or p["nextFundingTime"] == (now // HOUR + 2) * HOUR
+    rate = p["lastFundingRate"]
+    settled = sim.funding.settlements("usdm", "SOLUSDT", p["nextFundingTime"],
+                                      p["nextFundingTime"] + 15)
+    assert settled[0].rate == rate  # what is announced is what settles
+    _, _, d = get(f"{sim.url}/dapi/v1/premiumIndex?symbol=BTCUSD_PERP")
+    assert isinstance(d, list) and d[0]["pair"] == "BTCUSD" and d[0]["nextFundingTime"] % (8 * HOUR) == 0
+    # ccxt reads them
+    ex = ccxt_client(sim.url)
+    ex.load_markets()
+    assert ex.fetch_funding_rate("BTC/USDT:USDT")["fundingTimestamp"] % (4 * HOUR) == 0
+    assert ex.fetch_funding_intervals()["SOL/USDT:USDT"]["interval"] == "1h"
+    hist = ex.fetch_funding_rate_history("ETH/USDT:USDT", limit=3)
+    assert len(hist) == 3 and all(h["timestamp"] % (8 * HOUR) <= 15 for h in hist)
+
+
+def test_funding_endpoints_have_their_own_limit_answered_429(sim_factory):
+    sim = sim_factory(funding_limit=3)
+    codes = [get(f"{sim.url}/fapi/v1/fundingRate?symbol=BTCUSDT&limit=1")[0] for _ in range(3)]
+    assert codes == [200, 200, 200]
+    status, headers, body = get(f"{sim.url}/fapi/v1/fundingInfo")
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and body["code"] == -1003
+    # klines and premiumIndex are not held back by it
+    assert get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=1")[0] == 200
+    assert get(f"{sim.url}/fapi/v1/premiumIndex?symbol=BTCUSDT")[0] == 200
+    assert sim.stats()["usdm"]["funding_rejected_429"] == 1
+
+
+def test_monthly_funding_archive_matches_rest(sim_factory):
+    now = int(time.time() * 1000)
+    t = time.gmtime(now / 1000)
+    y, m = (t.tm_year, t.tm_mon - 1) if t.tm_mon > 1 else (t.tm_year - 1, 12)
+    label = f"{y}-{m:02d}"
+    sim = sim_factory(archive_faults=[f"missing:fundingRate@ETHUSDT:{label}"])
+    status, lines = _file(sim, f"/data/futures/um/monthly/fundingRate/BTCUSDT/BTCUSDT-fundingRate-{label}.zip")
+    assert status == 200 and lines[0] == "calc_time,funding_interval_hours,last_funding_rate"
+    import calendar
+    start = calendar.timegm((y, m, 1, 0, 0, 0)) * 1000
+    end = calendar.timegm((y + (m == 12), m % 12 + 1, 1, 0, 0, 0)) * 1000
+    rest = sim.funding_settlements("BTCUSDT", "usdm", start, end - 1)
+    assert lines[1:] == [f"{r['fundingTime']},{sim.funding.interval_at('BTCUSDT', r['fundingTime'] - 20)},"
+                         f"{r['fundingRate']}" for r in rest]
+    assert _file(sim, f"/data/futures/um/monthly/fundingRate/ETHUSDT/ETHUSDT-fundingRate-{label}.zip")[0] == 404
