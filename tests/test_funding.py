@@ -167,10 +167,11 @@ class FakeFunding:
         t = start
         while t < end:
             self.requests += 1
-            page = self._rows(symbol, t, end, source)[:1000]
-            if not page:
-                return
+            rows = self._rows(symbol, t, end, source)
+            page = rows[:1000]
             yield page
+            if len(rows) <= 1000:
+                return
             t = page[-1].funding_time + 1
 
     def intervals(self, family="usdm"):
