@@ -167,10 +167,11 @@ class FakeFunding:
         t = start
         while t < end:
             self.requests += 1
-            page = self._rows(symbol, t, end, source)[:1000]
-            if not page:
-                return
+            rows = self._rows(symbol, t, end, source)
+            page = rows[:1000]
             yield page
+            if len(rows) <= 1000:
+                return
             t = page[-1].funding_time + 1
 
     def intervals(self, family="usdm"):
@@ -298,3 +299,138 @@ def test_a_symbol_listed_mid_window_backfills_from_its_listing(sqlite_funding):
                                                       NOW - 60_000)
     assert report.ok and report.symbols[0].missing == len(src.series["WLD/USDT:USDT"])
     assert report.symbols[0].archive_months == 0  # listed this month: nothing to ask the archive
+
+
+# --- the adapter against the simulator over HTTP ------------------------------------------------
+def _month_before(now_ms: int, back: int = 1):
+    from ohlcv_cli.core.archive import Period, month_start
+
+    m0 = month_start(now_ms)
+    for _ in range(back):
+        m0 = month_start(m0 - 1)
+    from ohlcv_cli.core.archive import next_month
+    return Period("monthly", m0, next_month(m0))
+
+
+def test_archive_month_exact_and_a_missing_month_is_none(sim_factory):
+    from ohlcv_cli.adapters.binance.archive import BinanceArchive
+    from ohlcv_cli.adapters.binance.funding import BinanceFunding
+    from ohlcv_cli.adapters.binance.rest import CcxtFetcher
+
+    sim0 = sim_factory()
+    gone = _month_before(sim0.now_ms(), 2)
+    sim = sim_factory(archive_faults=[f"missing:SOLUSDT:{gone.label}"])
+    f = BinanceFunding(CcxtFetcher(exchange_url=sim.url), BinanceArchive(sim.url))
+    last = _month_before(sim.now_ms(), 1)
+    rows = f.archive_month("SOL/USDT:USDT", last)
+    hours = (last.end - last.start) // H
+    assert len(rows) == hours and {r.interval_hours for r in rows} == {1}
+    assert all(0 <= r.funding_time - boundary_of(r.funding_time) <= 15 for r in rows)
+    assert any(r.funding_time != boundary_of(r.funding_time) for r in rows)  # kept as recorded
+    assert {r.source for r in rows} == {"archive"} and all(r.mark_price is None for r in rows)
+    assert all(len(r.rate.split(".")[1]) == 8 for r in rows)
+    assert f.archive_month("SOL/USDT:USDT", gone) is None
+    assert len(f.archive_month("BTC/USDT:USDT", gone)) == (gone.end - gone.start) // (8 * H)
+
+
+# --- reading -------------------------------------------------------------------------------------
+def test_store_funding_as_pandas_polars_arrow_exact_or_float(db_url, funding_repo, tmp_path):
+    from decimal import Decimal
+
+    from ohlcv_cli.api.read import open_store
+    from ohlcv_cli.core.errors import ConfigError
+
+    rows = [Settlement("binance", "BTC/USDT:USDT", T0 + 11, "0.00010000", "87123.45000000", 8),
+            Settlement("binance", "BTC/USDT:USDT", T0 + 8 * H + 2, "-0.00002345", None, 8,
+                       "archive")]
+    funding_repo.store(rows)
+    with open_store(db_url) as store:
+        df = store.funding("btc/usdt:usdt", start=T0, end=T0 + DAY)
+        assert list(df["rate"]) == [0.0001, -0.00002345]
+        assert df.index[0].value // 1_000_000 == T0 + 11 and str(df.index.tz) == "UTC"
+        exact = store.funding("BTC/USDT:USDT", exact=True)
+        assert list(exact["rate"]) == [Decimal("0.00010000"), Decimal("-0.00002345")]
+        assert exact["mark_price"].iloc[0] == Decimal("87123.45000000")
+        assert exact["mark_price"].iloc[1] is None
+        pl_df = store.funding("BTC/USDT:USDT", output="polars", exact=True)
+        assert str(pl_df["rate"][1]) == "-0.00002345"
+        table = store.funding("BTC/USDT:USDT", output="arrow")
+        assert table.column("source").to_pylist() == ["rest", "archive"]
+        assert len(store.funding("BTC/USDT:USDT", start=T0 + H)) == 1
+        with pytest.raises(ConfigError, match="BTC/USDT is a spot market"):
+            store.funding("BTC/USDT")
+
+
+# --- the CLI, against the simulator and a real database ------------------------------------------
+def test_cli_a_spot_or_delivery_symbol_is_a_one_line_error():
+    from conftest import run_cli
+
+    r = run_cli("funding", "check", "--symbols", "BTC/USDT:USDT,BTC/USDT")
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: BTC/USDT is a spot market: funding exists for perpetual "
+                                "contracts only (e.g. BTC/USDT:USDT)")
+    r = run_cli("funding", "backfill", "--symbols", "BTC/USDT:USDT-261225")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: BTC/USDT:USDT-261225 is a delivery contract")
+    r = run_cli("funding", "check", "--days", "3", "--start", "2026-01-01",
+                "--symbols", "BTC/USDT:USDT")
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "error: use either days or a start (and an end), not both"
+
+
+SIM_PERPS = "BTC/USDT:USDT,SOL/USDT:USDT,WLD/USDT:USDT,BTC/USD:BTC"
+
+
+def test_cli_backfill_check_repair_exit_codes(sim_factory, pg_url):
+    import sqlalchemy as sa
+    from conftest import run_cli
+
+    from ohlcv_cli.adapters.sql.funding import SqlFundingRepository
+    from ohlcv_cli.adapters.sql.schema import make_engine
+
+    probe = sim_factory()
+    last_month = _month_before(probe.now_ms(), 1).label
+    sim = sim_factory(archive_faults=[f"missing:SOLUSDT:{last_month}"])
+    env = {"DATABASE_URL": pg_url, "OHLCV_EXCHANGE_URL": sim.url, "OHLCV_ARCHIVE_URL": sim.url}
+    days = "40"  # the whole last month (from the archive), BTC's 8h -> 4h, WLD's listing
+    r = run_cli("funding", "backfill", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "archive months" in r.stdout and "of the 500-per-5-minutes funding limit" in r.stdout
+    assert "1 months not in the archive (fetched over REST)" in r.stdout
+    engine = make_engine(pg_url)
+    repo = SqlFundingRepository(engine)
+    btc = repo.read("binance", "BTC/USDT:USDT")
+    assert {s.interval_hours for s in btc[-6:]} == {4} and btc[0].interval_hours == 8
+    assert {s.source for s in btc} == {"archive", "rest"}
+    wld = repo.read("binance", "WLD/USDT:USDT")
+    assert wld and wld[0].funding_time > sim.now_ms() - 37 * H  # nothing before its listing
+    r = run_cli("funding", "check", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "complete: no settlement missing in 4 symbols" in r.stdout
+
+    # lose three settlements: check reports exactly them (exit 1), repair fills them (exit 0)
+    lost = [btc[-3], btc[len(btc) // 2]]
+    sol = repo.read("binance", "SOL/USDT:USDT")
+    lost.append(sol[100])
+    with engine.begin() as conn:
+        for s in lost:
+            conn.execute(sa.text("DELETE FROM funding_rates WHERE symbol = :s AND "
+                                 "funding_time = :t"), {"s": s.symbol, "t": repo.ts(s.funding_time)})
+    r = run_cli("funding", "check", "--days", days, "--symbols", SIM_PERPS, "--json", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    import json
+    out = {x["symbol"]: x["missing"] for x in json.loads(r.stdout)["symbols"]}
+    def z(ms):
+        from ohlcv_cli.core.timeutil import iso
+        return iso(boundary_of(ms)).replace(" ", "T") + "Z"
+    assert sorted(out["BTC/USDT:USDT"]) == sorted(z(s.funding_time) for s in lost[:2])
+    assert out["SOL/USDT:USDT"] == [z(lost[2].funding_time)]
+    assert out["WLD/USDT:USDT"] == [] and out["BTC/USD:BTC"] == []
+    r = run_cli("funding", "repair", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 settlements written" in r.stdout
+    assert {s.funding_time for s in repo.read("binance", "BTC/USDT:USDT")} == \
+        {s.funding_time for s in btc}  # the exact times, as sent
+    r = run_cli("funding", "check", "--days", days, "--symbols", SIM_PERPS, env=env)
+    assert r.returncode == 0
+    engine.dispose()

@@ -57,11 +57,25 @@ def _symbols(s: Settings, symbols) -> list[str]:
     return perpetuals(s.symbols, explicit=False)
 
 
-def _window(s: Settings, now: int, days, start, end) -> tuple[int, int]:
+def _asked(days, start, end) -> tuple[float | None, int | None, int | None]:
+    """The window as asked, checked before anything is opened or asked."""
+    from ohlcv_cli.core.errors import ConfigError
+    from ohlcv_cli.core.window import check_days
+
     start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
     if days is not None and start_ms is not None:
-        from ohlcv_cli.core.errors import ConfigError
         raise ConfigError("use either days or a start (and an end), not both")
+    if end_ms is not None and start_ms is None:
+        raise ConfigError("an end needs a start")
+    if days is not None:
+        check_days(days, _now_ms())
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ConfigError(f"start {start} is not before end {end}")
+    return days, start_ms, end_ms
+
+
+def _window(s: Settings, now: int, asked) -> tuple[int, int]:
+    days, start_ms, end_ms = asked
     if start_ms is None and days is None:
         days = s.backfill_days
     return funding_bounds(now, days, start_ms, end_ms)
@@ -94,12 +108,13 @@ def source(s: Settings, archive: bool = True):
 
 def _fill(kind, command: str, settings, symbols, days, start, end, progress, overrides
           ) -> FillReport:
+    asked = _asked(days, start, end)
     s = _settings(command, settings, overrides)
     syms = _symbols(s, symbols)
     eng = wiring.engine(s)
     repo = repository(s, eng)
     src = source(s)
-    lo, hi = _window(s, src.now_ms(), days, start, end)
+    lo, hi = _window(s, src.now_ms(), asked)
     concurrency = getattr(s, "backfill_concurrency", 4) if command == "funding_backfill" else 1
     return kind(src, repo, concurrency=concurrency, progress=progress).run(syms, lo, hi)
 
@@ -129,12 +144,13 @@ def funding_check(settings: Settings | None = None, *, symbols: str | Sequence[s
     """The due settlements of the window with none stored, per symbol. The current interval
     and the onboard time come from the exchange (fundingInfo, exchangeInfo), the past
     intervals from the stored settlements' spacing."""
+    asked = _asked(days, start, end)
     s = _settings("funding_check", settings, overrides)
     syms = _symbols(s, symbols)
     eng = wiring.engine(s, create=False)
     repo = repository(s, eng)
     src = source(s, archive=False)
-    lo, hi = _window(s, src.now_ms(), days, start, end)
+    lo, hi = _window(s, src.now_ms(), asked)
     return FundingCheck(repo, s.exchange).run(syms, lo, hi, exchange_rules(src, syms))
 
 
@@ -184,7 +200,7 @@ def read_funding(engine, exchange: str, symbol: str, start: Time = None, end: Ti
 
     if output not in ("pandas", "polars", "arrow"):
         raise ConfigError(f"unknown output {output!r}; use one of pandas, polars, arrow")
-    symbol = parse_symbols([symbol])[0]
+    symbol = perpetuals(parse_symbols([symbol]))[0]
     rows = SqlFundingRepository(engine).read(exchange, symbol, to_ms(start, "start"),
                                              to_ms(end, "end"))
     return funding_frame(rows, exact, output)

@@ -360,7 +360,8 @@ class Store:
         return result
 
     def plot(self, symbol: str, timeframe: str = "1h", start: Any = None, end: Any = None,
-             out: str = "chart.png", price: str = DEFAULT_PRICE) -> tuple[int, list[int]]:
+             out: str = "chart.png", price: str = DEFAULT_PRICE, funding: bool = False
+             ) -> tuple[int, list[int]]:
         """Candlesticks with volume underneath to a PNG (matplotlib) or a self-contained HTML
         (plotly) of the `price` series; a missing candle stays a hole. Returns the number of
         candles drawn and the derived buckets left out as incomplete (open times, ms)."""
@@ -372,7 +373,8 @@ class Store:
         if df.empty:
             raise ConfigError(df.attrs["empty"])
         title = w.symbol if w.price == DEFAULT_PRICE else f"{w.symbol} {w.price}"
-        charts.candles(df, title, w.timeframe, w.start, w.end, out)
+        rates = self.funding(w.symbol, w.start, w.end) if funding else None  # a perpetual's
+        charts.candles(df, title, w.timeframe, w.start, w.end, out, rates)
         return len(df), [t.value // 1_000_000 for t in df.attrs.get("incomplete", [])]
 
     def coverage(self, symbols: Sequence[str] | None = None, timeframe: str | None = None,

@@ -21,6 +21,7 @@ def plot(
     start: StartOpt = None,
     end: EndOpt = None,
     database_url: DatabaseOpt = None,
+    funding: Annotated[bool, typer.Option("--funding", help="Also draw the funding rate of a perpetual under the volume")] = False,
 ) -> None:
     """Draw candlesticks with volume underneath to a PNG or an HTML file.
 
@@ -33,7 +34,8 @@ def plot(
     s = settings(ctx, "plot", price=price, database_url=database_url)
     with open_store(s) as store:
         w = store.window(symbol, timeframe, start_ms, end_ms, s.candle_price)
-        drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out, w.price)
+        drawn, incomplete = store.plot(symbol, timeframe, w.start, w.end, out, w.price,
+                                       funding=funding)
     warn_incomplete(w.symbol, timeframe, incomplete)
     what = timeframe if w.price == "trade" else f"{timeframe} {w.price}"
     console.print(f"{out}: {drawn} {what} candles of {w.symbol}, {iso(w.start)} to "

@@ -38,16 +38,19 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
-def candles(df, symbol: str, tf: Timeframe, start: int, end: int, out: str) -> None:
-    """df: float frame indexed by UTC open time."""
+def candles(df, symbol: str, tf: Timeframe, start: int, end: int, out: str,
+            funding=None) -> None:
+    """df: float frame indexed by UTC open time; `funding`: a float frame of settlements
+    indexed by funding time, drawn as the funding rate under the volume."""
     title = f"{symbol} {tf.name}  {iso(start)} → {iso(end)} UTC  ({len(df)} candles)"
     if check_target(out) == ".png":
-        _candles_png(df, tf, title, start, end, out)
+        _candles_png(df, tf, title, start, end, out, funding)
     else:
-        _candles_html(df, tf, title, out)
+        _candles_html(df, tf, title, out, funding)
 
 
-def _candles_png(df, tf: Timeframe, title: str, start: int, end: int, out: str) -> None:
+def _candles_png(df, tf: Timeframe, title: str, start: int, end: int, out: str,
+                 funding=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,8 +61,11 @@ def _candles_png(df, tf: Timeframe, title: str, start: int, end: int, out: str) 
     width = tf.ms / DAY_MS * 0.7
     up = (df["close"] >= df["open"]).to_numpy()
     colors = [UP if u else DOWN for u in up]
-    fig, (ax, axv) = plt.subplots(2, 1, sharex=True, figsize=(12, 6.5), dpi=100,
-                                  gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    panels = 2 if funding is None else 3
+    fig, axes = plt.subplots(panels, 1, sharex=True, figsize=(12, 6.5 + 1.8 * (panels - 2)),
+                             dpi=100, gridspec_kw={"height_ratios": [3, 1, 1][:panels],
+                                                   "hspace": 0.05})
+    ax, axv = axes[0], axes[1]
     ax.vlines(x, df["low"], df["high"], colors=colors, linewidth=0.8)
     bottom = df[["open", "close"]].min(axis=1)
     height = (df["close"] - df["open"]).abs()
@@ -71,6 +77,14 @@ def _candles_png(df, tf: Timeframe, title: str, start: int, end: int, out: str) 
     axv.set_ylabel("volume")
     ax.grid(alpha=0.25)
     axv.grid(alpha=0.25)
+    if funding is not None:  # the funding rate, in percent, a step per settlement
+        axf = axes[2]
+        fx = mdates.date2num(funding.index.to_pydatetime())
+        axf.step(fx, funding["rate"] * 100, where="post", color="#5b6ee1", linewidth=1)
+        axf.axhline(0, color="#888888", linewidth=0.5)
+        axf.set_ylabel("funding %")
+        axf.grid(alpha=0.25)
+        axv = axf
     axv.set_xlim(mdates.date2num(_dt(start)), mdates.date2num(_dt(end)))
     locator = mdates.AutoDateLocator(tz=timezone.utc)
     axv.xaxis.set_major_locator(locator)
@@ -80,12 +94,14 @@ def _candles_png(df, tf: Timeframe, title: str, start: int, end: int, out: str) 
     plt.close(fig)
 
 
-def _candles_html(df, tf: Timeframe, title: str, out: str) -> None:
+def _candles_html(df, tf: Timeframe, title: str, out: str, funding=None) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     times = [t.strftime("%Y-%m-%d %H:%M:%S") for t in df.index]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25],
+    rows = 2 if funding is None else 3
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True,
+                        row_heights=[0.75, 0.25] if rows == 2 else [0.6, 0.2, 0.2],
                         vertical_spacing=0.03)
     fig.add_trace(go.Candlestick(
         x=times, open=df["open"].tolist(), high=df["high"].tolist(), low=df["low"].tolist(),
@@ -94,9 +110,13 @@ def _candles_html(df, tf: Timeframe, title: str, out: str) -> None:
     up = (df["close"] >= df["open"]).tolist()
     fig.add_trace(go.Bar(x=times, y=df["volume"].tolist(), name="volume",
                          marker_color=[UP if u else DOWN for u in up]), row=2, col=1)
+    if funding is not None:
+        fig.add_trace(go.Scatter(
+            x=[t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] for t in funding.index],
+            y=(funding["rate"] * 100).tolist(), name="funding %", line_shape="hv"), row=3, col=1)
     fig.update_layout(title=title, xaxis_rangeslider_visible=False, showlegend=False,
                       template="plotly_white", bargap=0.3)
-    fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
+    fig.update_xaxes(title_text="time (UTC)", row=rows, col=1)
     fig.write_html(out, include_plotlyjs=True, full_html=True)
 
 
