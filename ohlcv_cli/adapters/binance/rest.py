@@ -362,7 +362,8 @@ class CcxtFetcher:
     def request(self, family: str, path: str, params: dict, *, weight: int,
                 budget: WeightBudget | None = None):
         """One public GET of an endpoint of a family (`path` in full, e.g. /fapi/v1/fundingRate)
-        with the retry policy of every call; the JSON answer. `weight` is charged to `budget`
+        with the retry policy of every call; the JSON answer (ccxt's `request` takes the API
+        key in a list). `weight` is charged to `budget`
         (an endpoint's own limit, such as fundingRate's 500 per 5 minutes) if given, else to the
         family's weight budget."""
         fam = FAMILIES.get(family)
@@ -373,7 +374,7 @@ class CcxtFetcher:
         rel, api = path[len(fam.rest_prefix) + 1:], _CCXT[family][1]
         if budget is not None:
             budget.acquire(weight)
-        return self._call(lambda: ex.request(rel, api, "GET", dict(params)), ex,
+        return self._call(lambda: ex.request(rel, [api], "GET", dict(params)), ex,
                           weight=0 if budget is not None else weight, family=family)
 
     # --- the Fetcher interface ----------------------------------------------------------------
