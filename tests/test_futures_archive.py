@@ -33,7 +33,7 @@ def _as_rows(stored):
 
 
 def test_the_futures_paths_follow_binance_layout():
-    p = Period("daily", "2026-11-03", 0, DAY)
+    p = Period("daily", 1793664000000, 1793664000000 + DAY)  # 2026-11-03
     assert kline_path("BTCUSDT", "1h", p, family="usdm", price="mark") == \
         "/data/futures/um/daily/markPriceKlines/BTCUSDT/1h/BTCUSDT-1h-2026-11-03.zip"
     assert kline_path("BTCUSD", "1m", p, family="coinm", price="index") == \
