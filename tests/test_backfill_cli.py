@@ -179,6 +179,6 @@ def test_schema_missing_on_postgres_is_one_line(pg_cluster, sim):
     assert r.returncode == 2
     assert r.stderr.strip() == "error: database schema is missing: run `ohlcv db upgrade`"
     up = run_cli("db", "upgrade", "--database-url", url)
-    assert up.returncode == 0 and "upgraded: empty -> 0004" in up.stdout
+    assert up.returncode == 0 and "upgraded: empty -> 0005" in up.stdout
     cur = run_cli("db", "current", env={"DATABASE_URL": url})
-    assert cur.returncode == 0 and cur.stdout.strip() == "0004 (head)"
+    assert cur.returncode == 0 and cur.stdout.strip() == "0005 (head)"

@@ -18,7 +18,7 @@ def test_a_bad_setting_a_command_does_not_read_does_not_break_it(sqlite_url):
     r = run_cli("sim", "--help", env={"SYMBOLS": "bad sym"})
     assert r.returncode == 0 and "--port" in r.stdout, r.stderr
     r = run_cli("db", "current", "--database-url", sqlite_url, env={"BACKFILL_DAYS": "0"})
-    assert r.returncode == 0 and r.stdout.strip() == "0004 (head)", r.stderr
+    assert r.returncode == 0 and r.stdout.strip() == "0005 (head)", r.stderr
     r = run_cli("status", "--database-url", sqlite_url, env={"TIMEFRAME": "7m", "SYMBOLS": "x"})
     assert r.returncode == 0, r.stderr
     # ... but a command that reads it stops on it

@@ -321,9 +321,9 @@ def test_schema_without_exchange_gaps_asks_for_upgrade(pg_cluster):
     engine.dispose()
     r = run_cli("gaps", "check", "--days", "1", "--database-url", url)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: database schema is at revision 0001, expected 0004: run `ohlcv db upgrade`"
+    assert r.stderr.strip() == "error: database schema is at revision 0001, expected 0005: run `ohlcv db upgrade`"
     up = run_cli("db", "upgrade", "--database-url", url)
-    assert up.returncode == 0 and "upgraded: 0001 -> 0004" in up.stdout
+    assert up.returncode == 0 and "upgraded: 0001 -> 0005" in up.stdout
     assert run_cli("gaps", "check", "--days", "1", "--database-url", url).returncode == 1
 
 

@@ -37,5 +37,5 @@ def test_db_upgrade_from_an_installed_wheel(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(target), "db", "upgrade", "--database-url", "sqlite:///w.db"],
                        cwd=work, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "upgraded: empty -> 0004" in r.stdout
+    assert "upgraded: empty -> 0005" in r.stdout
     shutil.rmtree(dist)
