@@ -109,6 +109,14 @@ class SimConfig:
     # (None: unthrottled, a very large budget advertised, as for spot)
     futures: list = field(default_factory=lambda: _default_futures())
     futures_weight_limit: int | None = None
+    # funding (ohlcv_sim/funding.py): per market id [(from_ms, hours), ...] over the defaults;
+    # fundingRate + fundingInfo share `funding_limit` requests per `funding_window_s` (per family)
+    funding_schedules: dict = field(default_factory=dict)
+    funding_limit: int = 500
+    funding_window_s: int = 300
+    # futures archive files for periods starting before this (ms) have no header row; None: 30
+    # days before the simulator started
+    futures_header_from: int | None = None
 
     def spec(self, market_id: str) -> SymbolSpec | None:
         for s in self.symbols:

@@ -137,8 +137,9 @@ ONBOARD = {  # Binance's onboardDate of the long-listed perpetuals
 }
 
 
-def default_futures(now_ms: int | None = None) -> list[FuturesSpec]:
-    """The default futures markets, relative to now (real time when not given)."""
+def default_futures(now_ms: int | None = None, extra: int = 0) -> list[FuturesSpec]:
+    """The default futures markets, relative to now (real time when not given); `extra` adds
+    USD-M perpetuals SIM000USDT ... (onboard 2020-01-01) for benchmarks."""
     import time
 
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -157,7 +158,8 @@ def default_futures(now_ms: int | None = None) -> list[FuturesSpec]:
                     10),
         FuturesSpec("BTC", "USD", "coinm", 6_560_000, prev, cur, "CURRENT_QUARTER", 100),
         FuturesSpec("BTC", "USD", "coinm", 6_530_000, before, prev, "CURRENT_QUARTER", 100),
-    ]
+    ] + [FuturesSpec(f"SIM{i:03d}", "USDT", "usdm", 10_000 + 137 * i, 1577836800000)
+         for i in range(extra)]
 
 
 def symbol_info(spec: FuturesSpec, now: int) -> dict:

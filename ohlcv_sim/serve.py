@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from ohlcv_sim.engine import INTERVALS, SimConfig, default_symbols
+from ohlcv_sim.futures import default_futures
 from ohlcv_sim.server import SimServer
 from ohlcv_sim.ws import WsFaults
 
@@ -39,6 +40,8 @@ class ServeOptions:
     precompute_archive: str | None = None
     archive_faults: Sequence[str] = ()
     ws_faults: WsFaults = field(default_factory=WsFaults)
+    futures_weight_limit: int | None = None  # per family and minute; None: unthrottled
+    extra_futures: int = 0  # USD-M perpetuals SIM000USDT ... besides the defaults
 
 
 def build(options: ServeOptions) -> SimServer:
@@ -52,6 +55,8 @@ def build(options: ServeOptions) -> SimServer:
         zero_volume_share=options.zero_volume_share, settle_lag_ms=options.settle_lag_ms,
         clock_offset_ms=options.clock_offset_ms, share_garbage=options.share_garbage,
         share_short_pages=options.share_short_pages, archive_faults=list(options.archive_faults),
+        futures=default_futures(extra=options.extra_futures),
+        futures_weight_limit=options.futures_weight_limit,
     )
     pre = _window(options.precompute, "--precompute") if options.precompute else None
     pre_archive = (_window(options.precompute_archive, "--precompute-archive")
@@ -84,10 +89,13 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> Non
             server.stop()
             raise SimStartError(f"cannot listen on {options.host}:{ws_port_of(options)}: "
                                 f"{exc.strerror or exc}") from exc
-    ws_note = (f"; websocket streams on ws://{options.host}:{server.ws.port} (--stream-url)"
-               if server.ws is not None else "")
+    ws = f"ws://{options.host}:{server.ws.port}" if server.ws is not None else None
+    ws_note = (f"; websocket streams on {ws} (--stream-url), USD-M {ws}/fapi "
+               f"(OHLCV_USDM_STREAM_URL), COIN-M {ws}/dapi (OHLCV_COINM_STREAM_URL)"
+               if ws is not None else "")
     announce(f"simulator listening on http://{options.host}:{server.port} "
-             f"({len(server.config.symbols)} symbols); use --exchange-url "
+             f"({len(server.config.symbols)} spot symbols, {len(server.config.futures)} futures "
+             f"contracts under /fapi and /dapi); use --exchange-url "
              f"http://{options.host}:{server.port}{ws_note}")
     try:
         server._httpd.serve_forever()

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from ohlcv_sim import fapi
 from ohlcv_sim.archive import ArchiveSim
 from ohlcv_sim.engine import INTERVALS, CandleEngine, SimConfig, encode_rows
+from ohlcv_sim.funding import FundingModel
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +260,13 @@ class SimServer:
         # each futures family has its own budget (REQUEST_WEIGHT per minute)
         self.futures_weights = {f: _Weights(self.config, "futures_weight_limit", 60)
                                 for f in ("usdm", "coinm")}
+        # fundingRate + fundingInfo: their own limit (500 per 5 minutes), 429 over it, no ban
+        self.funding_weights = {f: _Weights(self.config, "funding_limit",
+                                            self.config.funding_window_s, ban=False)
+                                for f in ("usdm", "coinm")}
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
+        self.funding = FundingModel(self.config, self.now_ms())  # sim/funding.py
         self.archive = ArchiveSim(self)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.sim = self
@@ -274,6 +280,19 @@ class SimServer:
     @property
     def ws_url(self) -> str | None:
         return self.ws.url if self.ws is not None else None
+
+    @property
+    def usdm_ws_url(self) -> str | None:
+        """USD-M websocket base (`<ws_url>/fapi`): klines and mark price on
+        `<usdm>/market/stream?streams=...` or `<usdm>/market/ws/<stream>`; the legacy unrouted
+        `<usdm>/stream` accepts connections but pushes no market data."""
+        return f"{self.ws.url}/fapi" if self.ws is not None else None
+
+    @property
+    def coinm_ws_url(self) -> str | None:
+        """COIN-M websocket base (`<ws_url>/dapi`): `<coinm>/stream?streams=...`,
+        `<coinm>/ws/<stream>`."""
+        return f"{self.ws.url}/dapi" if self.ws is not None else None
 
     @property
     def port(self) -> int:
@@ -420,6 +439,20 @@ class SimServer:
         series = self.futures_series(symbol_id, family, price)
         return self.engine.final_row(series, open_time, INTERVALS[timeframe])
 
+    def funding_settlements(self, symbol_id: str, family: str = "usdm", start: int = 0,
+                            end: int | None = None) -> list[dict]:
+        """Every funding settlement of a perpetual with fundingTime in [start, end] (inclusive;
+        end None: now), ascending, as fundingRate serves them ({symbol, fundingTime,
+        fundingRate, markPrice}; COIN-M without markPrice). A delivery contract has none."""
+        from ohlcv_sim.fapi import funding_rows
+
+        now = self.now_ms()
+        spec = self.config.future(family, symbol_id)
+        if spec is None:
+            raise KeyError(f"the simulator has no {family} contract {symbol_id!r}")
+        hi = now if end is None else end
+        return funding_rows(self, family, symbol_id, max(start, spec.onboard), hi, 10**9, now)
+
     def exchange_info(self, now: int) -> dict:
         limit = self.config.weight_limit or UNTHROTTLED_LIMIT
         s = self.config.weight_window_s
@@ -451,6 +484,10 @@ class SimServer:
                          if k != "windows"}
                 f_out["windows"] = {str(k): v for k, v in fw.stats["windows"].items()}
             f_out["weight_limit"] = self.config.futures_weight_limit
+            with self.funding_weights[family].lock:
+                fs = self.funding_weights[family].stats
+                f_out["funding_requests"] = fs["requests"]
+                f_out["funding_rejected_429"] = fs["rejected_429"]
             out[family] = f_out
         out.update(self.archive.stats())
         return out

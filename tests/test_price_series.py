@@ -360,3 +360,148 @@ def test_consume_stores_v1_and_v2_mark_messages(pg_url, repo_for, sim, kafka, to
     reasons = [dict(m.headers)["reason"].decode() for m in dlq]
     dlq.close()
     assert reasons == ["BTC/USDT is a spot market: it has only trade candles, not mark"]
+
+
+# --- files: export names and columns per series ----------------------------------------------
+
+def test_freqtrade_layout_names_futures_series_as_freqtrade_does(db_url, repo_for, sim, tmp_path):
+    """Mark 1h derived from mark 1m only, written where freqtrade's futures mode looks for it,
+    and read back by freqtrade's own loader (candle types futures and mark)."""
+    history = pytest.importorskip("freqtrade.data.history")
+    from freqtrade.enums import CandleType
+
+    from ohlcv_cli.adapters.files import export
+
+    repo = repo_for(db_url)
+    reader = SqlCandleReader(repo.engine)
+    stored = {p: series(sim, p, n=180) for p in ("trade", "mark")}
+    for batch in stored.values():
+        repo.upsert(batch)
+    paths = {}
+    for price in ("trade", "mark"):
+        [(path, symbols)] = export.targets("feather", str(tmp_path), [PERP], True, "freqtrade",
+                                           "1h", "binance", price)
+        paths[price] = path
+        table, _ = reader.derived("binance", PERP, H1, M1, T0, T0 + 180 * M, [], price=price)
+        with export.open_writer("feather", path, False, "exact", "freqtrade", price) as w:
+            w.write(table, PERP)
+    assert paths == {"trade": str(tmp_path / "binance/futures/BTC_USDT_USDT-1h-futures.feather"),
+                     "mark": str(tmp_path / "binance/futures/BTC_USDT_USDT-1h-mark.feather")}
+    for price, kind in (("trade", CandleType.FUTURES), ("mark", CandleType.MARK)):
+        df = history.load_pair_history(PERP, "1h", tmp_path / "binance", data_format="feather",
+                                       fill_up_missing=False, candle_type=kind)
+        assert df["close"].tolist() == [float(r[4]) for r in _hourly(stored[price])], price
+    assert export.freqtrade_name("BTC/USDT", "1h") == "BTC_USDT-1h.feather"
+    assert export.freqtrade_name("BTC/USD:BTC-261225", "1d", "premium") == \
+        "futures/BTC_USD_BTC-261225-1d-premiumIndex.feather"
+
+
+def test_export_names_a_series_other_than_trade(tmp_path):
+    from ohlcv_cli.adapters.files import export
+    from ohlcv_cli.adapters.sql.reader import SCHEMA
+
+    names = [p for p, _ in export.targets("csv", str(tmp_path), [PERP, "BTC/USD:BTC"], True,
+                                          price="mark")]
+    assert names == [str(tmp_path / "BTC-USDT_USDT-mark.csv"),
+                     str(tmp_path / "BTC-USD_BTC-mark.csv")]
+    assert export.targets("csv", str(tmp_path), ["BTC/USDT"], True) == [
+        (str(tmp_path / "BTC-USDT.csv"), ["BTC/USDT"])]  # spot trade: as before
+    import pyarrow as pa
+
+    row = pa.table([[T0], ["-0.00012345"], ["0.00000100"], ["-0.00020000"], ["-0.00001000"],
+                    ["0"], ["0"], [12], ["0"], ["0"]], schema=SCHEMA)
+    out = tmp_path / "all.csv"
+    with export.open_writer("csv", str(out), True, "exact", price="premium") as w:
+        w.write(row, PERP)
+    assert out.read_text().splitlines() == [
+        '"symbol","price","open_time","open","high","low","close","volume","quote_volume",'
+        '"trades","taker_buy_base_volume","taker_buy_quote_volume"',
+        '"BTC/USDT:USDT","premium","2024-05-01T00:00:00Z","-0.00012345","0.00000100",'
+        '"-0.00020000","-0.00001000","0","0",12,"0","0"']
+    with pytest.raises(Exception, match="spot market"):
+        export.freqtrade_name("BTC/USDT", "1h", "mark")
+
+
+def test_consume_routes_other_message_types_to_their_handler(pg_url, repo_for, sim):
+    """The hook a "funding" message type uses: a registered type goes to the store function given
+    for it, in the batch's order of commits; what it rejects is dead-lettered (found by halving);
+    a registered type without a handler here is dead-lettered, never dropped silently."""
+    from test_robustness import ListDlq, ListSource, Rec
+
+    from ohlcv_cli.services.consume import Consume
+
+    message.register_type("rate_test", lambda doc: (doc["symbol"], doc["rate"]))
+    message.register_type("unhandled_test", lambda doc: doc)
+    kept: list = []
+
+    def store_rates(items: list) -> int:
+        if any(rate == "bad" for _, rate in items):
+            raise StorageRejected("rate out of range")
+        kept.extend(items)
+        return len(items)
+
+    marks = series(sim, "mark", n=3, source="stream")
+    values = [message.encode(marks[0], 1),
+              message.encode_other("rate_test", {"symbol": PERP, "rate": "0.0001"}, 1),
+              message.encode_other("rate_test", {"symbol": PERP, "rate": "bad"}, 1),
+              message.encode_other("unhandled_test", {"symbol": PERP}, 1),
+              *(message.encode(c, 1) for c in marks[1:]),
+              message.encode_other("rate_test", {"symbol": PERP, "rate": "0.0002"}, 1)]
+    source = ListSource([[Rec("t", 0, i, PERP.encode(), v) for i, v in enumerate(values)]])
+    dlq = ListDlq()
+    repo = repo_for(pg_url)
+    stats = Consume(source, repo, dlq, handlers={"rate_test": store_rates},
+                    exchanges=("binance",)).run(max_idle_polls=2)
+    assert repo.candles("binance", PERP, "1m", price="mark") == marks
+    assert kept == [(PERP, "0.0001"), (PERP, "0.0002")]
+    assert [(reason, origin) for _, reason, origin in dlq.sent] == [
+        ("unhandled_test messages are not stored by this consumer", "t/0/3"),
+        ("rate out of range", "t/0/2")]
+    assert source.committed == [len(values)] and stats.stored == 5
+
+
+class _CsvHandle:
+    """An archive file's CSV held in memory (the archive adapter downloads and verifies it)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def rows(self, file, start=None, end=None):
+        for line in self.text.splitlines():
+            if line.startswith("open_time"):
+                continue
+            r = line.split(",")
+            r[0] = int(r[0])
+            if (start is None or r[0] >= start) and (end is None or r[0] < end):
+                yield r
+
+    def chunks(self):
+        yield self.text.encode()
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_archive_file_is_stored_as_its_series(db_url, repo_for, sim):
+    """A mark price archive file of the perpetual lands in the mark series beside the trade
+    candles of the same minutes (PostgreSQL's COPY path and SQLite's rows)."""
+    from ohlcv_cli.adapters.sql.archive import SqlArchiveWriter
+    from ohlcv_cli.core.archive import ArchiveFile, Period
+
+    repo = repo_for(db_url)
+    trade, mark = series(sim, "trade", n=60), series(sim, "mark", n=60)
+    repo.upsert(trade)
+    header = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+              "taker_buy_volume,taker_buy_quote_volume,ignore\n")
+    text = header + "".join(
+        f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume},{c.open_time + M - 1},"
+        f"{c.quote_volume},{c.trades},{c.taker_buy_base_volume},{c.taker_buy_quote_volume},0\n"
+        for c in mark)
+    file = ArchiveFile("BTCUSDT-1m-2024-05-01.zip", Period("daily", T0, T0 + 60 * M), True, 1,
+                       _CsvHandle(text))
+    writer = SqlArchiveWriter(repo.engine)
+    assert writer.write_archive(file, "binance", PERP, M1, price="mark") == 60
+    assert writer.write_archive(file, "binance", PERP, M1, price="mark") == 0  # idempotent
+    assert repo.candles("binance", PERP, "1m", price="mark") == [
+        c._replace(source="archive") for c in mark]
+    assert repo.candles("binance", PERP, "1m") == trade

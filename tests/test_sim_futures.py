@@ -227,3 +227,219 @@ def test_a_delivery_contracts_index_rows_are_its_pairs_clipped(sim):
     _, _, mark = get(f"{sim.url}/fapi/v1/markPriceKlines?symbol={prev.market_id}&interval=1h"
                      f"&startTime={a}&endTime={b - 1}")
     assert [r[0] for r in mark] == [a, a + HOUR]
+
+
+# --- archive -------------------------------------------------------------------------------------
+def _file(sim, path: str):
+    import hashlib
+    import io
+    import zipfile
+
+    try:
+        with urllib.request.urlopen(sim.url + path, timeout=10) as r:
+            data = r.read()
+        with urllib.request.urlopen(sim.url + path + ".CHECKSUM", timeout=10) as r:
+            checksum = r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    assert checksum.split()[0] == hashlib.sha256(data).hexdigest()
+    z = zipfile.ZipFile(io.BytesIO(data))
+    return 200, z.read(z.namelist()[0]).decode().splitlines()
+
+
+def _day(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+
+
+def test_futures_archive_files_match_rest_with_headers_in_newer_files_only(sim):
+    today = int(time.time() * 1000) // DAY * DAY
+    new, old = today - 3 * DAY, today - 40 * DAY
+    for root, family, kind, ident, price in [
+        ("um", "usdm", "klines", "BTCUSDT", "trade"),
+        ("um", "usdm", "markPriceKlines", "ETHUSDT", "mark"),
+        ("um", "usdm", "indexPriceKlines", "BTCUSDT", "index"),
+        ("cm", "coinm", "premiumIndexKlines", "BTCUSD_PERP", "premium"),
+        ("cm", "coinm", "klines", "BTCUSD_PERP", "trade"),
+    ]:
+        for day, header in ((new, True), (old, False)):
+            path = (f"/data/futures/{root}/daily/{kind}/{ident}/1h/{ident}-1h-{_day(day)}.zip")
+            status, lines = _file(sim, path)
+            assert status == 200, path
+            assert lines[0].startswith("open_time,") == header
+            if header and root == "cm":
+                assert "base_asset_volume" in lines[0] and "taker_buy_base_asset_volume" in lines[0]
+            body = lines[1:] if header else lines
+            rest = sim.futures_final_rows(ident, family, price, "1h", day, day + DAY)
+            assert body == [",".join(str(x) for x in r) for r in rest]  # ms times, REST strings
+    # yesterday's daily file is not published yet; the day before is
+    assert _file(sim, f"/data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-{_day(today - DAY)}.zip")[0] == 404
+
+
+def test_futures_archive_ends_at_delivery_and_starts_at_onboard(sim):
+    now = int(time.time() * 1000)
+    prev = next(s for s in sim.config.futures if s.family == "coinm" and s.delivery
+                and s.delivery <= now)
+    ident = prev.market_id
+    day = prev.delivery // DAY * DAY
+    status, lines = _file(sim, f"/data/futures/cm/daily/klines/{ident}/1h/{ident}-1h-{_day(day)}.zip")
+    assert status == 200 and len(lines) == 8  # 00:00 .. 07:00, delivery at 08:00
+    assert _file(sim, f"/data/futures/cm/daily/klines/{ident}/1h/{ident}-1h-"
+                      f"{_day(day + DAY)}.zip")[0] == 404
+    assert _file(sim, f"/data/futures/um/daily/klines/WLDUSDT/1h/WLDUSDT-1h-"
+                      f"{_day(now - 4 * DAY)}.zip")[0] == 404  # before its listing
+
+
+def test_archive_faults_can_target_one_futures_kind(sim_factory):
+    day = _day(int(time.time() * 1000) - 3 * DAY)
+    sim = sim_factory(archive_faults=[f"missing:um.premiumIndexKlines@BTCUSDT:{day}",
+                                      f"corrupt:cm@ETHUSD_PERP:{day}"])
+    assert _file(sim, f"/data/futures/um/daily/premiumIndexKlines/BTCUSDT/1m/BTCUSDT-1m-{day}.zip")[0] == 404
+    assert _file(sim, f"/data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-{day}.zip")[0] == 200
+    assert _file(sim, f"/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-{day}.zip")[0] == 200
+    with pytest.raises(AssertionError):  # the zip does not match its CHECKSUM
+        _file(sim, f"/data/futures/cm/daily/klines/ETHUSD_PERP/1h/ETHUSD_PERP-1h-{day}.zip")
+
+
+# --- websocket -----------------------------------------------------------------------------------
+def _ws_take(url: str, n: int, timeout: float = 4.0) -> list:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    async def run():
+        out = []
+        async with connect(url) as ws:
+            end = time.time() + timeout
+            while len(out) < n and time.time() < end:
+                try:
+                    out.append(json.loads(await asyncio.wait_for(ws.recv(), end - time.time())))
+                except asyncio.TimeoutError:
+                    break
+        return out
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def ws_sim():
+    from ohlcv_sim import SimConfig, SimServer
+
+    server = SimServer(SimConfig(), ws_port=0).start()
+    yield server
+    server.stop()
+
+
+def test_usdm_routed_streams_push_klines_and_mark_price_the_legacy_url_nothing(ws_sim):
+    sim = ws_sim
+    assert sim.usdm_ws_url == sim.ws_url + "/fapi" and sim.coinm_ws_url == sim.ws_url + "/dapi"
+    got = _ws_take(f"{sim.usdm_ws_url}/market/stream?streams=btcusdt@markPrice@1s/"
+                   "solusdt@kline_1m", 4)
+    names = {m["stream"] for m in got}
+    assert names == {"btcusdt@markPrice@1s", "solusdt@kline_1m"}
+    mark = next(m["data"] for m in got if m["stream"] == "btcusdt@markPrice@1s")
+    assert mark["e"] == "markPriceUpdate" and mark["s"] == "BTCUSDT"
+    rate, nxt = sim.funding.current("usdm", "BTCUSDT", mark["E"])
+    assert mark["r"] == rate and mark["T"] == nxt > mark["E"]
+    minute = mark["E"] // MIN * MIN
+    assert mark["p"] == sim.futures_final_row("BTCUSDT", "usdm", "mark", "1m", minute)[4]
+    assert mark["i"] == sim.futures_final_row("BTCUSDT", "usdm", "index", "1m", minute)[4]
+    kline = next(m["data"] for m in got if m["stream"] == "solusdt@kline_1m")
+    assert kline["e"] == "kline" and kline["k"]["s"] == "SOLUSDT" and kline["k"]["x"] is False
+    raw = _ws_take(f"{sim.usdm_ws_url}/market/ws/ethusdt@markPrice@1s", 1)
+    assert raw[0]["e"] == "markPriceUpdate" and raw[0]["s"] == "ETHUSDT"  # bare event
+    assert _ws_take(f"{sim.usdm_ws_url}/stream?streams=btcusdt@kline_1m", 1, 2.5) == []
+
+
+def test_coinm_streams_push_mark_and_index_price_klines(ws_sim):
+    sim = ws_sim
+    got = _ws_take(f"{sim.coinm_ws_url}/stream?streams=btcusd_perp@markPriceKline_1m/"
+                   "btcusd@indexPriceKline_1m/ethusd_perp@kline_1m", 3)
+    by = {m["stream"]: m["data"] for m in got}
+    assert by["btcusd_perp@markPriceKline_1m"]["e"] == "markPrice_kline"
+    assert by["btcusd_perp@markPriceKline_1m"]["ps"] == "BTCUSD"
+    assert by["btcusd_perp@markPriceKline_1m"]["k"]["s"] == "BTCUSD_PERP"
+    assert by["btcusd@indexPriceKline_1m"]["e"] == "indexPrice_kline"
+    assert by["ethusd_perp@kline_1m"]["s"] == "ETHUSD_PERP"
+    k = by["btcusd_perp@markPriceKline_1m"]["k"]
+    final = sim.futures_final_row("BTCUSD_PERP", "coinm", "mark", "1m", k["t"])
+    assert k["o"] == final[1] and k["v"] == "0"
+
+
+# --- funding -------------------------------------------------------------------------------------
+def test_funding_history_is_inclusive_ascending_and_jittered_with_interval_changes(sim):
+    now = int(time.time() * 1000)
+    change = now // (8 * HOUR) * (8 * HOUR) - 3 * DAY
+    rows = sim.funding_settlements("BTCUSDT", "usdm", change - 2 * DAY, now)
+    times = [r["fundingTime"] for r in rows]
+    assert times == sorted(times)
+    bounds = [t // 1000 * 1000 for t in times]
+    assert all(0 <= t - b <= 15 for t, b in zip(times, bounds)) and any(t != b for t, b in zip(times, bounds))
+    gaps = {b - a for a, b in zip(bounds, bounds[1:]) if b <= change}
+    assert gaps == {8 * HOUR}  # 8 h until the change ...
+    assert {b - a for a, b in zip(bounds, bounds[1:]) if a >= change} == {4 * HOUR}  # ... 4 h after
+    # REST: both ends inclusive, so an endTime on the exact boundary misses the jittered row
+    t = rows[3]["fundingTime"]
+    _, _, page = get(f"{sim.url}/fapi/v1/fundingRate?symbol=BTCUSDT&startTime={t}&endTime={t}")
+    assert page == [rows[3]] and set(page[0]) == {"symbol", "fundingTime", "fundingRate", "markPrice"}
+    b = t // 1000 * 1000
+    if t != b:
+        _, _, page = get(f"{sim.url}/fapi/v1/fundingRate?symbol=BTCUSDT&startTime={b - HOUR}&endTime={b}")
+        assert page == []
+    _, _, page = get(f"{sim.url}/fapi/v1/fundingRate?symbol=SOLUSDT&startTime={now - 30 * HOUR}&limit=1000")
+    assert {b - a for a, b in zip([r["fundingTime"] // 1000 for r in page],
+                                  [r["fundingTime"] // 1000 for r in page[1:]])} == {3600}
+    _, _, coinm = get(f"{sim.url}/dapi/v1/fundingRate?symbol=BTCUSD_PERP&limit=5")
+    assert len(coinm) == 5 and "markPrice" not in coinm[0]
+    delivery = next(s for s in sim.config.futures if s.family == "coinm" and s.delivery)
+    assert get(f"{sim.url}/dapi/v1/fundingRate?symbol={delivery.market_id}")[2] == []
+    assert get(f"{sim.url}/dapi/v1/fundingRate")[2]["code"] == -1102
+
+
+def test_funding_info_and_premium_index_agree_with_the_schedule(sim):
+    now = int(time.time() * 1000)
+    _, _, info = get(f"{sim.url}/fapi/v1/fundingInfo")
+    assert {r["symbol"]: r["fundingIntervalHours"] for r in info} == {
+        "BTCUSDT": 4, "SOLUSDT": 1, "WLDUSDT": 4}
+    _, _, p = get(f"{sim.url}/fapi/v1/premiumIndex?symbol=SOLUSDT")
+    assert p["nextFundingTime"] == (now // HOUR + 1) * HOUR or p["nextFundingTime"] == (now // HOUR + 2) * HOUR
+    rate = p["lastFundingRate"]
+    settled = sim.funding.settlements("usdm", "SOLUSDT", p["nextFundingTime"],
+                                      p["nextFundingTime"] + 15)
+    assert settled[0].rate == rate  # what is announced is what settles
+    _, _, d = get(f"{sim.url}/dapi/v1/premiumIndex?symbol=BTCUSD_PERP")
+    assert isinstance(d, list) and d[0]["pair"] == "BTCUSD" and d[0]["nextFundingTime"] % (8 * HOUR) == 0
+    # ccxt reads them
+    ex = ccxt_client(sim.url)
+    ex.load_markets()
+    assert ex.fetch_funding_rate("BTC/USDT:USDT")["fundingTimestamp"] % (4 * HOUR) == 0
+    assert ex.fetch_funding_intervals()["SOL/USDT:USDT"]["interval"] == "1h"
+    hist = ex.fetch_funding_rate_history("ETH/USDT:USDT", limit=3)
+    assert len(hist) == 3 and all(h["timestamp"] % (8 * HOUR) <= 15 for h in hist)
+
+
+def test_funding_endpoints_have_their_own_limit_answered_429(sim_factory):
+    sim = sim_factory(funding_limit=3)
+    codes = [get(f"{sim.url}/fapi/v1/fundingRate?symbol=BTCUSDT&limit=1")[0] for _ in range(3)]
+    assert codes == [200, 200, 200]
+    status, headers, body = get(f"{sim.url}/fapi/v1/fundingInfo")
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and body["code"] == -1003
+    # klines and premiumIndex are not held back by it
+    assert get(f"{sim.url}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=1")[0] == 200
+    assert get(f"{sim.url}/fapi/v1/premiumIndex?symbol=BTCUSDT")[0] == 200
+    assert sim.stats()["usdm"]["funding_rejected_429"] == 1
+
+
+def test_monthly_funding_archive_matches_rest(sim_factory):
+    now = int(time.time() * 1000)
+    t = time.gmtime(now / 1000)
+    y, m = (t.tm_year, t.tm_mon - 1) if t.tm_mon > 1 else (t.tm_year - 1, 12)
+    label = f"{y}-{m:02d}"
+    sim = sim_factory(archive_faults=[f"missing:fundingRate@ETHUSDT:{label}"])
+    status, lines = _file(sim, f"/data/futures/um/monthly/fundingRate/BTCUSDT/BTCUSDT-fundingRate-{label}.zip")
+    assert status == 200 and lines[0] == "calc_time,funding_interval_hours,last_funding_rate"
+    import calendar
+    start = calendar.timegm((y, m, 1, 0, 0, 0)) * 1000
+    end = calendar.timegm((y + (m == 12), m % 12 + 1, 1, 0, 0, 0)) * 1000
+    rest = sim.funding_settlements("BTCUSDT", "usdm", start, end - 1)
+    assert lines[1:] == [f"{r['fundingTime']},{sim.funding.interval_at('BTCUSDT', r['fundingTime'] - 20)},"
+                         f"{r['fundingRate']}" for r in rest]
+    assert _file(sim, f"/data/futures/um/monthly/fundingRate/ETHUSDT/ETHUSDT-fundingRate-{label}.zip")[0] == 404

@@ -30,6 +30,8 @@ def sim(
     precompute: Annotated[Optional[str], typer.Option("--precompute", help="TIMEFRAME:START/END: render these final candles of every symbol before serving (benchmarks) \\[default: none]")] = None,
     archive_fault: Annotated[Optional[List[str]], typer.Option("--archive-fault", help="KIND:SYMBOL:PERIOD, KIND one of corrupt, disagree, missing, header; * for any symbol or period; repeatable \\[default: none]")] = None,
     precompute_archive: Annotated[Optional[str], typer.Option("--precompute-archive", help="TIMEFRAME:START/END: build the archive files of every symbol before serving (benchmarks) \\[default: none]")] = None,
+    futures_weight_limit: Annotated[Optional[int], typer.Option("--futures-weight-limit", help="Request weight per minute of each futures family (/fapi, /dapi), as their exchangeInfo says \\[default: unthrottled]")] = None,
+    extra_futures: Annotated[int, typer.Option("--extra-futures", help="Also list the USD-M perpetuals SIM000/USDT:USDT ... SIMnnn/USDT:USDT")] = 0,
     ws_port: Annotated[Optional[int], typer.Option("--ws-port", help="Port of the websocket streams (0: any free port; -1: none) \\[default: --port + 1]")] = None,
     ws_drop_final: Annotated[float, typer.Option("--ws-drop-final", help="Share of final kline events (x: true) never sent")] = 0.0,
     ws_disconnect_every: Annotated[Optional[float], typer.Option("--ws-disconnect-every", help="Cut each websocket connection this many seconds after it opened \\[default: never]")] = None,
@@ -37,10 +39,11 @@ def sim(
     ws_malformed_every: Annotated[Optional[float], typer.Option("--ws-malformed-every", help="Send a malformed message every N seconds \\[default: never]")] = None,
     ws_stall_after: Annotated[Optional[float], typer.Option("--ws-stall-after", help="Each websocket connection goes silent (stays open) after N seconds \\[default: never]")] = None,
 ) -> None:
-    """Run a Binance simulator: spot REST API, websocket streams and archive files.
+    """Run a Binance simulator: spot and futures REST APIs, websocket streams and archive files.
 
-    Deterministic candles. REST: ping, time, exchangeInfo and klines on --port. Websocket: the
-    kline streams on --ws-port. Archive: the monthly and daily kline zip files with their
+    Deterministic candles. REST: ping, time, exchangeInfo and klines on --port, USD-M futures
+    under /fapi/v1 and COIN-M under /dapi/v1 (klines, mark, index and premium-index klines,
+    funding). Websocket: the kline streams on --ws-port (futures under /fapi and /dapi). Archive: the monthly and daily kline zip files with their
     checksums, as data.binance.vision serves them, under the REST port (--archive-url). Faults
     (429s, 5xx, garbage, maintenance, listings, dropped or malformed websocket messages, bad
     archive files) are switched on by the options below."""
@@ -55,6 +58,7 @@ def sim(
         zero_volume_share=zero_volume_share, settle_lag_ms=settle_lag_ms,
         extra_symbols=extra_symbols, clock_offset_ms=clock_offset_ms, precompute=precompute,
         precompute_archive=precompute_archive, archive_faults=tuple(archive_fault or ()),
+        futures_weight_limit=futures_weight_limit, extra_futures=extra_futures,
         ws_faults=WsFaults(drop_final_share=ws_drop_final, disconnect_every_s=ws_disconnect_every,
                            shutdown_every_s=ws_shutdown_every,
                            malformed_every_s=ws_malformed_every, stall_after_s=ws_stall_after),
