@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import inspect
 import re
 from typing import Iterable, Mapping
 
@@ -127,13 +126,6 @@ def families_of(tokens: Iterable[str]) -> set[str]:
     return out or {"spot"}
 
 
-def _families_param(cls) -> bool:
-    try:
-        return "families" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def fetcher(s: Settings, families: Iterable[str] | None = None):
     """The process's one exchange client: one markets load and one weight budget for everything
     that asks the exchange (backfill, the stream's REST safety net, the consumer's listing
@@ -143,7 +135,6 @@ def fetcher(s: Settings, families: Iterable[str] | None = None):
     from ohlcv_cli.adapters.binance.rest import CcxtFetcher
 
     fams = sorted(set(families) if families is not None else families_of(s.symbols))
-    extra = {"families": tuple(fams)} if _families_param(CcxtFetcher) else {}
     return CcxtFetcher(
         s.exchange,
         exchange_url=s.exchange_url,
@@ -154,14 +145,13 @@ def fetcher(s: Settings, families: Iterable[str] | None = None):
         max_retries=s.exchange_max_retries,
         retry_s=s.exchange_retry_seconds,
         weight_limit=s.exchange_weight_limit,
-        **extra,
+        families=tuple(fams),
     )
 
 
 def markets_of(client) -> dict[str, str]:
     """The loaded families' symbols, each with its market id."""
-    markets = getattr(client, "markets", None)
-    return markets() if callable(markets) else client.spot_markets()
+    return client.markets()
 
 
 def _title(symbol: str) -> str:

@@ -72,7 +72,7 @@ def find_missing(repo: CandleRepository, gaps: ExchangeGapRepository | None, exc
 
 def trading_span(fetcher, symbol: str) -> Span:
     """The symbol's trading span from the exchange (listing, delivery), or what its name says
-    when the fetcher cannot tell."""
+    when the fetcher cannot tell (a fetcher of spot only, such as the services' test fakes)."""
     span = getattr(fetcher, "trading_span", None)
     return span(symbol) if callable(span) else symbol_span(symbol)
 
@@ -195,7 +195,7 @@ class FillHistory:
                 self.file_progress(symbol, files_done, files)
 
         got = self.archive.run(tf, {r.symbol: r.ranges for r in results if r.error is None},
-                               progress=on_file, **_priced(price))
+                               progress=on_file, price=price)
         for r in results:
             a = got.get(r.symbol)
             if a is None:
@@ -220,7 +220,7 @@ class FillHistory:
                     ranges = self.missing(r.symbol, tf, r.start, r.end, price).ranges
                 except OhlcvError as exc:
                     r.error = str(exc)
-            jobs.append(Job(r.symbol, ranges, error=r.error, price=price))
+            jobs.append(Job(r.symbol, ranges, error=r.error))
 
         def on_rest(symbol: str, done: int, total: int) -> None:
             b = base.get(symbol, 0)
@@ -230,7 +230,8 @@ class FillHistory:
         PagedFetch(self.fetcher, self.repo, self.gaps,
                    in_flight=self.concurrency if sequential else self.in_flight,
                    per_symbol=1 if sequential else None, batch_size=self.batch_size,
-                   progress=on_rest, stop=self.stop).fill(jobs, tf, tag, settled=settled)
+                   progress=on_rest, stop=self.stop).fill(jobs, tf, tag, settled=settled,
+                                                          price=price)
         for r, job in zip(results, jobs):
             r.fetched += job.fetched
             r.written += job.written
@@ -243,8 +244,3 @@ class FillHistory:
     def _report(self, symbol: str, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(symbol, done, total)
-
-
-def _priced(price: str) -> dict:
-    """The price keyword for the REST and archive engines."""
-    return {} if price == DEFAULT_PRICE else {"price": price}

@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import OhlcvError
-from ohlcv_cli.core.markets import market_of
+from ohlcv_cli.core.markets import DEFAULT_PRICE, market_of
 from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
 from ohlcv_cli.core.ranges import Range, uncovered
 from ohlcv_cli.core.timeframes import PAGE, Timeframe
@@ -55,7 +55,6 @@ class Job:
     error: str | None = None
     stopped: bool = False  # `stop` was set before every range was fetched
     seconds: float = 0.0
-    price: str = "trade"  # the price series fetched (trade, mark, index, premium)
 
 
 @dataclass
@@ -64,6 +63,7 @@ class _Sym:
 
     job: Job
     todo: list[Range]  # its slices, oldest first
+    price: str = DEFAULT_PRICE  # the price series filled
     next_slice: int = 0  # the next slice to send
     outstanding: int = 0  # slices sent and not yet written (in flight or held)
     next_seq: int = 0  # the next slice to hand to the writer: slices are written in order
@@ -103,11 +103,11 @@ class PagedFetch:
         self._lock = threading.Lock()
 
     def fill(self, jobs: Sequence[Job], tf: Timeframe, source: str, *,
-             settled: int | None = None) -> None:
+             settled: int | None = None, price: str = DEFAULT_PRICE) -> None:
         """Fetch every job's ranges with pages in flight; each job is filled in place. A range
         the fetch covered without a candle, ending by `settled` (the exchange's last settled
         close, asked once if not given), is recorded empty at the exchange."""
-        syms = [self._start(job, tf) for job in jobs]
+        syms = [self._start(job, tf, price) for job in jobs]
         if settled is None and any(s.todo for s in syms):
             settled = self.fetcher.closed_end(tf)
         buffer: dict[int, list[Candle]] = {}
@@ -129,12 +129,12 @@ class PagedFetch:
             self._close(s, tf)
 
     # --- the parts of fill ----------------------------------------------------------------------
-    def _start(self, job: Job, tf: Timeframe) -> _Sym:
+    def _start(self, job: Job, tf: Timeframe, price: str) -> _Sym:
         job.missing = sum(tf.count(a, b) for a, b in job.ranges)
         todo = [] if job.error is not None else list(slices(tf, job.ranges,
                                                              self._page(job.symbol, tf)))
         self._report(job.symbol, 0, job.missing)
-        return _Sym(job, todo)
+        return _Sym(job, todo, price)
 
     def _page(self, symbol: str, tf: Timeframe) -> int:
         """A slice is one request: the symbol's family page, or `page` if that is smaller."""
@@ -166,7 +166,7 @@ class PagedFetch:
                ) -> tuple[list[Candle], bool]:
         """One slice, page by page (a worker thread); False when `stop` cut it short."""
         out: list[Candle] = []
-        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source, price=s.job.price):
+        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source, price=s.price):
             out.extend(page)
             self._advance(s, len(page))
             if self._stopping():
@@ -232,7 +232,7 @@ class PagedFetch:
             # recorded after the candles around them are stored: a rerun skips them
             try:
                 self.gaps.record_exchange_gaps(self.fetcher.exchange_id, job.symbol, tf.name,
-                                               s.empty, price=s.job.price)
+                                               s.empty, price=s.price)
             except OhlcvError as exc:
                 job.error = str(exc)
         job.empty = [] if s.failed else list(s.empty)
