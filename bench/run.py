@@ -17,10 +17,10 @@ def main() -> None:
                         ("ws_bench", "websocket source (live latency, 1,000 symbols, 1s keeping up)"),
                         ("futures_live_bench", "live futures (USD-M 1m, 200 perpetuals: close -> row)"),
                         ("read_bench", "reading the store (pandas, derived, export)"),
-
                         ("archive_bench", "backfill from the archive, and REST at real latency"),
                         ("history_bench", "one road for history: run's backfill phase vs backfill"),
-                        ("funding_bench", "funding backfill (3 years x 50 perpetuals, 100 ms latency)")):
+                        ("funding_bench", "funding backfill (3 years x 50 perpetuals, 100 ms latency)"),
+                        ("futures_bench", "futures: REST under the /fapi budget, archive vs spot")):
         try:
             module = __import__(name)
         except ModuleNotFoundError:
