@@ -116,7 +116,8 @@ def _fill(kind, command: str, settings, symbols, days, start, end, progress, ove
     src = source(s)
     lo, hi = _window(s, src.now_ms(), asked)
     concurrency = getattr(s, "backfill_concurrency", 4) if command == "funding_backfill" else 1
-    return kind(src, repo, concurrency=concurrency, progress=progress).run(syms, lo, hi)
+    return kind(src, repo, concurrency=concurrency, archive_concurrency=s.archive_concurrency,
+                progress=progress).run(syms, lo, hi)
 
 
 def funding_backfill(settings: Settings | None = None, *, symbols: str | Sequence[str] | None = None,

@@ -177,11 +177,12 @@ class FillFunding:
     """Fetch what the due rule says is missing: archive months first, REST for the rest."""
 
     def __init__(self, source: FundingSource, repo: FundingRepository, *,
-                 use_archive: bool = True) -> None:
+                 use_archive: bool = True, archive_concurrency: int = 8) -> None:
         self.source = source
         self.repo = repo
         self.exchange = source.exchange
         self.use_archive = use_archive
+        self.archive_concurrency = max(1, archive_concurrency)
 
     def _store(self, rows: list[Settlement], have: set[int], current: int | None) -> int:
         """Rows of boundaries not stored yet (a settlement is one row, whatever its exact ms),
@@ -206,8 +207,10 @@ class FillFunding:
         now = self.source.now_ms()
         covered: list[tuple[int, int]] = []  # months the archive gave
         if self.use_archive and self.source.has_archive(symbol):
-            for period in _months(sorted(todo), now):
-                rows = self.source.archive_month(symbol, period)
+            months = _months(sorted(todo), now)
+            with ThreadPoolExecutor(min(self.archive_concurrency, max(1, len(months)))) as pool:
+                files = list(pool.map(lambda p: self.source.archive_month(symbol, p), months))
+            for period, rows in zip(months, files):
                 if rows is None:
                     result.archive_missing += 1
                     continue
@@ -273,12 +276,13 @@ class _Fill:
     label = "rest"
 
     def __init__(self, source: FundingSource, repo: FundingRepository, *, use_archive=True,
-                 concurrency: int = 4,
+                 concurrency: int = 4, archive_concurrency: int = 8,
                  progress: Callable[[str, FillResult], None] | None = None) -> None:
         self.source = source
         self.repo = repo
         self.check = FundingCheck(repo, source.exchange)
-        self.road = FillFunding(source, repo, use_archive=use_archive)
+        self.road = FillFunding(source, repo, use_archive=use_archive,
+                                archive_concurrency=archive_concurrency)
         self.concurrency = max(1, concurrency)
         self.progress = progress
 

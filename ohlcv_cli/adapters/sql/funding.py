@@ -22,6 +22,7 @@ from ohlcv_cli.core.timeutil import dt_to_ms, ms_to_dt
 
 _COLS = ("exchange", "symbol", "funding_time", "rate", "mark_price", "interval_hours", "source")
 _KEY = "exchange = :e AND symbol = :s"
+_CHUNK = 5000
 # A row already stored is rewritten only where the new one says something different: the rate
 # (REST is the reference), a mark price or interval it did not have (never erased by NULL).
 _MERGED = {
@@ -96,10 +97,11 @@ class SqlFundingRepository:
         if not rows:
             return 0
         changed = 0
+        params = list(rows.values())
         with translate(self.engine, values=True):
             with self._write_lock, self.engine.begin() as conn:
-                for params in rows.values():
-                    changed += conn.execute(self._upsert, params).rowcount
+                for i in range(0, len(params), _CHUNK):  # executemany: pipelined by psycopg
+                    changed += conn.execute(self._upsert, params[i:i + _CHUNK]).rowcount
         return changed
 
     # --- reads --------------------------------------------------------------------------------
