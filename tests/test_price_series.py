@@ -458,3 +458,50 @@ def test_consume_routes_other_message_types_to_their_handler(pg_url, repo_for, s
         ("unhandled_test messages are not stored by this consumer", "t/0/3"),
         ("rate out of range", "t/0/2")]
     assert source.committed == [len(values)] and stats.stored == 5
+
+
+class _CsvHandle:
+    """An archive file's CSV held in memory (the archive adapter downloads and verifies it)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def rows(self, file, start=None, end=None):
+        for line in self.text.splitlines():
+            if line.startswith("open_time"):
+                continue
+            r = line.split(",")
+            r[0] = int(r[0])
+            if (start is None or r[0] >= start) and (end is None or r[0] < end):
+                yield r
+
+    def chunks(self):
+        yield self.text.encode()
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_archive_file_is_stored_as_its_series(db_url, repo_for, sim):
+    """A mark price archive file of the perpetual lands in the mark series beside the trade
+    candles of the same minutes (PostgreSQL's COPY path and SQLite's rows)."""
+    from ohlcv_cli.adapters.sql.archive import SqlArchiveWriter
+    from ohlcv_cli.core.archive import ArchiveFile, Period
+
+    repo = repo_for(db_url)
+    trade, mark = series(sim, "trade", n=60), series(sim, "mark", n=60)
+    repo.upsert(trade)
+    header = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+              "taker_buy_volume,taker_buy_quote_volume,ignore\n")
+    text = header + "".join(
+        f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume},{c.open_time + M - 1},"
+        f"{c.quote_volume},{c.trades},{c.taker_buy_base_volume},{c.taker_buy_quote_volume},0\n"
+        for c in mark)
+    file = ArchiveFile("BTCUSDT-1m-2024-05-01.zip", Period("daily", T0, T0 + 60 * M), True, 1,
+                       _CsvHandle(text))
+    writer = SqlArchiveWriter(repo.engine)
+    assert writer.write_archive(file, "binance", PERP, M1, price="mark") == 60
+    assert writer.write_archive(file, "binance", PERP, M1, price="mark") == 0  # idempotent
+    assert repo.candles("binance", PERP, "1m", price="mark") == [
+        c._replace(source="archive") for c in mark]
+    assert repo.candles("binance", PERP, "1m") == trade

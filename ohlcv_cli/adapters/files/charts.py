@@ -38,16 +38,9 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
-def series_label(symbol: str, timeframe: str, price: str = "trade") -> str:
-    """BTC/USDT 1h; a contract's other price series named: BTC/USDT:USDT mark 1h."""
-    return f"{symbol} {timeframe}" if price == "trade" else f"{symbol} {price} {timeframe}"
-
-
-def candles(df, symbol: str, tf: Timeframe, start: int, end: int, out: str,
-            price: str = "trade") -> None:
-    """df: float frame indexed by UTC open time; `price` names a series other than trade."""
-    title = (f"{series_label(symbol, tf.name, price)}  {iso(start)} → {iso(end)} UTC  "
-             f"({len(df)} candles)")
+def candles(df, symbol: str, tf: Timeframe, start: int, end: int, out: str) -> None:
+    """df: float frame indexed by UTC open time."""
+    title = f"{symbol} {tf.name}  {iso(start)} → {iso(end)} UTC  ({len(df)} candles)"
     if check_target(out) == ".png":
         _candles_png(df, tf, title, start, end, out)
     else:
@@ -105,6 +98,12 @@ def _candles_html(df, tf: Timeframe, title: str, out: str) -> None:
                       template="plotly_white", bargap=0.3)
     fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
     fig.write_html(out, include_plotlyjs=True, full_html=True)
+
+
+def series_label(symbol: str, timeframe: str, price: str = "trade") -> str:
+    """BTC/USDT 1h; a contract's other price series named: BTC/USDT:USDT mark 1h (the title
+    `candles` is given as its symbol, and the coverage rows)."""
+    return f"{symbol} {timeframe}" if price == "trade" else f"{symbol} {price} {timeframe}"
 
 
 def classify(series: dict) -> list[tuple[int, int, str]]:
