@@ -33,15 +33,12 @@ def _query(url: str, sql: str, *args) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
-def _ws_url(sim: Sim) -> str:
-    return sim.first_line.split("websocket streams on ")[1].split(" ")[0]
-
-
 def bench(cluster, broker: str, log_dir: Path) -> dict:
     symbols = [f"SIM{i:03d}/USDT:USDT" for i in range(N)]
-    sim = Sim("--ws-port", str(free_port()), "--extra-futures", str(N))
+    ws_port = free_port()
+    sim = Sim("--ws-port", str(ws_port), "--extra-futures", str(N))
     url = fresh_db(cluster, "bench_futures_ws")
-    ws = _ws_url(sim)
+    ws = f"ws://127.0.0.1:{ws_port}"
     topic = "futures-ws"
     env = {**os.environ, "DATABASE_URL": url, "KAFKA_BROKER": broker, "TOPIC_NAME": topic,
            "OHLCV_EXCHANGE_URL": sim.url, "OHLCV_STREAM_URL": ws,
