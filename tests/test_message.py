@@ -18,7 +18,8 @@ C = Candle("binance", "BTC/USDT", "1m", 1_700_000_040_000, "37000.01000000", "37
 def test_roundtrip_keeps_every_string_exactly():
     raw = message.encode(C, fetched_at=1_700_000_101_000)
     doc = json.loads(raw)
-    assert doc["schema_version"] == 1 and doc["close_time"] == C.open_time + 59_999
+    assert doc["schema_version"] == 2 and doc["close_time"] == C.open_time + 59_999
+    assert (doc["type"], doc["market"], doc["price"]) == ("candle", "spot", "trade")
     assert doc["fetched_at"] == 1_700_000_101_000 and doc["volume"] == "12.34500000"
     assert message.decode(raw) == (C, 1_700_000_101_000)
     assert message.key(C) == b"BTC/USDT"
@@ -38,7 +39,7 @@ def _doc(**change):
     (b"not json", "not JSON"),
     (b"[1,2]", "not a JSON object"),
     (None, "empty message"),
-    (_doc(schema_version=2), "unknown schema_version 2"),
+    (_doc(schema_version=3), "unknown schema_version 3"),
     (_doc(close=...), "close missing"),
     (_doc(close=37005.0), "close must be a decimal string, got float"),
     (_doc(close="3.7e4"), "close is not a plain decimal"),

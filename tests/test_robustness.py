@@ -79,9 +79,10 @@ def test_validation_holds_what_the_schema_holds_and_every_real_value(sim):
     for kind, change in SCHEMA_POISON.items():
         with pytest.raises(InvalidMessage):
             validate(good._replace(**change))
-    for symbol in ("btc/usdt", "BTC-USDT", "BTC/USDT:USDT", "BTCUSDT"):
+    for symbol in ("btc/usdt", "BTC-USDT", "BTC/USDT:USDT-2612", "BTCUSDT"):
         with pytest.raises(InvalidMessage, match="ccxt form"):
             validate(good._replace(symbol=symbol))
+    validate(good._replace(symbol="BTC/USDT:USDT"))  # a perpetual's trade candle
     # the extremes Binance does send pass
     validate(good._replace(symbol="1000SATS/FDUSD", trades=2**63 - 1, open_time=YEAR_10000 - M,
                            volume="98765432109876543210.12345678", low="0.00000001"))

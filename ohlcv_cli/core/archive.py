@@ -151,7 +151,8 @@ class ArchiveHandle(Protocol):
 
 
 class ArchiveSource(Protocol):
-    def fetch(self, market_id: str, timeframe: str, period: Period) -> ArchiveFile:
+    def fetch(self, market_id: str, timeframe: str, period: Period, *, family: str = "spot",
+              price: str = "trade") -> ArchiveFile:
         """The verified file; ArchiveMissing on 404, ArchiveRejected after a second bad download,
         ArchiveUnavailable when the host keeps failing."""
 

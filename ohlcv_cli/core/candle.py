@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import NamedTuple, Sequence
 
 from ohlcv_cli.core.errors import InvalidMessage
+from ohlcv_cli.core.markets import PRICES
 from ohlcv_cli.core.symbols import CANONICAL_SYMBOL
 from ohlcv_cli.core.timeframes import parse_timeframe
 
@@ -45,6 +46,7 @@ class Candle(NamedTuple):
     taker_buy_base_volume: str
     taker_buy_quote_volume: str
     source: str = "backfill"
+    price: str = "trade"  # the price series: trade, or a contract's mark, index or premium
 
     def values(self) -> tuple:
         """The exchange's fields, the part compared when deciding whether a row changed."""
@@ -73,13 +75,14 @@ def seconds_since_close(candles: Sequence[Candle], now_s: float) -> list[float]:
 
 
 def from_kline(
-    row: Sequence, *, exchange: str, symbol: str, timeframe: str, source: str
+    row: Sequence, *, exchange: str, symbol: str, timeframe: str, source: str,
+    price: str = "trade",
 ) -> Candle:
     """Build a candle from Binance's 12-field kline array, keeping its strings untouched."""
     return Candle(
         exchange, symbol, timeframe, int(row[0]),
         row[1], row[2], row[3], row[4], row[5], row[7], int(row[8]), row[9], row[10],
-        source,
+        source, price,
     )
 
 
@@ -87,6 +90,10 @@ _PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
 _BOUNDED = rf"\d{{1,{MAX_INT_DIGITS}}}(?:\.\d{{1,{MAX_FRACTION_DIGITS}}})?"
 _BOUNDED_DECIMAL = re.compile(_BOUNDED)
 _EIGHT_DECIMALS = re.compile(rf"(?:{_BOUNDED}\x00){{7}}{_BOUNDED}")
+# the premium index is a signed ratio (e.g. -0.00012345): its open, high, low and close may be
+# negative; its volumes are zeros like every other decimal's form
+_SIGNED_DECIMAL = re.compile(rf"-?{_BOUNDED}")
+_PREMIUM_DECIMALS = re.compile(rf"(?:-?{_BOUNDED}\x00){{4}}(?:{_BOUNDED}\x00){{3}}{_BOUNDED}")
 
 
 def _decimal_problem(name: str, raw: object) -> str:
@@ -124,13 +131,18 @@ def validate(c: Candle) -> Candle:
     which fall back to Decimal)."""
     fields = (c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.taker_buy_base_volume,
               c.taker_buy_quote_volume)
+    signed = c.price == "premium"
     try:
-        ok = _EIGHT_DECIMALS.fullmatch("\x00".join(fields)) is not None
+        ok = (_PREMIUM_DECIMALS if signed else _EIGHT_DECIMALS).fullmatch(
+            "\x00".join(fields)) is not None
     except TypeError:
         ok = False
     if not ok:
-        for name, raw in zip(DECIMAL_FIELDS, fields):
-            if not (isinstance(raw, str) and _BOUNDED_DECIMAL.fullmatch(raw)):
+        for i, (name, raw) in enumerate(zip(DECIMAL_FIELDS, fields)):
+            form = _SIGNED_DECIMAL if signed and i < 4 else _BOUNDED_DECIMAL
+            if not (isinstance(raw, str) and form.fullmatch(raw)):
+                if signed and i < 4 and isinstance(raw, str) and raw.startswith("-"):
+                    raise InvalidMessage(_decimal_problem(name, raw[1:]))
                 raise InvalidMessage(_decimal_problem(name, raw))
         raise InvalidMessage("a decimal field holds a NUL character")
     if type(c.trades) is not int or not 0 <= c.trades <= MAX_TRADES:  # bool is not int, on purpose
@@ -142,8 +154,9 @@ def validate(c: Candle) -> Candle:
         raise InvalidMessage(f"exchange must be 1 to {MAX_EXCHANGE_LEN} characters, got "
                              f"{len(c.exchange)}")
     if len(c.symbol) > MAX_SYMBOL_LEN or CANONICAL_SYMBOL.fullmatch(c.symbol) is None:
-        raise InvalidMessage(f"symbol {c.symbol[:60]!r} is not in the ccxt form BASE/QUOTE "
-                             f"(upper case, at most {MAX_SYMBOL_LEN} characters)")
+        raise InvalidMessage(f"symbol {c.symbol[:60]!r} is not in the ccxt form BASE/QUOTE, "
+                             "BASE/QUOTE:SETTLE or BASE/QUOTE:SETTLE-YYMMDD (upper case, at most "
+                             f"{MAX_SYMBOL_LEN} characters)")
     fo, fh, fl, fc = float(c.open), float(c.high), float(c.low), float(c.close)
     fv, ft = float(c.volume), float(c.taker_buy_base_volume)
     # one chained comparison settles the common case; a failure or a tie takes the exact path
@@ -151,6 +164,12 @@ def validate(c: Candle) -> Candle:
         _check_order_exactly(c, fo, fh, fl, fc, fv, ft)
     if c.source not in SOURCES:
         raise InvalidMessage(f"unknown source {c.source!r}")
+    if c.price != "trade":
+        if c.price not in PRICES:
+            raise InvalidMessage(f"unknown price series {c.price!r}: one of {', '.join(PRICES)}")
+        if ":" not in c.symbol:  # BASE/QUOTE: a spot market, whose only candles are trades
+            raise InvalidMessage(f"{c.symbol} is a spot market: it has only trade candles, "
+                                 f"not {c.price}")
     return c
 
 

@@ -22,9 +22,11 @@ class Fetcher(Protocol):
         """Exclusive end of the closed candles by the exchange's clock (a boundary)."""
 
     def fetch_range(
-        self, symbol: str, tf: Timeframe, start: int, end: int, source: str = "backfill"
+        self, symbol: str, tf: Timeframe, start: int, end: int, source: str = "backfill",
+        price: str = "trade",
     ) -> Iterator[list[Candle]]:
-        """Pages of final candles with open time in [start, end), oldest first."""
+        """Pages of final candles of the `price` series with open time in [start, end), oldest
+        first."""
 
 
 class SymbolListing(Protocol):
@@ -46,17 +48,19 @@ class CandleRepository(Protocol):
         """Insert or update; returns how many rows were written (new or changed). `expect_new`
         hints that the rows are most likely absent (a faster path is tried first)."""
 
-    def latest_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None: ...
+    def latest_open_time(self, exchange: str, symbol: str, timeframe: str, *,
+                         price: str = "trade") -> int | None: ...
 
     def missing_ranges(
-        self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
+        self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int, *,
+        price: str = "trade",
     ) -> list[tuple[int, int]]:
-        """[first, end) ranges inside [start, end) with no stored candle."""
+        """[first, end) ranges inside [start, end) with no stored candle of the series."""
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesSummary:
-    """What the store holds for one exchange, symbol and timeframe."""
+    """What the store holds for one exchange, symbol, price series and timeframe."""
 
     exchange: str
     symbol: str
@@ -64,6 +68,7 @@ class SeriesSummary:
     stored: int
     first: int  # open time of the oldest candle, ms
     last: int  # open time of the newest candle, ms
+    price: str = "trade"  # the price series (last, so positional constructions keep working)
 
 
 class ExchangeGapRepository(Protocol):
@@ -71,13 +76,14 @@ class ExchangeGapRepository(Protocol):
 
     def exchange_gaps(
         self, exchange: str, symbol: str, timeframe: str, start: int | None = None,
-        end: int | None = None,
+        end: int | None = None, *, price: str = "trade",
     ) -> list[tuple[int, int]]:
         """Recorded [start, end) ranges without candles at the exchange that overlap
         [start, end) (all when no bounds), oldest first, not clipped."""
 
     def record_exchange_gaps(
-        self, exchange: str, symbol: str, timeframe: str, ranges: Iterable[tuple[int, int]]
+        self, exchange: str, symbol: str, timeframe: str, ranges: Iterable[tuple[int, int]], *,
+        price: str = "trade",
     ) -> int:
         """Remember ranges the exchange has no candles for, merged with overlapping or adjacent
         ranges already recorded; returns how many ranges were given."""
@@ -86,13 +92,16 @@ class ExchangeGapRepository(Protocol):
 class StoreSummary(Protocol):
     """Summaries of the stored candles, per series."""
 
-    def first_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
-        """Open time of the oldest stored candle, or None."""
+    def first_open_time(self, exchange: str, symbol: str, timeframe: str, *,
+                        price: str = "trade") -> int | None:
+        """Open time of the oldest stored candle of the series, or None."""
 
     def series(
-        self, symbols: Sequence[str] | None = None, timeframe: str | None = None
+        self, symbols: Sequence[str] | None = None, timeframe: str | None = None, *,
+        price: str | None = None,
     ) -> list[SeriesSummary]:
-        """One summary per (exchange, symbol, timeframe) in the store, sorted."""
+        """One summary per (exchange, symbol, price, timeframe) in the store, sorted (price
+        None: every series)."""
 
 
 class GapRepository(ExchangeGapRepository, StoreSummary, Protocol):

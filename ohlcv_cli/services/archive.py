@@ -23,13 +23,14 @@ from ohlcv_cli.core.archive import (
     ArchiveUnavailable, ArchiveWriter, Period, SpotCheck, plan,
 )
 from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.markets import DEFAULT_PRICE, market_of
 from ohlcv_cli.core.ports import Fetcher
 from ohlcv_cli.core.ranges import Range, count
 from ohlcv_cli.core.timeframes import PAGE, Timeframe
 
 log = logging.getLogger(__name__)
 
-SPOT_CHECK = PAGE  # candles compared with REST per file: one request
+SPOT_CHECK = PAGE  # candles compared with REST per file: one request (a futures page: 499)
 
 # progress(symbol, candles done, candles to do, files done, files to do)
 ArchiveProgress = Callable[[str, int, int, int, int], None]
@@ -61,7 +62,9 @@ class ArchiveSymbolResult:
 @dataclass
 class _State:
     result: ArchiveSymbolResult
-    market_id: str
+    market_id: str  # the id its files are filed under (index prices: the pair)
+    family: str = "spot"
+    price: str = DEFAULT_PRICE
     files_total: int = 0
     files_done: int = 0
     done: int = 0
@@ -85,9 +88,11 @@ class ArchivePass:
         self._down: str | None = None  # why the archive host is considered unreachable
 
     def run(self, tf: Timeframe, missing: dict[str, list[Range]],
-            progress: ArchiveProgress | None = None) -> dict[str, ArchiveSymbolResult]:
-        """Fill what the archive has of each symbol's missing ranges; one result per symbol.
-        `progress(symbol, candles done, candles to do, files done, files to do)`."""
+            progress: ArchiveProgress | None = None, *, price: str = DEFAULT_PRICE
+            ) -> dict[str, ArchiveSymbolResult]:
+        """Fill what the archive has of each symbol's missing ranges of one price series; one
+        result per symbol. `progress(symbol, candles done, candles to do, files done, files to
+        do)`."""
         self._progress = progress
         now = self.fetcher.now_ms()
         states: dict[str, _State] = {}
@@ -95,7 +100,8 @@ class ArchivePass:
         for symbol, ranges in missing.items():
             periods, _ = plan(tf, ranges, now)
             st = _State(ArchiveSymbolResult(symbol, count(tf, ranges)),
-                        self.fetcher.market_id(symbol) if periods else "")
+                        self._file_id(symbol, price) if periods else "",
+                        market_of(symbol).family.name, price)
             st.files_total = len(periods)
             states[symbol] = st
             jobs.extend((symbol, p) for p in periods)
@@ -121,6 +127,11 @@ class ArchivePass:
                      "%d disagreed with REST", r.symbol, tf, r.files, r.candles, r.not_published,
                      r.rejected, r.disagreed)
         return {s: st.result for s, st in states.items()}
+
+    def _file_id(self, symbol: str, price: str) -> str:
+        """The id a series' files are filed under: the market's, or its pair for index prices."""
+        mid = self.fetcher.market_id(symbol)
+        return market_of(symbol).pair if price == "index" else mid
 
     # --- one file -------------------------------------------------------------------------------
     def _one(self, st: _State, tf: Timeframe, period: Period) -> list[Period]:
@@ -161,11 +172,12 @@ class ArchivePass:
         """The file, spot-checked unless verify is off, into the store; the rows written (none
         when the spot-check disagrees: its range comes from REST)."""
         r = st.result
-        file = self.archive.fetch(st.market_id, tf.name, period)
+        file = self.archive.fetch(st.market_id, tf.name, period, family=st.family,
+                                  price=st.price)
         try:
-            check = self._spot_check(r.symbol, tf, period) if self.verify else None
+            check = self._spot_check(st, tf, period) if self.verify else None
             written = self.writer.write_archive(file, self.fetcher.exchange_id, r.symbol, tf,
-                                                check)
+                                                check, price=st.price)
         except ArchiveDisagrees:
             self._count(r, "disagreed")
             log.warning("%s %s: archive file %s disagrees with the REST API; its range comes "
@@ -200,17 +212,20 @@ class ArchivePass:
         with self._lock:
             setattr(r, what, getattr(r, what) + 1)
 
-    def _spot_check(self, symbol: str, tf: Timeframe, p: Period) -> SpotCheck:
-        """One REST request of up to SPOT_CHECK candles at a random place in the file's range;
-        the writer compares the file's rows there before it commits anything."""
+    def _spot_check(self, st: _State, tf: Timeframe, p: Period) -> SpotCheck:
+        """One REST request of up to SPOT_CHECK candles (the family's page) at a random place in
+        the file's range; the writer compares the file's rows there before it commits
+        anything."""
+        symbol = st.result.symbol
         n = tf.count(p.start, p.end)
-        k = min(SPOT_CHECK, n)
+        k = min(SPOT_CHECK, market_of(symbol).family.page_for(tf.ms), n)
         with self._rng_lock:
             offset = self._rng.randrange(0, n - k + 1)
         a = p.start + offset * tf.ms
         b = a + k * tf.ms
         rest = tuple((c.open_time, *c.values())
-                     for page in self.fetcher.fetch_range(symbol, tf, a, b, "archive")
+                     for page in self.fetcher.fetch_range(symbol, tf, a, b, "archive",
+                                                          price=st.price)
                      for c in page)
         return SpotCheck(a, b, rest)
 

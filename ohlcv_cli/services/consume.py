@@ -8,6 +8,12 @@ reason and consumption goes on. While the database is down nothing is committed:
 retried with backoff and nothing is lost. When the database rejects a batch (a value it cannot
 hold), the batch is split in halves until the rejected rows are found: they go to the
 dead-letter topic with the database's reason, the rest is stored, and the offsets move on.
+
+Messages of schema_version 1 (spot trade candles) and 2 are read; each candle is stored in its own
+price series (Candle.price). Other message types on the topic (core.message.register_type, e.g.
+"funding") go to the store function given for their type in `handlers`, written after the
+batch's candles, before the offsets are committed, with the same retry and dead-letter rules; a
+registered type without a handler here is dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Collection
+from typing import Callable, Collection, Mapping
 
 from ohlcv_cli.core import message
 from ohlcv_cli.core.candle import Candle, seconds_since_close
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 BROKER_RETRY_MAX_S = 1.0
 
 Item = tuple[object, Candle]  # (the raw record, its candle)
+Others = dict[str, list[tuple[object, object]]]  # type -> [(the raw record, its parsed item)]
+# stores the parsed items of one message type in one transaction; returns rows written; raises
+# StorageError (retried) or StorageRejected (the rows are dead-lettered, found by halving)
+OtherStore = Callable[[list], int]
 
 
 class Listing:
@@ -58,6 +68,8 @@ class Listing:
         self._waited: threading.Thread | None = None
         self._error: OhlcvError | None = None
         self._unreachable = OutageLog(log, "the exchange's symbol list")
+        self._families: set[str | None] = set()
+        self._unlisted_families: set[str | None] = set()
 
     def start(self) -> None:
         self._reload()
@@ -75,6 +87,7 @@ class Listing:
         except OhlcvError as exc:
             self._last_ok, self._error = False, exc  # logged when a message needs the list
             return
+        self._families = {message.market_name(s) for s in symbols}
         self.symbols, self._last_ok = symbols, True
         self._unreachable.ok()
 
@@ -90,6 +103,16 @@ class Listing:
         does not have the symbol."""
         symbols = self.symbols
         if symbols is not None and symbol in symbols:  # the per-message fast path
+            return True
+        if symbols is not None and self._last_ok \
+                and message.market_name(symbol) not in self._families:
+            # a list without any market of the symbol's family (a spot-only listing and a
+            # futures candle) cannot say: stored, said once per family
+            family = message.market_name(symbol)
+            if family not in self._unlisted_families:
+                self._unlisted_families.add(family)
+                log.info("the exchange's symbol list holds no %s markets: %s candles are "
+                         "stored unchecked", family, family)
             return True
         self._wait()
         if self.symbols is not None and symbol in self.symbols:
@@ -130,6 +153,7 @@ class Consume:
         listing: SymbolListing | Listing | None = None,
         exchanges: Collection[str] | None = ("binance",),
         summary_every_s: float = 60.0,
+        handlers: Mapping[str, OtherStore] | None = None,
     ) -> None:
         self.source, self.repo, self.dlq = source, repo, dead_letters
         # None: no symbol check (no exchange to ask); exchanges None: any exchange
@@ -151,8 +175,12 @@ class Consume:
         self.summary_every_s = summary_every_s
         self._summary_at = time.monotonic()
         self._window = ConsumeStats()
+        self.handlers = dict(handlers or {})
+        self._others: Others = {}  # filled by decode(), taken by _prepare()
 
     def decode(self, records: list) -> tuple[list[Item], list[tuple[object, str]]]:
+        """(candles, (record, reason) of the invalid); messages of other registered types are
+        set apart in self._others."""
         good: list[Item] = []
         bad: list[tuple[object, str]] = []
         exchanges = self.exchanges
@@ -161,6 +189,13 @@ class Consume:
                 candle, _ = message.decode(r.value)
             except InvalidMessage as exc:
                 bad.append((r, str(exc)))
+                continue
+            except message.OtherMessageType as other:
+                reason = self._other_problem(r, other)
+                if reason is None:
+                    self._others.setdefault(other.type, []).append((r, other.item))
+                else:
+                    bad.append((r, reason))
                 continue
             if exchanges is not None and candle.exchange not in exchanges:
                 bad.append((r, f"exchange {candle.exchange!r} is not served here "
@@ -175,22 +210,42 @@ class Consume:
             good.append((r, candle))
         return good, bad
 
-    def _store(self, items: list[Item]) -> tuple[int, list[tuple[object, str]], float]:
+    def _other_problem(self, r, other: "message.OtherMessageType") -> str | None:
+        """Why a message of another type cannot be stored here, or None."""
+        if other.type not in self.handlers:
+            return f"{other.type} messages are not stored by this consumer"
+        exchange, symbol = other.doc.get("exchange"), other.doc.get("symbol")
+        if self.exchanges is not None and isinstance(exchange, str) \
+                and exchange not in self.exchanges:
+            return (f"exchange {exchange!r} is not served here "
+                    f"({', '.join(sorted(self.exchanges))})")
+        if isinstance(symbol, str) and r.key != symbol.encode():
+            return f"message key {r.key!r} is not the symbol {symbol}"
+        return None
+
+    def _store(self, items: list[Item], others: Others | None = None
+               ) -> tuple[int, list[tuple[object, str]], float]:
         """Write a batch: (rows written, the records the database rejected with its reason,
         the time of the database commit)."""
         rejected: list[tuple[object, str]] = []
-        written = self._write(items, rejected)
+        written = self._write(items, rejected) if items else 0
+        for kind, pairs in (others or {}).items():
+            written += self._write(pairs, rejected, self.handlers[kind])
         return written, rejected, self._clock()
 
-    def _write(self, items: list[Item], rejected: list) -> int:
+    def _upsert(self, candles: list[Candle]) -> int:
+        # new rows are the common case; a redelivered batch falls back to the upsert
+        return self.repo.upsert(candles, expect_new=True)
+
+    def _write(self, items: list, rejected: list, write: OtherStore | None = None) -> int:
         """Upsert, retrying with backoff while the database is unavailable (gives up only on
         stop); rows it rejects are found by halving the batch and set apart in `rejected`."""
         backoff = 0.5
+        write = write or self._upsert
         candles = [c for _, c in items]
         while True:
             try:
-                # new rows are the common case; a redelivered batch falls back to the upsert
-                written = self.repo.upsert(candles, expect_new=True)
+                written = write(candles)
                 self._db_outage.ok()
                 return written
             except StorageRejected as exc:
@@ -199,7 +254,8 @@ class Consume:
                     rejected.append((items[0][0], str(exc)))
                     return 0
                 half = len(items) // 2
-                return self._write(items[:half], rejected) + self._write(items[half:], rejected)
+                return (self._write(items[:half], rejected, write)
+                        + self._write(items[half:], rejected, write))
             except StorageError as exc:
                 self.metrics.error("storage")
                 self.stats.db_retries += 1
@@ -219,11 +275,13 @@ class Consume:
             self.dlq.flush()
             self.metrics.dead_lettered(len(bad))
 
-    def _prepare(self, records: list) -> tuple[list[Item], int]:
+    def _prepare(self, records: list) -> tuple[list[Item], Others, int]:
         """Decode; dead-letter the invalid (confirmed before any offset is committed)."""
+        self._others = {}
         items, bad = self.decode(records)
+        others, self._others = self._others, {}
         self._dead_letter(bad)
-        return items, len(bad)
+        return items, others, len(bad)
 
     def _finish(self, records: list, items: list[Item], result: tuple, bad: int, t0: float) -> None:
         """After the rows are committed: dead-letter what the database rejected, commit the
@@ -275,8 +333,8 @@ class Consume:
         if not records:
             return 0
         t0 = time.monotonic()
-        items, bad = self._prepare(records)
-        result = self._store(items) if items else (0, [], self._clock())
+        items, others, bad = self._prepare(records)
+        result = self._store(items, others) if items or others else (0, [], self._clock())
         self._finish(records, items, result, bad, t0)
         return result[0]
 
@@ -323,8 +381,8 @@ class Consume:
                             continue
                         idle = 0
                         t0 = time.monotonic()
-                        items, bad = self._prepare(records)
-                        fut = (writer.submit(self._store, items) if items
+                        items, others, bad = self._prepare(records)
+                        fut = (writer.submit(self._store, items, others) if items or others
                                else _done((0, [], self._clock())))
                         inflight = (records, items, fut, bad, t0)
                     except BrokerUnavailable as exc:

@@ -1,6 +1,8 @@
 """The REST engine: every missing page of every symbol fetched with requests in flight.
 
-Every symbol's missing ranges are cut into fixed slices of one page ([t, t + PAGE × timeframe)),
+Every symbol's missing ranges are cut into fixed slices of one page ([t, t + page × timeframe),
+the page of the symbol's API family: 1000 on spot, 499 on futures, fewer on COIN-M where 200 days
+would not hold them),
 which are independent, and up to `in_flight` slices are fetched at once by one shared pool (at most
 `per_symbol` of one symbol's; `in_flight=1` or `per_symbol=1` is the sequential road: each
 symbol's pages one after another). The fetcher's shared weight budget paces them, so over a real
@@ -24,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 from ohlcv_cli.core.candle import Candle
 from ohlcv_cli.core.errors import OhlcvError
+from ohlcv_cli.core.markets import DEFAULT_PRICE, market_of
 from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
 from ohlcv_cli.core.ranges import Range, uncovered
 from ohlcv_cli.core.timeframes import PAGE, Timeframe
@@ -60,6 +63,7 @@ class _Sym:
 
     job: Job
     todo: list[Range]  # its slices, oldest first
+    price: str = DEFAULT_PRICE  # the price series filled
     next_slice: int = 0  # the next slice to send
     outstanding: int = 0  # slices sent and not yet written (in flight or held)
     next_seq: int = 0  # the next slice to hand to the writer: slices are written in order
@@ -99,11 +103,11 @@ class PagedFetch:
         self._lock = threading.Lock()
 
     def fill(self, jobs: Sequence[Job], tf: Timeframe, source: str, *,
-             settled: int | None = None) -> None:
+             settled: int | None = None, price: str = DEFAULT_PRICE) -> None:
         """Fetch every job's ranges with pages in flight; each job is filled in place. A range
         the fetch covered without a candle, ending by `settled` (the exchange's last settled
         close, asked once if not given), is recorded empty at the exchange."""
-        syms = [self._start(job, tf) for job in jobs]
+        syms = [self._start(job, tf, price) for job in jobs]
         if settled is None and any(s.todo for s in syms):
             settled = self.fetcher.closed_end(tf)
         buffer: dict[int, list[Candle]] = {}
@@ -125,11 +129,16 @@ class PagedFetch:
             self._close(s, tf)
 
     # --- the parts of fill ----------------------------------------------------------------------
-    def _start(self, job: Job, tf: Timeframe) -> _Sym:
+    def _start(self, job: Job, tf: Timeframe, price: str) -> _Sym:
         job.missing = sum(tf.count(a, b) for a, b in job.ranges)
-        todo = [] if job.error is not None else list(slices(tf, job.ranges, self.page))
+        todo = [] if job.error is not None else list(slices(tf, job.ranges,
+                                                             self._page(job.symbol, tf)))
         self._report(job.symbol, 0, job.missing)
-        return _Sym(job, todo)
+        return _Sym(job, todo, price)
+
+    def _page(self, symbol: str, tf: Timeframe) -> int:
+        """A slice is one request: the symbol's family page, or `page` if that is smaller."""
+        return min(self.page, market_of(symbol).family.page_for(tf.ms))
 
     def _send(self, pool: ThreadPoolExecutor, pending: dict, syms: list[_Sym], tf: Timeframe,
               source: str) -> None:
@@ -157,7 +166,7 @@ class PagedFetch:
                ) -> tuple[list[Candle], bool]:
         """One slice, page by page (a worker thread); False when `stop` cut it short."""
         out: list[Candle] = []
-        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source):
+        for page in self.fetcher.fetch_range(s.job.symbol, tf, a, b, source, price=s.price):
             out.extend(page)
             self._advance(s, len(page))
             if self._stopping():
@@ -223,7 +232,7 @@ class PagedFetch:
             # recorded after the candles around them are stored: a rerun skips them
             try:
                 self.gaps.record_exchange_gaps(self.fetcher.exchange_id, job.symbol, tf.name,
-                                               s.empty)
+                                               s.empty, price=s.price)
             except OhlcvError as exc:
                 job.error = str(exc)
         job.empty = [] if s.failed else list(s.empty)

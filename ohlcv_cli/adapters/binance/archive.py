@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover
 from ohlcv_cli.core.archive import (
     ArchiveFile, ArchiveMissing, ArchiveRejected, ArchiveUnavailable, Period,
 )
+from ohlcv_cli.core.markets import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,19 @@ class _Bad(Exception):
     """A download that must not be used (checksum mismatch, broken zip)."""
 
 
-def kline_path(market_id: str, timeframe: str, period: Period) -> str:
-    """Binance's layout, exactly (the monthly interval would be `1mo`; it is never asked for)."""
+# the archive's folder of each price series (futures only have the last three)
+KINDS = {"trade": "klines", "mark": "markPriceKlines", "index": "indexPriceKlines",
+         "premium": "premiumIndexKlines"}
+
+
+def kline_path(market_id: str, timeframe: str, period: Period, *, family: str = "spot",
+               price: str = "trade") -> str:
+    """Binance's layout, exactly (the monthly interval would be `1mo`; it is never asked for):
+    data/spot/... or data/futures/um|cm/..., one folder per price series; `market_id` is the
+    pair for index prices."""
     name = f"{market_id}-{timeframe}-{period.label}.zip"
-    return f"/data/spot/{period.kind}/klines/{market_id}/{timeframe}/{name}"
+    root = FAMILIES[family].archive_root
+    return f"/{root}/{period.kind}/{KINDS[price]}/{market_id}/{timeframe}/{name}"
 
 
 def inflate_member(spool: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
@@ -183,18 +193,13 @@ class BinanceArchive:
     def close(self) -> None:
         self._client.close()
 
-    def fetch(self, market_id: str, timeframe: str, period: Period) -> ArchiveFile:
-        path = kline_path(market_id, timeframe, period)
-        problem = ""
-        for attempt in (1, 2):
-            try:
-                return self._fetch_once(path, period)
-            except _Bad as exc:
-                problem = str(exc)
-                if attempt == 1:
-                    log.warning("archive %s: %s; downloading it again", path, problem)
-        self._count("rejected")
-        raise ArchiveRejected(f"{path}: {problem} (twice)")
+    def fetch(self, market_id: str, timeframe: str, period: Period, *, family: str = "spot",
+              price: str = "trade") -> ArchiveFile:
+        """The verified file of one series; a header row (futures files have one from some date
+        on, spot none) is detected, and times are read in the unit they are in (spot moved to
+        µs in 2025, futures stay in ms)."""
+        return self.fetch_file(kline_path(market_id, timeframe, period, family=family,
+                                          price=price), period)
 
     def fetch_file(self, path: str, period: Period) -> ArchiveFile:
         """Any archive file by its path (the monthly funding files), checked as `fetch` checks

@@ -120,6 +120,12 @@ def _candles_html(df, tf: Timeframe, title: str, out: str, funding=None) -> None
     fig.write_html(out, include_plotlyjs=True, full_html=True)
 
 
+def series_label(symbol: str, timeframe: str, price: str = "trade") -> str:
+    """BTC/USDT 1h; a contract's other price series named: BTC/USDT:USDT mark 1h (the title
+    `candles` is given as its symbol, and the coverage rows)."""
+    return f"{symbol} {timeframe}" if price == "trade" else f"{symbol} {price} {timeframe}"
+
+
 def classify(series: dict) -> list[tuple[int, int, str]]:
     """(start, end, kind) segments of one coverage timeline; kind in COLORS."""
     tf_ms, bin_ms, start, end = series["tf_ms"], series["bin_ms"], series["start"], series["end"]
@@ -161,7 +167,7 @@ def coverage(series: list[dict], out: str) -> None:
     fig, ax = plt.subplots(figsize=(12, 1.2 + 0.45 * len(series)), dpi=100)
     labels = []
     for i, s in enumerate(series):
-        labels.append(f"{s['symbol']} {s['timeframe']}")
+        labels.append(series_label(s["symbol"], s["timeframe"], s.get("price", "trade")))
         for kind in COLORS:
             spans = [(mdates.date2num(_dt(a)), (b - a) / DAY_MS)
                      for a, b, k in classify(s) if k == kind]
@@ -191,7 +197,8 @@ def _coverage_html(series: list[dict], out: str) -> None:
         for s in series:
             for a, b, k in classify(s):
                 if k == kind:
-                    ys.append(f"{s['symbol']} {s['timeframe']}")
+                    ys.append(series_label(s["symbol"], s["timeframe"],
+                                           s.get("price", "trade")))
                     bases.append(_dt(a).strftime("%Y-%m-%d %H:%M:%S"))
                     widths.append(b - a)
         fig.add_trace(go.Bar(y=ys, x=widths, base=bases, orientation="h", name=kind,

@@ -4,6 +4,11 @@ memory), and freqtrade's data layout.
 Values are written exactly by default: csv and jsonl carry the stored decimal text, Parquet and
 feather decimal128(38, 8) columns; with decimals="float", float64 (numbers in jsonl). open_time
 is ISO 8601 UTC text in csv and jsonl, a UTC timestamp in Parquet and feather.
+
+A price series other than trade (a contract's mark, index or premium candles) is named in the
+file: a `price` column after `symbol` in a file of several symbols, `-mark` (etc.) in the name of
+a per-symbol file, and freqtrade's own candle-type names in its layout
+(`binance/futures/BTC_USDT_USDT-1h-mark.feather`).
 """
 
 from __future__ import annotations
@@ -31,10 +36,32 @@ DECIMAL_MODES = ("exact", "float")
 LAYOUTS = ("freqtrade",)
 # freqtrade's OHLCV columns (freqtrade.constants.DEFAULT_DATAFRAME_COLUMNS)
 FREQTRADE_COLUMNS = ("date", "open", "high", "low", "close", "volume")
+# freqtrade's CandleType of each price series of a contract (a spot market's trades: "spot")
+FREQTRADE_CANDLE_TYPES = {"trade": "futures", "mark": "mark", "index": "index",
+                          "premium": "premiumIndex"}
+# the characters freqtrade.misc.pair_to_filename replaces with "_"
+_FREQTRADE_UNSAFE = ("/", " ", ".", "@", "$", "+", ":")
 
 
-def safe_name(symbol: str) -> str:
-    return symbol.replace("/", "-")
+def safe_name(symbol: str, price: str = "trade") -> str:
+    """A file name for the symbol's series: BTC-USDT, BTC-USDT_USDT, BTC-USDT_USDT-mark."""
+    name = symbol.replace("/", "-").replace(":", "_")
+    return name if price == "trade" else f"{name}-{price}"
+
+
+def freqtrade_name(symbol: str, timeframe: str, price: str = "trade") -> str:
+    """freqtrade's file of a pair's candles, relative to its exchange directory (its
+    IDataHandler._pair_data_filename): BTC_USDT-1h.feather for spot,
+    futures/BTC_USDT_USDT-1h-futures.feather and futures/BTC_USDT_USDT-1h-mark.feather for a
+    contract's trade and mark candles."""
+    pair = symbol
+    for ch in _FREQTRADE_UNSAFE:
+        pair = pair.replace(ch, "_")
+    if ":" not in symbol:  # a spot market
+        if price != "trade":
+            raise ConfigError(f"{symbol} is a spot market: it has only trade candles, not {price}")
+        return f"{pair}-{timeframe}.feather"
+    return f"futures/{pair}-{timeframe}-{FREQTRADE_CANDLE_TYPES[price]}.feather"
 
 
 def check_decimals(decimals: str) -> None:
@@ -67,16 +94,17 @@ def resolve_format(fmt: str | None, out: str, layout: str | None = None) -> str:
 
 
 def targets(fmt: str, out: str, symbols: Sequence[str], per_symbol: bool,
-            layout: str | None = None, timeframe: str = "", exchange: str = "binance"
-            ) -> list[tuple[str, list[str]]]:
-    """(path or "-", symbols written there), each path checked writable before anything is."""
+            layout: str | None = None, timeframe: str = "", exchange: str = "binance",
+            price: str = "trade") -> list[tuple[str, list[str]]]:
+    """(path or "-", symbols written there), each path checked writable before anything is.
+    Per-symbol file names carry the price series when it is not trade."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = str(out)
     if fmt == "feather" and out == "-" and not per_symbol:
         raise ConfigError("feather is not written to stdout: give --out FILE")
     if layout == "freqtrade":
-        return _freqtrade_targets(Path(out), symbols, timeframe, exchange)
+        return _freqtrade_targets(Path(out), symbols, timeframe, exchange, price)
     if not per_symbol:
         if out != "-":
             _check_writable(Path(out))
@@ -86,17 +114,19 @@ def targets(fmt: str, out: str, symbols: Sequence[str], per_symbol: bool,
     result = []
     for s in symbols:
         if "{symbol}" in out:
-            path = Path(out.replace("{symbol}", safe_name(s)))
+            path = Path(out.replace("{symbol}", safe_name(s, price)))
         else:
-            path = Path(out) / f"{safe_name(s)}.{fmt}"
+            path = Path(out) / f"{safe_name(s, price)}.{fmt}"
         _check_writable(path)
         result.append((str(path), [s]))
     return result
 
 
-def _freqtrade_targets(out: Path, symbols: Sequence[str], timeframe: str, exchange: str
-                       ) -> list[tuple[str, list[str]]]:
-    """freqtrade's data directory: <out>/<exchange>/BTC_USDT-1m.feather (spot pairs)."""
+def _freqtrade_targets(out: Path, symbols: Sequence[str], timeframe: str, exchange: str,
+                       price: str = "trade") -> list[tuple[str, list[str]]]:
+    """freqtrade's data directory: <out>/<exchange>/BTC_USDT-1m.feather (spot pairs),
+    <out>/<exchange>/futures/BTC_USDT_USDT-1m-futures.feather (-mark, -index, -premiumIndex:
+    a contract's other price series)."""
     if str(out) == "-" or not out.is_dir():
         raise ConfigError(f"--layout freqtrade needs --out DIRECTORY (freqtrade's data "
                           f"directory, e.g. user_data/data); {out} is not a directory")
@@ -107,11 +137,15 @@ def _freqtrade_targets(out: Path, symbols: Sequence[str], timeframe: str, exchan
         raise ConfigError(f"cannot write {folder}: permission denied")
     result = []
     for s in symbols:
-        path = folder / f"{s.replace('/', '_')}-{timeframe}.feather"
+        path = folder / freqtrade_name(s, timeframe, price)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ConfigError(f"cannot write {path.parent}: it is not a directory")
         if path.exists() and not os.access(path, os.W_OK):
             raise ConfigError(f"cannot write {path}: permission denied")
         result.append((str(path), [s]))
     folder.mkdir(exist_ok=True)
+    for path, _ in result:
+        Path(path).parent.mkdir(exist_ok=True)
     return result
 
 
@@ -140,14 +174,22 @@ def _iso(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.strftime(ts, format="%Y-%m-%dT%H:%M:%SZ")
 
 
-class _CsvWriter:
-    def __init__(self, stream, with_symbol: bool, exact: bool = True) -> None:
-        self.stream, self.with_symbol, self.exact, self.writer = stream, with_symbol, exact, None
+class _Writer:
+    """`price`: the series written; not trade, a file of several symbols gets a price column."""
 
+    def __init__(self, stream, with_symbol: bool, exact: bool = True,
+                 price: str = "trade") -> None:
+        self.stream, self.with_symbol, self.exact, self.writer = stream, with_symbol, exact, None
+        self.price = price if with_symbol and price != "trade" else None
+
+
+class _CsvWriter(_Writer):
     def write(self, table: pa.Table, symbol: str) -> None:
         if not self.exact:
             table = floats(table)
         table = table.set_column(0, "open_time", _iso(table.column("open_time")))
+        if self.price is not None:
+            table = table.add_column(0, "price", pa.array([self.price] * table.num_rows))
         if self.with_symbol:
             table = table.add_column(0, "symbol", pa.array([symbol] * table.num_rows))
         if self.writer is None:
@@ -160,10 +202,7 @@ class _CsvWriter:
             self.writer.close()
 
 
-class _JsonlWriter:
-    def __init__(self, stream, with_symbol: bool, exact: bool = True) -> None:
-        self.stream, self.with_symbol, self.exact = stream, with_symbol, exact
-
+class _JsonlWriter(_Writer):
     def write(self, table: pa.Table, symbol: str) -> None:
         if not self.exact:
             table = floats(table)
@@ -173,6 +212,8 @@ class _JsonlWriter:
         lines = []
         for i, t in enumerate(times):
             row = {"symbol": symbol} if self.with_symbol else {}
+            if self.price is not None:
+                row["price"] = self.price
             row["open_time"] = t
             for n in names:
                 row[n] = cols[n][i]
@@ -183,15 +224,13 @@ class _JsonlWriter:
         pass
 
 
-class _ParquetWriter:
-    def __init__(self, stream, with_symbol: bool, exact: bool = True) -> None:
-        self.stream, self.with_symbol, self.exact, self.writer = stream, with_symbol, exact, None
-
+class _ParquetWriter(_Writer):
     def _open(self, schema: pa.Schema):
         return pq.ParquetWriter(self.stream, schema, compression="zstd")
 
     def write(self, table: pa.Table, symbol: str) -> None:
-        table = typed(table, exact=self.exact, symbol=symbol if self.with_symbol else None)
+        table = typed(table, exact=self.exact, symbol=symbol if self.with_symbol else None,
+                      price=self.price)
         if self.writer is None:
             self.writer = self._open(table.schema)
         self.writer.write_table(table)
@@ -230,13 +269,13 @@ _WRITERS = {"csv": _CsvWriter, "jsonl": _JsonlWriter, "parquet": _ParquetWriter,
 
 @contextmanager
 def open_writer(fmt: str, target: str, with_symbol: bool = True, decimals: str = "exact",
-                layout: str | None = None) -> Iterator:
+                layout: str | None = None, price: str = "trade") -> Iterator:
     try:
         stream = sys.stdout.buffer if target == "-" else open(target, "wb")
     except OSError as exc:
         raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
     cls = _FreqtradeWriter if layout == "freqtrade" else _WRITERS[fmt]
-    writer = cls(stream, with_symbol, decimals == "exact")
+    writer = cls(stream, with_symbol, decimals == "exact", price)
     whole = False
     try:
         yield writer
@@ -252,4 +291,4 @@ def open_writer(fmt: str, target: str, with_symbol: bool = True, decimals: str =
 
 
 __all__ = ["FORMATS", "DEFAULT_FORMAT", "DECIMALS", "open_writer", "targets", "safe_name",
-           "resolve_format"]
+           "resolve_format", "freqtrade_name"]

@@ -15,8 +15,10 @@ DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy
 EXACT = pa.decimal128(38, 8)
 
 
-def typed(table: pa.Table, exact: bool, symbol: str | None = None) -> pa.Table:
-    """open_time as a UTC timestamp, values as float64 or decimal128(38, 8), optional symbol."""
+def typed(table: pa.Table, exact: bool, symbol: str | None = None,
+          price: str | None = None) -> pa.Table:
+    """open_time as a UTC timestamp, values as float64 or decimal128(38, 8), optional symbol
+    and price series columns (first: symbol, price)."""
     cols, fields = [], []
     for f in table.schema:
         col = table.column(f.name)
@@ -30,6 +32,9 @@ def typed(table: pa.Table, exact: bool, symbol: str | None = None) -> pa.Table:
                                    f"({exc}); read it with exact=False") from None
         cols.append(col)
         fields.append(pa.field(f.name, col.type))
+    if price is not None:
+        cols.insert(0, pa.array([price] * table.num_rows, pa.string()))
+        fields.insert(0, pa.field("price", pa.string()))
     if symbol is not None:
         cols.insert(0, pa.array([symbol] * table.num_rows, pa.string()))
         fields.insert(0, pa.field("symbol", pa.string()))

@@ -2,7 +2,7 @@
 
 PostgreSQL: COPY ... (FORMAT csv) of the file's bytes into a temporary staging table with
 Binance's 12 columns, then one INSERT ... SELECT that converts the open time (ms or µs, per file),
-adds exchange, symbol, timeframe and source 'archive', keeps only the file's period, with the same
+adds exchange, symbol, timeframe, price series and source 'archive', keeps only the file's period, with the same
 ON CONFLICT rule as the repository's upsert (a row changes only where a value differs). One
 transaction per file: a file that PostgreSQL cannot parse leaves no row. SQLite: the rows are
 parsed here and go through the repository's upsert.
@@ -41,7 +41,7 @@ CREATE TEMP TABLE IF NOT EXISTS archive_stage (
 _SELECT = f"""
 INSERT INTO candles ({", ".join(ALL_COLS)})
 SELECT %(e)s, %(s)s, %(tf)s, timestamptz 'epoch' + (open_time / %(div)s) * interval '1 millisecond',
-       {", ".join(VALUE_COLS)}, '{SOURCE}'
+       {", ".join(VALUE_COLS)}, '{SOURCE}', %(p)s
 FROM archive_stage
 WHERE open_time >= %(a)s AND open_time < %(b)s AND open_time %% %(step)s = 0
 """
@@ -54,7 +54,7 @@ FROM archive_stage WHERE open_time >= %(a)s AND open_time < %(b)s ORDER BY open_
 # A period the store holds nothing of (the usual case: the planner asks only for missing ranges)
 # takes a plain INSERT, about twice as fast as the speculative insertion ON CONFLICT needs.
 _HOLDS_ANY = """
-SELECT EXISTS (SELECT 1 FROM candles WHERE exchange = %(e)s AND symbol = %(s)s
+SELECT EXISTS (SELECT 1 FROM candles WHERE exchange = %(e)s AND symbol = %(s)s AND price = %(p)s
                AND timeframe = %(tf)s AND open_time >= %(ta)s AND open_time < %(tb)s)
 """
 
@@ -66,15 +66,17 @@ class SqlArchiveWriter:
         self._repo = SqlCandleRepository(engine)
 
     def write_archive(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe,
-                      check: SpotCheck | None = None) -> int:
+                      check: SpotCheck | None = None, *, price: str = "trade") -> int:
+        """The file's candles stored as the `price` series of the symbol (a mark price file of
+        BTCUSDT: symbol BTC/USDT:USDT, price 'mark')."""
         if self.dialect == "postgresql":
-            return self._write_pg(file, exchange, symbol, tf, check)
-        return self._write_rows(file, exchange, symbol, tf, check)
+            return self._write_pg(file, exchange, symbol, tf, check, price)
+        return self._write_rows(file, exchange, symbol, tf, check, price)
 
     def _write_pg(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe,
-                  check: SpotCheck | None) -> int:
+                  check: SpotCheck | None, price: str) -> int:
         div = file.time_divisor
-        params = {"e": exchange, "s": symbol, "tf": tf.name, "div": div,
+        params = {"e": exchange, "s": symbol, "p": price, "tf": tf.name, "div": div,
                   "a": file.period.start * div, "b": file.period.end * div, "step": tf.ms * div,
                   "ta": ms_to_dt(file.period.start), "tb": ms_to_dt(file.period.end)}
         header = "true" if file.header else "false"
@@ -115,7 +117,7 @@ class SqlArchiveWriter:
         return max(cur.rowcount, 0)
 
     def _write_rows(self, file: ArchiveFile, exchange: str, symbol: str, tf: Timeframe,
-                    check: SpotCheck | None) -> int:
+                    check: SpotCheck | None, price: str) -> int:
         """SQLite: rows parsed here, written in batches (memory stays flat for 1s files). A row
         that cannot be read stops the file; what is missing after it is left to REST."""
         a, b = file.period.start, file.period.end
@@ -129,7 +131,7 @@ class SqlArchiveWriter:
                 ot = r[0]
                 if a <= ot < b and ot % tf.ms == 0:
                     batch.append(Candle(exchange, symbol, tf.name, ot, r[1], r[2], r[3], r[4],
-                                        r[5], r[7], int(r[8]), r[9], r[10], SOURCE))
+                                        r[5], r[7], int(r[8]), r[9], r[10], SOURCE, price))
                     if len(batch) >= _BATCH:
                         written += self._repo.upsert(batch, expect_new=True)
                         batch = []

@@ -24,14 +24,19 @@ VALUE_COLS = (
     "open", "high", "low", "close", "volume", "quote_volume", "trades",
     "taker_buy_base_volume", "taker_buy_quote_volume",
 )
-ALL_COLS = ("exchange", "symbol", "timeframe", "open_time", *VALUE_COLS, "source")
-KEY_COLS = ("exchange", "symbol", "timeframe", "open_time")
+# Candle's field order; `price` (migration 0005) is the last field, as in Candle
+ALL_COLS = ("exchange", "symbol", "timeframe", "open_time", *VALUE_COLS, "source", "price")
+KEY_COLS = ("exchange", "symbol", "price", "timeframe", "open_time")
+
+# one series: what every read of the repositories filters by (the primary key's prefix)
+SERIES = "exchange = :e AND symbol = :s AND price = :p AND timeframe = :tf"
 
 _PG_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS candles_stage (
     exchange text, symbol text, timeframe text, open_ms bigint,
     open numeric, high numeric, low numeric, close numeric, volume numeric, quote_volume numeric,
-    trades bigint, taker_buy_base_volume numeric, taker_buy_quote_volume numeric, source text
+    trades bigint, taker_buy_base_volume numeric, taker_buy_quote_volume numeric, source text,
+    price text
 ) ON COMMIT DELETE ROWS
 """
 _SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*VALUE_COLS, "source"))
@@ -43,7 +48,7 @@ WHERE ({_DIFF_OLD}) IS DISTINCT FROM ({_DIFF_NEW})"""
 _PG_MERGE = f"""
 INSERT INTO candles ({", ".join(ALL_COLS)})
 SELECT exchange, symbol, timeframe, timestamptz 'epoch' + open_ms * interval '1 millisecond',
-       {", ".join(VALUE_COLS)}, source
+       {", ".join(VALUE_COLS)}, source, price
 FROM candles_stage
 {PG_ON_CONFLICT}
 """
@@ -73,7 +78,7 @@ def from_db_time(value) -> int:
 
 _COPY_COLS = (
     "exchange, symbol, timeframe, {time}, open, high, low, close, volume, quote_volume, trades,"
-    " taker_buy_base_volume, taker_buy_quote_volume, source"
+    " taker_buy_base_volume, taker_buy_quote_volume, source, price"
 )
 _CHUNK = 5000
 
@@ -86,15 +91,15 @@ def _copy_rows(copy, rows: list[Candle], time_as_ms: bool) -> None:
         if time_as_ms:
             lines = [
                 f"{c[0]}\t{c[1]}\t{c[2]}\t{c[3]}\t{c[4]}\t{c[5]}\t{c[6]}\t{c[7]}\t{c[8]}\t{c[9]}"
-                f"\t{c[10]}\t{c[11]}\t{c[12]}\t{c[13]}\n" for c in part
+                f"\t{c[10]}\t{c[11]}\t{c[12]}\t{c[13]}\t{c[14]}\n" for c in part
             ]
         else:
             lines = [
                 f"{c[0]}\t{c[1]}\t{c[2]}\t{_pg_time(c[3])}\t{c[4]}\t{c[5]}\t{c[6]}\t{c[7]}\t{c[8]}"
-                f"\t{c[9]}\t{c[10]}\t{c[11]}\t{c[12]}\t{c[13]}\n" for c in part
+                f"\t{c[9]}\t{c[10]}\t{c[11]}\t{c[12]}\t{c[13]}\t{c[14]}\n" for c in part
             ]
         chunk = "".join(lines)
-        if "\\" in chunk or chunk.count("\t") != 13 * len(part) or chunk.count("\n") != len(part):
+        if "\\" in chunk or chunk.count("\t") != 14 * len(part) or chunk.count("\n") != len(part):
             for c in part:
                 copy.write_row((*c[:3], c[3] if time_as_ms else ms_to_dt(c[3]), *c[4:]))
         else:
@@ -123,7 +128,7 @@ def _dec(value) -> str:
 
 def dedupe(candles: Iterable[Candle]) -> list[Candle]:
     """One candle per key (the last one wins), sorted by key: one statement can't update a row twice."""
-    by_key = {(c.exchange, c.symbol, c.timeframe, c.open_time): c for c in candles}
+    by_key = {(c.exchange, c.symbol, c.price, c.timeframe, c.open_time): c for c in candles}
     return [by_key[k] for k in sorted(by_key)]
 
 
@@ -194,7 +199,7 @@ class SqlCandleRepository:
         params = [
             (c.exchange, c.symbol, c.timeframe, _sqlite_time(c.open_time), c.open, c.high, c.low,
              c.close, c.volume, c.quote_volume, c.trades, c.taker_buy_base_volume,
-             c.taker_buy_quote_volume, c.source)
+             c.taker_buy_quote_volume, c.source, c.price)
             for c in rows
         ]
         with self.engine.begin() as conn:
@@ -207,54 +212,54 @@ class SqlCandleRepository:
             return written
 
     # --- reads --------------------------------------------------------------------------------
-    def _key(self, exchange: str, symbol: str, timeframe: str) -> dict:
-        return {"e": exchange, "s": symbol, "tf": timeframe}
+    def _key(self, exchange: str, symbol: str, timeframe: str, price: str = "trade") -> dict:
+        return {"e": exchange, "s": symbol, "p": price, "tf": timeframe}
 
-    def latest_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
-        sql = sa.text(
-            "SELECT max(open_time) FROM candles WHERE exchange = :e AND symbol = :s AND timeframe = :tf"
-        )
-        value = self._scalar(sql, self._key(exchange, symbol, timeframe))
+    def latest_open_time(self, exchange: str, symbol: str, timeframe: str, *,
+                         price: str = "trade") -> int | None:
+        sql = sa.text(f"SELECT max(open_time) FROM candles WHERE {SERIES}")
+        value = self._scalar(sql, self._key(exchange, symbol, timeframe, price))
         return None if value is None else self.ms(value)
 
-    def span(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
-             ) -> tuple[int, int | None, int | None]:
+    def span(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int, *,
+             price: str = "trade") -> tuple[int, int | None, int | None]:
         """(count, first open time, last open time) of stored candles in [start, end)."""
         sql = sa.text(
-            "SELECT count(*), min(open_time), max(open_time) FROM candles WHERE exchange = :e"
-            " AND symbol = :s AND timeframe = :tf AND open_time >= :a AND open_time < :b"
+            f"SELECT count(*), min(open_time), max(open_time) FROM candles WHERE {SERIES}"
+            " AND open_time >= :a AND open_time < :b"
         )
-        params = {**self._key(exchange, symbol, tf.name), "a": self.ts(start), "b": self.ts(end)}
+        params = {**self._key(exchange, symbol, tf.name, price), "a": self.ts(start),
+                  "b": self.ts(end)}
         with translate(self.engine):
             with self.engine.connect() as conn:
                 n, lo, hi = conn.execute(sql, params).one()
         return n, (None if lo is None else self.ms(lo)), (None if hi is None else self.ms(hi))
 
-    def missing_ranges(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
-                       ) -> list[tuple[int, int]]:
+    def missing_ranges(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int,
+                       *, price: str = "trade") -> list[tuple[int, int]]:
         """Holes in [start, end) found in SQL: a count on the primary key, then (only if the count
         falls short) a window function over the same index, never a per-candle loop."""
         start, end = tf.ceil(start), tf.ceil(end)
         if end <= start:
             return []
-        n, first, last = self.span(exchange, symbol, tf, start, end)
+        n, first, last = self.span(exchange, symbol, tf, start, end, price=price)
         if n == 0:
             return [(start, end)]
         out: list[tuple[int, int]] = []
         if first > start:
             out.append((start, first))
         if n < tf.count(first, last + tf.ms):
-            out.extend(self._inner_gaps(exchange, symbol, tf, first, last + tf.ms))
+            out.extend(self._inner_gaps(exchange, symbol, tf, first, last + tf.ms, price))
         if last + tf.ms < end:
             out.append((last + tf.ms, end))
         return out
 
-    def _inner_gaps(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
-                    ) -> list[tuple[int, int]]:
+    def _inner_gaps(self, exchange: str, symbol: str, tf: Timeframe, start: int, end: int,
+                    price: str) -> list[tuple[int, int]]:
         if self.dialect == "postgresql":
             sql = sa.text(
                 "SELECT prev, open_time FROM (SELECT open_time, lag(open_time) OVER (ORDER BY open_time)"
-                " AS prev FROM candles WHERE exchange = :e AND symbol = :s AND timeframe = :tf"
+                f" AS prev FROM candles WHERE {SERIES}"
                 " AND open_time >= :a AND open_time < :b) x"
                 " WHERE open_time - prev > :step ORDER BY open_time"
             )
@@ -262,26 +267,24 @@ class SqlCandleRepository:
         else:
             sql = sa.text(
                 "SELECT prev, open_time FROM (SELECT open_time, lag(open_time) OVER (ORDER BY open_time)"
-                " AS prev FROM candles WHERE exchange = :e AND symbol = :s AND timeframe = :tf"
+                f" AS prev FROM candles WHERE {SERIES}"
                 " AND open_time >= :a AND open_time < :b) x"
                 " WHERE (unixepoch(open_time) - unixepoch(prev)) * 1000 > :step ORDER BY open_time"
             )
             step = tf.ms
-        params = {**self._key(exchange, symbol, tf.name), "a": self.ts(start), "b": self.ts(end),
-                  "step": step}
+        params = {**self._key(exchange, symbol, tf.name, price), "a": self.ts(start),
+                  "b": self.ts(end), "step": step}
         with translate(self.engine):
             with self.engine.connect() as conn:
                 rows = conn.execute(sql, params).all()
         return [(self.ms(prev) + tf.ms, self.ms(cur)) for prev, cur in rows]
 
     def candles(self, exchange: str, symbol: str, timeframe: str, start: int | None = None,
-                end: int | None = None) -> list[Candle]:
-        """Stored candles, oldest first, with their values as the exact decimal strings."""
-        sql = (
-            f"SELECT {', '.join(ALL_COLS)} FROM candles WHERE exchange = :e AND symbol = :s"
-            " AND timeframe = :tf"
-        )
-        params = self._key(exchange, symbol, timeframe)
+                end: int | None = None, *, price: str = "trade") -> list[Candle]:
+        """Stored candles of one series, oldest first, with their values as the exact decimal
+        strings."""
+        sql = f"SELECT {', '.join(ALL_COLS)} FROM candles WHERE {SERIES}"
+        params = self._key(exchange, symbol, timeframe, price)
         if start is not None:
             sql += " AND open_time >= :a"
             params["a"] = self.ts(start)
@@ -294,14 +297,17 @@ class SqlCandleRepository:
                 rows = conn.execute(sa.text(sql), params).all()
         return [
             Candle(r[0], r[1], r[2], self.ms(r[3]), *(_dec(v) for v in r[4:10]), int(r[10]),
-                   _dec(r[11]), _dec(r[12]), r[13])
+                   _dec(r[11]), _dec(r[12]), r[13], r[14])
             for r in rows
         ]
 
     def count(self, exchange: str | None = None, symbol: str | None = None,
-              timeframe: str | None = None) -> int:
+              timeframe: str | None = None, *, price: str | None = None) -> int:
+        """Stored candles, all or those matching the given key parts (price None: every
+        series)."""
         clauses, params = [], {}
-        for col, val in (("exchange", exchange), ("symbol", symbol), ("timeframe", timeframe)):
+        for col, val in (("exchange", exchange), ("symbol", symbol), ("timeframe", timeframe),
+                         ("price", price)):
             if val is not None:
                 clauses.append(f"{col} = :{col}")
                 params[col] = val

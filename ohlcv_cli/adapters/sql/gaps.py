@@ -16,7 +16,7 @@ from ohlcv_cli.adapters.sql.errors import translate
 from ohlcv_cli.adapters.sql.candles import from_db_time, to_db_time
 from ohlcv_cli.core.ports import SeriesSummary
 
-_KEY = "exchange = :e AND symbol = :s AND timeframe = :tf"
+_KEY = "exchange = :e AND symbol = :s AND price = :p AND timeframe = :tf"
 
 
 class SqlGapRepository:
@@ -39,15 +39,16 @@ class SqlGapRepository:
                 return conn.execute(sql, params).all()
 
     # --- reads --------------------------------------------------------------------------------
-    def first_open_time(self, exchange: str, symbol: str, timeframe: str) -> int | None:
+    def first_open_time(self, exchange: str, symbol: str, timeframe: str, *,
+                        price: str = "trade") -> int | None:
         sql = sa.text(f"SELECT min(open_time) FROM candles WHERE {_KEY}")
-        value = self._rows(sql, {"e": exchange, "s": symbol, "tf": timeframe})[0][0]
+        value = self._rows(sql, {"e": exchange, "s": symbol, "p": price, "tf": timeframe})[0][0]
         return None if value is None else self.ms(value)
 
     def exchange_gaps(self, exchange: str, symbol: str, timeframe: str, start: int | None = None,
-                      end: int | None = None) -> list[tuple[int, int]]:
+                      end: int | None = None, *, price: str = "trade") -> list[tuple[int, int]]:
         sql = f"SELECT start_time, end_time FROM exchange_gaps WHERE {_KEY}"
-        params = {"e": exchange, "s": symbol, "tf": timeframe}
+        params = {"e": exchange, "s": symbol, "p": price, "tf": timeframe}
         if start is not None:
             sql += " AND end_time > :a"
             params["a"] = self.ts(start)
@@ -57,8 +58,10 @@ class SqlGapRepository:
         rows = self._rows(sa.text(sql + " ORDER BY start_time"), params)
         return [(self.ms(a), self.ms(b)) for a, b in rows]
 
-    def series(self, symbols: Sequence[str] | None = None, timeframe: str | None = None
-               ) -> list[SeriesSummary]:
+    def series(self, symbols: Sequence[str] | None = None, timeframe: str | None = None, *,
+               price: str | None = None) -> list[SeriesSummary]:
+        """One summary per stored (exchange, symbol, price, timeframe), sorted by them; `price`
+        None: every series (a symbol's trade and mark candles are two summaries)."""
         clauses, params = [], {}
         if symbols:
             clauses.append("symbol IN :syms")
@@ -66,20 +69,23 @@ class SqlGapRepository:
         if timeframe:
             clauses.append("timeframe = :tf")
             params["tf"] = timeframe
+        if price:
+            clauses.append("price = :p")
+            params["p"] = price
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = sa.text(
-            "SELECT exchange, symbol, timeframe, count(*), min(open_time), max(open_time)"
-            f" FROM candles{where} GROUP BY exchange, symbol, timeframe"
-            " ORDER BY exchange, symbol, timeframe"
+            "SELECT exchange, symbol, price, timeframe, count(*), min(open_time), max(open_time)"
+            f" FROM candles{where} GROUP BY exchange, symbol, price, timeframe"
+            " ORDER BY exchange, symbol, price, timeframe"
         )
         if symbols:
             sql = sql.bindparams(sa.bindparam("syms", expanding=True))
-        return [SeriesSummary(e, s, tf, int(n), self.ms(lo), self.ms(hi))
-                for e, s, tf, n, lo, hi in self._rows(sql, params)]
+        return [SeriesSummary(e, s, tf, int(n), self.ms(lo), self.ms(hi), p)
+                for e, s, p, tf, n, lo, hi in self._rows(sql, params)]
 
     # --- writes -------------------------------------------------------------------------------
     def record_exchange_gaps(self, exchange: str, symbol: str, timeframe: str,
-                             ranges: Iterable[tuple[int, int]]) -> int:
+                             ranges: Iterable[tuple[int, int]], *, price: str = "trade") -> int:
         """Each range is merged with the recorded ones it overlaps or touches: those rows are
         replaced by one covering them all, so records never overlap and re-recording is a no-op."""
         # one after the other in one transaction: a range given twice, or two given ranges that
@@ -87,15 +93,15 @@ class SqlGapRepository:
         ranges = sorted(r for r in ranges if r[1] > r[0])
         if not ranges:
             return 0
-        key = {"e": exchange, "s": symbol, "tf": timeframe}
+        key = {"e": exchange, "s": symbol, "p": price, "tf": timeframe}
         touching = f"{_KEY} AND start_time <= :b AND end_time >= :a"
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         select = sa.text(f"SELECT start_time, end_time FROM exchange_gaps WHERE {touching}{lock}")
         delete = sa.text(f"DELETE FROM exchange_gaps WHERE {touching}")
         insert = sa.text(
-            "INSERT INTO exchange_gaps (exchange, symbol, timeframe, start_time, end_time,"
-            " recorded_at) VALUES (:e, :s, :tf, :a, :b, :now)"
-            " ON CONFLICT (exchange, symbol, timeframe, start_time) DO UPDATE SET"
+            "INSERT INTO exchange_gaps (exchange, symbol, price, timeframe, start_time, end_time,"
+            " recorded_at) VALUES (:e, :s, :p, :tf, :a, :b, :now)"
+            " ON CONFLICT (exchange, symbol, price, timeframe, start_time) DO UPDATE SET"
             " end_time = CASE WHEN excluded.end_time > exchange_gaps.end_time"
             " THEN excluded.end_time ELSE exchange_gaps.end_time END,"
             " recorded_at = excluded.recorded_at"

@@ -6,6 +6,9 @@ several times faster than a cursor; SQLite goes through its cursor. Derived time
 aggregated in the database: PostgreSQL calls ohlcv_derived_candles() (migration 0003); SQLite
 runs the same aggregation as one query over integer units of 1e-8 (its NUMERIC would be a float),
 so a value with more than 8 decimals cannot be aggregated there and is refused.
+
+Every read is of one price series (`price`, default "trade"): a contract's mark candles are
+read, and derived, apart from its trade candles; the premium index's prices may be negative.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy.engine import Engine
 from ohlcv_cli.adapters.sql.candles import from_db_time, to_db_time
 from ohlcv_cli.adapters.sql.errors import translate
 from ohlcv_cli.core.errors import StorageError
+from ohlcv_cli.core.markets import PRICES
 from ohlcv_cli.core.timeframes import SUPPORTED, Timeframe
 
 DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_base_volume",
@@ -29,7 +33,7 @@ COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "quote_volume"
            "taker_buy_base_volume", "taker_buy_quote_volume")
 SCHEMA = pa.schema([("open_time", pa.int64())]
                    + [(c, pa.int64() if c == "trades" else pa.string()) for c in COLUMNS[1:]])
-_KEY = "exchange = :e AND symbol = :s AND timeframe = :tf"
+_KEY = "exchange = :e AND symbol = :s AND price = :p AND timeframe = :tf"
 _UNIT = 100_000_000
 
 
@@ -56,8 +60,15 @@ def _scale(col: str) -> str:
     return f"length(substr({col}, instr({col} || '.', '.') + 1))"
 
 
+def _signed_units(col: str) -> str:
+    """A price that may be negative (the premium index) as an integer count of 1e-8."""
+    return (f"(CASE WHEN substr({col}, 1, 1) = '-' THEN -{_units(f'substr({col}, 2)')}"
+            f" ELSE {_units(col)} END)")
+
+
 def _text(units: str) -> str:
-    return f"printf('%d.%08d', {units} / {_UNIT}, {units} % {_UNIT})"
+    return (f"(CASE WHEN {units} < 0 THEN '-' ELSE '' END"
+            f" || printf('%d.%08d', abs({units}) / {_UNIT}, abs({units}) % {_UNIT}))")
 
 
 def _sum_text(name: str) -> str:
@@ -79,11 +90,19 @@ class SqlCandleReader:
             return conn.execute(sa.text(sql), params).all()
 
     # --- what is stored ------------------------------------------------------------------------
-    def stored_timeframes(self, exchange: str, symbol: str) -> list[str]:
-        """Timeframes with at least one candle of the symbol: one index probe each."""
+    def stored_timeframes(self, exchange: str, symbol: str, *, price: str = "trade"
+                          ) -> list[str]:
+        """Timeframes with at least one candle of the symbol's series: one index probe each."""
         probes = " UNION ALL ".join(
             f"SELECT '{tf}' WHERE EXISTS (SELECT 1 FROM candles WHERE exchange = :e"
-            f" AND symbol = :s AND timeframe = '{tf}')" for tf in SUPPORTED)
+            f" AND symbol = :s AND price = :p AND timeframe = '{tf}')" for tf in SUPPORTED)
+        return [r[0] for r in self._all(probes, {"e": exchange, "s": symbol, "p": price})]
+
+    def stored_prices(self, exchange: str, symbol: str) -> list[str]:
+        """Price series with at least one candle of the symbol, in PRICES order."""
+        probes = " UNION ALL ".join(
+            f"SELECT '{p}' WHERE EXISTS (SELECT 1 FROM candles WHERE exchange = :e"
+            f" AND symbol = :s AND price = '{p}')" for p in PRICES)
         return [r[0] for r in self._all(probes, {"e": exchange, "s": symbol})]
 
     def stored_symbols(self, exchange: str) -> list[str]:
@@ -94,17 +113,19 @@ class SqlCandleReader:
                " SELECT symbol FROM s WHERE symbol IS NOT NULL")
         return [r[0] for r in self._all(sql, {"e": exchange})]
 
-    def bounds(self, exchange: str, symbol: str, timeframe: str) -> tuple[int, int] | None:
-        """Open times of the first and the last stored candle."""
+    def bounds(self, exchange: str, symbol: str, timeframe: str, *, price: str = "trade"
+               ) -> tuple[int, int] | None:
+        """Open times of the first and the last stored candle of the series."""
         row = self._all(f"SELECT min(open_time), max(open_time) FROM candles WHERE {_KEY}",
-                        {"e": exchange, "s": symbol, "tf": timeframe})[0]
+                        {"e": exchange, "s": symbol, "p": price, "tf": timeframe})[0]
         return None if row[0] is None else (from_db_time(row[0]), from_db_time(row[1]))
 
     # --- stored candles ------------------------------------------------------------------------
     def native(self, exchange: str, symbol: str, timeframe: str, start: int, end: int,
-               limit: int | None = None) -> pa.Table:
-        """Stored candles with open time in [start, end), oldest first, at most `limit`."""
-        params = {"e": exchange, "s": symbol, "tf": timeframe, "a": self._ts(start),
+               limit: int | None = None, *, price: str = "trade") -> pa.Table:
+        """Stored candles of the series with open time in [start, end), oldest first, at most
+        `limit`."""
+        params = {"e": exchange, "s": symbol, "p": price, "tf": timeframe, "a": self._ts(start),
                   "b": self._ts(end)}
         tail = f" LIMIT {int(limit)}" if limit else ""
         where = f"WHERE {_KEY} AND open_time >= :a AND open_time < :b ORDER BY open_time{tail}"
@@ -148,27 +169,29 @@ class SqlCandleReader:
 
     # --- derived candles -----------------------------------------------------------------------
     def derived(self, exchange: str, symbol: str, target: Timeframe, source: Timeframe,
-                lo: int, hi: int, gaps: list[tuple[int, int]]) -> tuple[pa.Table, list[int]]:
-        """Buckets of `target` opening in [lo, hi) (both aligned) aggregated from `source`:
+                lo: int, hi: int, gaps: list[tuple[int, int]], *, price: str = "trade"
+                ) -> tuple[pa.Table, list[int]]:
+        """Buckets of `target` opening in [lo, hi) (both aligned) aggregated from `source`
+        candles of the same price series:
         (complete buckets, open times of the buckets left out because candles are missing).
-        `gaps` are the source's known exchange gaps (SQLite counts them here; PostgreSQL reads
-        them itself)."""
+        `gaps` are the source's known exchange gaps of that series (SQLite counts them here;
+        PostgreSQL reads them itself)."""
         if self.dialect == "postgresql":
             table = self._pg_copy(
                 "SELECT (extract(epoch FROM open_time) * 1000)::bigint, open, high, low, close,"
                 " volume, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume,"
-                " complete FROM ohlcv_derived_candles(:e, :s, :tf, :src, :a, :b, true)",
-                {"e": exchange, "s": symbol, "tf": target.name, "src": source.name,
+                " complete FROM ohlcv_derived_candles(:e, :s, :tf, :src, :a, :b, true, :p)",
+                {"e": exchange, "s": symbol, "p": price, "tf": target.name, "src": source.name,
                  "a": self._ts(lo), "b": self._ts(hi)},
                 extra=(("complete", pa.bool_()),))
             complete = table.column("complete")
             incomplete = table.filter(pc.invert(complete)).column("open_time").to_pylist()
             return table.filter(complete).drop_columns(["complete"]), incomplete
-        return self._sqlite_derived(exchange, symbol, target, source, lo, hi, gaps)
+        return self._sqlite_derived(exchange, symbol, target, source, lo, hi, gaps, price)
 
-    def _sqlite_derived(self, exchange, symbol, target, source, lo, hi, gaps):
+    def _sqlite_derived(self, exchange, symbol, target, source, lo, hi, gaps, price):
         step, off = target.ms // 1000, target.offset // 1000
-        u = {c: _units(c) for c in ("open", "high", "low", "close")}
+        u = {c: _signed_units(c) for c in ("open", "high", "low", "close")}
         sums = (("volume", "v"), ("quote_volume", "q"), ("taker_buy_base_volume", "tb"),
                 ("taker_buy_quote_volume", "tq"))
         sql = f"""
@@ -196,7 +219,7 @@ class SqlCandleReader:
                scale
         FROM g ORDER BY bucket
         """
-        rows = self._all(sql, {"e": exchange, "s": symbol, "tf": source.name,
+        rows = self._all(sql, {"e": exchange, "s": symbol, "p": price, "tf": source.name,
                                "a": self._ts(lo), "b": self._ts(hi)})
         if any(r[11] > 8 for r in rows):
             raise StorageError(
@@ -211,9 +234,9 @@ class SqlCandleReader:
 
     # --- coverage ------------------------------------------------------------------------------
     def histogram(self, exchange: str, symbol: str, timeframe: str, start: int, end: int,
-                  bin_ms: int) -> list[tuple[int, int]]:
+                  bin_ms: int, *, price: str = "trade") -> list[tuple[int, int]]:
         """(bin start, candles stored) for bins of bin_ms from start (bins without any left out)."""
-        params = {"e": exchange, "s": symbol, "tf": timeframe, "a": self._ts(start),
+        params = {"e": exchange, "s": symbol, "p": price, "tf": timeframe, "a": self._ts(start),
                   "b": self._ts(end), "o": start, "w": bin_ms}
         if self.dialect == "postgresql":
             ms = "(extract(epoch FROM open_time) * 1000)::bigint"
