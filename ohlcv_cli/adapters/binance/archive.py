@@ -198,17 +198,8 @@ class BinanceArchive:
         """The verified file of one series; a header row (futures files have one from some date
         on, spot none) is detected, and times are read in the unit they are in (spot moved to
         µs in 2025, futures stay in ms)."""
-        path = kline_path(market_id, timeframe, period, family=family, price=price)
-        problem = ""
-        for attempt in (1, 2):
-            try:
-                return self._fetch_once(path, period)
-            except _Bad as exc:
-                problem = str(exc)
-                if attempt == 1:
-                    log.warning("archive %s: %s; downloading it again", path, problem)
-        self._count("rejected")
-        raise ArchiveRejected(f"{path}: {problem} (twice)")
+        return self.fetch_file(kline_path(market_id, timeframe, period, family=family,
+                                          price=price), period)
 
     def fetch_file(self, path: str, period: Period) -> ArchiveFile:
         """Any archive file by its path (the monthly funding files), checked as `fetch` checks

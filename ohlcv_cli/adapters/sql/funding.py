@@ -45,6 +45,27 @@ def _upsert(dialect: str) -> str:
             f" WHERE ({old}) {distinct} ({new})")
 
 
+# PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT with the same rule
+_PG_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS funding_stage (
+    exchange text, symbol text, t_ms bigint, rate numeric, mark_price numeric,
+    interval_hours smallint, source text
+) ON COMMIT DELETE ROWS
+"""
+
+
+def _pg_merge() -> str:
+    sets = ", ".join(f"{c} = {v}" for c, v in _MERGED.items())
+    old = ", ".join(f"funding_rates.{c}" for c in _MERGED)
+    new = ", ".join(_MERGED.values())
+    return (f"INSERT INTO funding_rates ({', '.join(_COLS)})"
+            " SELECT exchange, symbol, timestamptz 'epoch' + t_ms * interval '1 millisecond',"
+            " rate, mark_price, interval_hours, source FROM funding_stage"
+            f" ON CONFLICT (exchange, symbol, funding_time) DO UPDATE SET {sets},"
+            " source = excluded.source, ingested_at = now()"
+            f" WHERE ({old}) IS DISTINCT FROM ({new})")
+
+
 @dataclass(frozen=True)
 class FundingSummary:
     """What is stored for one symbol."""
@@ -93,9 +114,11 @@ class SqlFundingRepository:
             rows[(s.exchange, s.symbol, s.funding_time)] = {
                 "exchange": s.exchange, "symbol": s.symbol, "funding_time": self.ts(s.funding_time),
                 "rate": s.rate, "mark_price": s.mark_price, "interval_hours": s.interval_hours,
-                "source": s.source}
+                "source": s.source, "t_ms": s.funding_time}
         if not rows:
             return 0
+        if self.dialect == "postgresql":
+            return self._store_pg(list(rows.values()))
         changed = 0
         params = list(rows.values())
         with translate(self.engine, values=True):
@@ -103,6 +126,19 @@ class SqlFundingRepository:
                 for i in range(0, len(params), _CHUNK):  # executemany: pipelined by psycopg
                     changed += conn.execute(self._upsert, params[i:i + _CHUNK]).rowcount
         return changed
+
+    def _store_pg(self, rows: list[dict]) -> int:
+        with translate(self.engine, values=True):
+            with self._write_lock, self.engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cur:
+                    cur.execute(_PG_STAGE)
+                    with cur.copy("COPY funding_stage FROM STDIN") as copy:
+                        for r in rows:
+                            copy.write_row((r["exchange"], r["symbol"], r["t_ms"], r["rate"],
+                                            r["mark_price"], r["interval_hours"], r["source"]))
+                    cur.execute(_pg_merge())
+                    return max(cur.rowcount, 0)
 
     # --- reads --------------------------------------------------------------------------------
     def read(self, exchange: str, symbol: str, start: int | None = None,
