@@ -42,6 +42,7 @@ class ServeOptions:
     ws_faults: WsFaults = field(default_factory=WsFaults)
     futures_weight_limit: int | None = None  # per family and minute; None: unthrottled
     extra_futures: int = 0  # USD-M perpetuals SIM000USDT ... besides the defaults
+    precompute_futures: str | None = None  # "TIMEFRAME:START/END": every contract's trade series
 
 
 def build(options: ServeOptions) -> SimServer:
@@ -75,6 +76,10 @@ def build(options: ServeOptions) -> SimServer:
         server.archive.precompute(tf_name, pre_archive[1], pre_archive[2])
     for spec in specs if pre is not None else []:
         server.engine.precompute(spec, *pre)
+    if options.precompute_futures:
+        pre_f = _window(options.precompute_futures, "--precompute-futures")
+        for fspec in config.futures:
+            server.engine.precompute(fspec, *pre_f)
     return server
 
 

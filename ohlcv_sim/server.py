@@ -406,11 +406,20 @@ class SimServer:
     # --- futures (for checks) --------------------------------------------------------------------
     def futures_series(self, symbol_id: str, family: str, price: str = "trade"):
         """The engine series of a futures contract id (or, for index, a pair) in family
-        usdm|coinm; KeyError when the simulator has none."""
+        usdm|coinm; a unified symbol (BTC/USDT:USDT) works too. KeyError when there is none."""
+        symbol_id = self._futures_id(symbol_id, family)
         series = self.config.futures_series(family, symbol_id, price)
         if series is None:
             raise KeyError(f"the simulator has no {family} {price} series {symbol_id!r}")
         return series
+
+    def _futures_id(self, symbol: str, family: str) -> str:
+        if "/" not in symbol:
+            return symbol
+        spec = next((f for f in self.config.futures if f.symbol == symbol), None)
+        if spec is None or spec.family != family:
+            raise KeyError(f"the simulator has no {family} contract {symbol!r}")
+        return spec.market_id
 
     def futures_final_rows(self, symbol_id: str, family: str, price: str, timeframe: str,
                            start: int, end: int) -> list[list]:
@@ -419,6 +428,7 @@ class SimServer:
         family usdm|coinm, price trade|mark|index|premium. For index, a pair (BTCUSDT, BTCUSD)
         gives the pair's whole series; a contract id gives its pair's rows clipped to the
         contract's trading span [onboard, delivery), which is what a store keeps for it."""
+        symbol_id = self._futures_id(symbol_id, family)
         series = self.futures_series(symbol_id, family, price)
         tf = INTERVALS[timeframe]
         spec = self.config.future(family, symbol_id) if price == "index" else None
@@ -447,6 +457,7 @@ class SimServer:
         from ohlcv_sim.fapi import funding_rows
 
         now = self.now_ms()
+        symbol_id = self._futures_id(symbol_id, family)
         spec = self.config.future(family, symbol_id)
         if spec is None:
             raise KeyError(f"the simulator has no {family} contract {symbol_id!r}")
