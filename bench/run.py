@@ -18,7 +18,8 @@ def main() -> None:
                         ("read_bench", "reading the store (pandas, derived, export)"),
 
                         ("archive_bench", "backfill from the archive, and REST at real latency"),
-                        ("history_bench", "one road for history: run's backfill phase vs backfill")):
+                        ("history_bench", "one road for history: run's backfill phase vs backfill"),
+                        ("futures_bench", "futures: REST under the /fapi budget, archive vs spot")):
         try:
             module = __import__(name)
         except ModuleNotFoundError:

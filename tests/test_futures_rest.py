@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ohlcv_cli.adapters.binance.rest import CcxtFetcher, futures_weight
+from ohlcv_cli.adapters.sql.gaps import SqlGapRepository
 from ohlcv_cli.core.errors import BadSymbol
 from ohlcv_cli.core.markets import BadPrice, USDM, COINM
 from ohlcv_cli.core.timeframes import parse_timeframe
@@ -117,7 +118,7 @@ def test_backfill_of_a_perpetual_and_its_mark_prices_beside_spot_in_postgresql(s
     f = client(sim)
     end = H1.floor(f.now_ms()) - HOUR
     start = end - 2 * DAY
-    road = FillHistory(f, repo, repo)
+    road = FillHistory(f, repo, SqlGapRepository(repo.engine))
     road.run(["BTC/USDT", "BTC/USDT:USDT", "BTC/USD:BTC"], H1, start, end, source="rest")
     road.run(["BTC/USDT:USDT"], H1, start, end, source="rest", price="mark")
     for symbol, price in (("BTC/USDT", "trade"), ("BTC/USDT:USDT", "trade"),
