@@ -19,6 +19,7 @@ def main() -> None:
 
                         ("archive_bench", "backfill from the archive, and REST at real latency"),
                         ("history_bench", "one road for history: run's backfill phase vs backfill"),
+                        ("funding_bench", "funding backfill (3 years x 50 perpetuals, 100 ms latency)"),
                         ("futures_bench", "futures: REST under the /fapi budget, archive vs spot")):
         try:
             module = __import__(name)
