@@ -126,3 +126,13 @@ def test_backfill_of_a_perpetual_and_its_mark_prices_beside_spot_in_postgresql(s
         assert repo.missing_ranges("binance", symbol, H1, start, end, price=price) == []
     assert repo.missing_ranges("binance", "BTC/USD:BTC", H1, start, end, price="mark") == \
         [(start, end)]
+
+
+def test_a_contract_listed_inside_the_window_is_asked_from_its_listing_only(sim):
+    f = client(sim, "usdm")
+    onboard, _ = f.trading_span("WLD/USDT:USDT")
+    end = M1.floor(f.now_ms()) - MIN
+    got = rows(f, "WLD/USDT:USDT", M1, end - 4 * DAY, end)
+    assert got[0].open_time == M1.floor(onboard) and len(got) == (end - M1.floor(onboard)) // MIN
+    # 499 minutes a request from the listing on: no request for the days before it
+    assert sim.stats()["usdm"]["klines"] == -(-len(got) // 499)

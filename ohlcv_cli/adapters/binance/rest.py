@@ -439,8 +439,10 @@ class CcxtFetcher:
         market, fam = self._market(symbol)
         check_market_price([symbol], price)
         ex = self._ex()
-        if fam is not SPOT:
-            _, delivery = self.trading_span(symbol)
+        if fam is not SPOT:  # nothing before the listing, nothing opening at or after delivery
+            onboard, delivery = self.trading_span(symbol)
+            if onboard is not None:
+                start = max(start, tf.floor(onboard))
             if delivery is not None:
                 end = min(end, tf.floor(delivery) if tf.is_aligned(delivery) else tf.floor(delivery) + tf.ms)
         # The newest candle closes at `end`; wait for it to settle rather than store a moving one.
