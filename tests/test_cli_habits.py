@@ -113,7 +113,7 @@ def test_help_sentences_are_complete():
     """The command lists show each command's first paragraph: a whole sentence, on one line when
     there is room."""
     listings = {(): run_cli("--help", env={"COLUMNS": "250"}).stdout}
-    for group in ("gaps", "db", "topic"):
+    for group in ("gaps", "db", "topic", "funding"):
         listings[(group,)] = run_cli(group, "--help", env={"COLUMNS": "250"}).stdout
     for path, cmd in _commands():
         if not path:

@@ -66,6 +66,7 @@ def sim(
                            malformed_every_s=ws_malformed_every, stall_after_s=ws_stall_after),
     )
     try:
-        serve(options, announce=lambda line: console.print(line, markup=False, highlight=False))
+        serve(options, announce=lambda line: console.print(line, markup=False, highlight=False,
+                                                           soft_wrap=True))
     except SimStartError as exc:
         raise ConfigError(str(exc)) from exc
