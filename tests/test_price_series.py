@@ -218,7 +218,7 @@ def test_migration_keeps_spot_rows_as_trade_and_downgrades(dialect, pg_cluster, 
         for i in range(3):
             conn.execute(sa.text(_OLD_ROW), {"s": "BTC/USDT", "t": ts(T0 + i * M)})
         conn.execute(sa.text(_OLD_GAP), {"a": ts(T0 + 3 * M), "b": ts(T0 + 5 * M)})
-    assert upgrade(engine) == ("0004", "0005")
+    assert upgrade(engine, "0005") == ("0004", "0005")
     repo = repo_for(url)
     kept = repo.candles("binance", "BTC/USDT", "1m")
     assert [(c.open_time, c.price, c.open, c.source) for c in kept] == [
@@ -246,7 +246,7 @@ def test_migration_keeps_spot_rows_as_trade_and_downgrades(dialect, pg_cluster, 
         assert "price" not in cols
         assert conn.execute(sa.text("SELECT count(*) FROM candles")).scalar() == 3
         assert conn.execute(sa.text("SELECT count(*) FROM exchange_gaps")).scalar() == 1
-    assert upgrade(engine) == ("0004", "0005")
+    assert upgrade(engine, "0005") == ("0004", "0005")
     assert [c.price for c in repo.candles("binance", "BTC/USDT", "1m")] == ["trade"] * 3
     engine.dispose()
 
