@@ -120,6 +120,9 @@ def test_a_symbol_without_candles_is_named_once(mixed, tmp_path):
 def test_the_bucket_still_open_is_not_incomplete(db_url, sim_factory):
     sim = sim_factory()
     now = time.time() * 1000
+    if now % H < 2 * M:  # the open hour must hold a closed minute: wait for one
+        time.sleep((2 * M - now % H) / 1000 + 0.5)
+        now = time.time() * 1000
     hour = int(now // H * H)
     # from an hour boundary three hours back to the last closed minute
     put(db_url, sim, "BTC/USDT", "1m", hour - 3 * H, int(now // M * M))
