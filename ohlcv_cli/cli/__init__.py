@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
+import threading
 from typing import Annotated, Optional
 
 import typer
@@ -95,6 +98,37 @@ app.command()(symbols)
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: OhlcvError and usage errors become one `error: ...` line and an exit code;
     SIGINT and SIGTERM exit 130 and 143 (cli/signals.py)."""
+    try:
+        _run(argv)
+    except SystemExit as exc:
+        _leave(exc.code)
+    _leave(0)
+
+
+def _leave(code: int | str | None) -> None:
+    """Exit with `code`. Once pyarrow is loaded (export, plot, the read API), the process leaves
+    without the interpreter's finalization: Arrow's native thread pools can abort it after the
+    work is done (`terminate called without an active exception`, exit -6: apache/arrow#34314,
+    seen here once in a CI run of `ohlcv export`). What finalization would do for us is done
+    first: the other threads are joined, the exit handlers run, the output is flushed."""
+    if "pyarrow" not in sys.modules:
+        sys.exit(code)
+    if isinstance(code, str):  # sys.exit's message: printed, exit 1
+        print(code, file=sys.stderr)
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # logging.shutdown() among them
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or a closed stream
+            status = status or 1
+    os._exit(status)
+
+
+def _run(argv: list[str] | None) -> None:
     signals.install()
     try:
         code = app(args=argv, standalone_mode=False)
