@@ -56,8 +56,6 @@ def handle(h, path: str, params: dict, now: int) -> None:
     sim = h.server.sim
     family = family_of_path(path)
     endpoint = path[len(PREFIX[family]):] if family else None
-    if endpoint == "/fundingInfo" and family == "coinm":
-        endpoint = None
     if endpoint in FIXED_WEIGHTS:
         weight = FIXED_WEIGHTS[endpoint]
     elif endpoint in FUNDING:
@@ -96,7 +94,7 @@ def handle(h, path: str, params: dict, now: int) -> None:
                                  f"{sim.config.funding_window_s // 60} minutes for "
                                  f"{PREFIX[family]}{endpoint}."}, headers)
         if endpoint == "/fundingInfo":
-            return h._json(200, funding_info(sim, now), headers)
+            return h._json(200, funding_info(sim, now, family), headers)
         return _funding_rate(h, sim, family, params, now, headers)
     if endpoint == "/premiumIndex":
         return _premium_index(h, sim, family, params, now, headers)
@@ -235,11 +233,12 @@ def funding_rows(sim, family: str, symbol: str | None, start: int | None, end: i
     return out
 
 
-def funding_info(sim, now: int) -> list[dict]:
-    """fundingInfo: the USD-M perpetuals whose current interval is not the default 8 h."""
+def funding_info(sim, now: int, family: str = "usdm") -> list[dict]:
+    """fundingInfo (`/fapi/v1` and `/dapi/v1`): the family's perpetuals whose current interval is
+    not the default 8 h."""
     out = []
     for spec in sim.config.futures:
-        if spec.family != "usdm" or spec.delivery is not None or spec.onboard > now:
+        if spec.family != family or spec.delivery is not None or spec.onboard > now:
             continue
         hours = sim.funding.interval_at(spec.market_id, now)
         if hours != 8:

@@ -224,7 +224,7 @@ def test_backfill_then_check_is_clean_across_an_interval_change_and_a_1h_symbol(
     report = FundingBackfill(src, sqlite_funding).run(syms, start, end)
     assert report.ok, [(r.symbol, r.error, r.still_missing[:3]) for r in report.symbols]
     by = {r.symbol: r for r in report.symbols}
-    # January and February from the archive (USD-M), March over REST; COIN-M all over REST
+    # January and February from the archive, March over REST; this fake files no COIN-M months
     assert by["BTC/USDT:USDT"].archive_months == 2 and by["BTC/USD:BTC"].archive_months == 0
     want_btc = [t for t in src.series["BTC/USDT:USDT"] if start <= t < end]
     assert sqlite_funding.times("binance", "BTC/USDT:USDT", start, end) == want_btc
@@ -236,11 +236,31 @@ def test_backfill_then_check_is_clean_across_an_interval_change_and_a_1h_symbol(
     rules = exchange_rules(src, syms)
     check = FundingCheck(sqlite_funding).run(syms, start, end, rules)
     assert check.ok and check.symbols[0].due == len(want_btc)
-    # resumable: a second backfill asks REST for nothing but fundingInfo
+    # resumable: a second backfill asks REST for nothing but fundingInfo (USD-M's and COIN-M's)
     before = src.requests
     again = FundingBackfill(src, sqlite_funding).run(syms, start, end)
     assert again.ok and sum(r.written for r in again.symbols) == 0
-    assert src.requests == before + 1
+    assert src.requests == before + 2
+
+
+def test_a_rejected_coinm_funding_info_falls_back_to_the_stored_spacing(caplog):
+    from ohlcv_cli.core.errors import ExchangeRejected
+    from ohlcv_cli.services.funding import exchange_rules
+
+    class Refusing(FakeFunding):
+        def intervals(self, family="usdm"):
+            if family == self.refuse:
+                raise ExchangeRejected(f"binance rejected the request: {family} fundingInfo")
+            return super().intervals(family)
+
+    src = Refusing(NOW, {}, adjusted={"BTCUSDT": 4})
+    src.refuse = "coinm"
+    rules = exchange_rules(src, ["BTC/USDT:USDT", "BTC/USD:BTC"])
+    assert rules.current == {"BTC/USDT:USDT": 4}  # COIN-M: the stored spacing decides
+    assert "COIN-M futures fundingInfo" in caplog.text and "BTC/USD:BTC" in caplog.text
+    src.refuse = "usdm"  # USD-M's is the record: its failure is the command's
+    with pytest.raises(ExchangeRejected):
+        exchange_rules(src, ["BTC/USDT:USDT", "BTC/USD:BTC"])
 
 
 def test_a_missing_archive_month_falls_back_to_rest(sqlite_funding):
@@ -331,6 +351,67 @@ def test_archive_month_exact_and_a_missing_month_is_none(sim_factory):
     assert all(len(r.rate.split(".")[1]) == 8 for r in rows)
     assert f.archive_month("SOL/USDT:USDT", gone) is None
     assert len(f.archive_month("BTC/USDT:USDT", gone)) == (gone.end - gone.start) // (8 * H)
+
+
+def test_coinm_from_its_own_archive_and_its_own_funding_info(sim_factory, sqlite_url):
+    """COIN-M perpetuals: whole months from data/futures/cm/monthly/fundingRate, and the current
+    interval from /dapi/v1/fundingInfo. ETHUSD_PERP moved from 8h to 4h five days ago; a store
+    holding only its 8h history still owes every 4h settlement since, which the stored spacing
+    alone would not tell."""
+    import json
+    import urllib.request
+    from datetime import datetime, timezone
+
+    from conftest import run_cli
+    from ohlcv_cli.adapters.sql.funding import SqlFundingRepository
+    from ohlcv_cli.adapters.sql.schema import make_engine
+
+    probe = sim_factory()
+    change = probe.now_ms() // (8 * H) * (8 * H) - 5 * DAY
+    sim = sim_factory(funding_schedules={"ETHUSD_PERP": [(0, 8), (change, 4)]})
+    with urllib.request.urlopen(f"{sim.url}/dapi/v1/fundingInfo") as answer:
+        info = json.load(answer)
+    assert {r["symbol"]: r["fundingIntervalHours"] for r in info} == {"ETHUSD_PERP": 4}
+    env = {"DATABASE_URL": sqlite_url, "OHLCV_EXCHANGE_URL": sim.url,
+           "OHLCV_ARCHIVE_URL": sim.url}
+    perps = "BTC/USD:BTC,ETH/USD:ETH"
+
+    def at(ms):
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+    start = sim.now_ms() - 70 * DAY  # a whole past month at least
+    r = run_cli("funding", "backfill", "--start", at(start), "--end", at(change - DAY),
+                "--symbols", perps, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "archive months" in r.stdout and "not in the archive" not in r.stdout
+    engine = make_engine(sqlite_url)
+    repo = SqlFundingRepository(engine)
+    for sym in ("BTC/USD:BTC", "ETH/USD:ETH"):
+        rows = repo.read("binance", sym)
+        assert "archive" in {s.source for s in rows}, sym
+        assert {s.interval_hours for s in rows} == {8}
+        assert {s.rate for s in rows if s.source == "archive"} <= {
+            st.rate for st in sim.funding.settlements("coinm", market_id(sym), start, change)}
+    r = run_cli("funding", "check", "--start", at(start), "--symbols", perps, "--json", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    missing = {x["symbol"]: x["missing"] for x in json.loads(r.stdout)["symbols"]}
+
+    def hour(t):
+        return datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").hour
+    assert missing["ETH/USD:ETH"] and {hour(t) % 8 for t in missing["ETH/USD:ETH"]} == {0, 4}
+    assert missing["BTC/USD:BTC"] and {hour(t) % 8 for t in missing["BTC/USD:BTC"]} == {0}
+    r = run_cli("funding", "repair", "--start", at(start), "--symbols", perps, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_cli("funding", "check", "--start", at(start), "--symbols", perps, env=env)
+    assert r.returncode == 0 and "complete: no settlement missing in 2 symbols" in r.stdout
+    eth = repo.read("binance", "ETH/USD:ETH")
+    assert [s.interval_hours for s in eth if s.funding_time > change + H][:3] == [4, 4, 4]
+    engine.dispose()
+
+
+def market_id(symbol: str) -> str:
+    from ohlcv_cli.core.markets import market_of
+    return market_of(symbol).id
 
 
 # --- reading -------------------------------------------------------------------------------------

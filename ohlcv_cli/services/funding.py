@@ -1,7 +1,8 @@
 """Funding settlements: backfill, check and repair (issue 19).
 
 One road fills funding history (FillFunding): for the settlements the due rule says are missing,
-whole past months come from the archive's monthly files (USD-M; no request weight), whatever is
+whole past months come from the archive's monthly files (USD-M and COIN-M; no request
+weight), whatever is
 left from REST `fundingRate` (a page of up to 1,000, within the endpoint's own 500-per-5-minutes
 budget). Backfill and repair are that road over what a check finds missing, so a backfill resumes
 from what is stored and a repair fills exactly what the check reported.
@@ -16,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
 from ohlcv_cli.core.archive import Period, month_start, next_month
-from ohlcv_cli.core.errors import ConfigError, OhlcvError
+from ohlcv_cli.core.errors import ConfigError, ExchangeRejected, OhlcvError
 from ohlcv_cli.core.funding import (
     CONTEXT_MS, DEFAULT_INTERVAL_HOURS, HOUR_MS, TOLERANCE_MS, FundingGaps, Settlement,
     boundaries, boundary_of, find_gaps, with_intervals,
 )
-from ohlcv_cli.core.markets import USDM, market_of
+from ohlcv_cli.core.markets import COINM, USDM, market_of
 from ohlcv_cli.core.ranges import merge, subtract
 from ohlcv_cli.core.symbols import is_symbol
 from ohlcv_cli.core.timeframes import DAY_MS
@@ -116,14 +117,25 @@ class Rules:
 
 
 def exchange_rules(source: FundingSource, symbols: Sequence[str]) -> Rules:
-    """fundingInfo (one request for the USD-M symbols; one that is not listed there settles
-    every 8 hours) and each symbol's onboard time. COIN-M: the stored spacing (Rules.current
-    has no entry; FundingCheck falls back to the stored interval, then 8 hours)."""
+    """fundingInfo (one request per futures family with symbols here; a symbol it does not list
+    settles every 8 hours) and each symbol's onboard time. Should COIN-M's fundingInfo be rejected
+    (it came years after USD-M's), its symbols go by the stored spacing instead
+    (Rules.current has no entry; FundingCheck falls back to the stored interval, then 8 hours)
+    and a warning says so; USD-M's is the record and its failure is an error."""
     current: dict[str, int] = {}
-    usdm = [s for s in symbols if market_of(s).family is USDM]
-    if usdm:
-        adjusted = source.intervals(USDM.name)
-        for s in usdm:
+    for family in (USDM, COINM):
+        mine = [s for s in symbols if market_of(s).family is family]
+        if not mine:
+            continue
+        try:
+            adjusted = source.intervals(family.name)
+        except ExchangeRejected as exc:
+            if family is USDM:
+                raise
+            log.warning("%s fundingInfo: %s; the intervals of %s go by the stored spacing",
+                        family.title, exc, ", ".join(mine))
+            continue
+        for s in mine:
             current[s] = adjusted.get(market_of(s).id, DEFAULT_INTERVAL_HOURS)
     return Rules(current, {s: source.onboard(s) for s in symbols})
 

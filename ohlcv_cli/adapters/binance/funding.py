@@ -1,5 +1,5 @@
-"""Binance's funding history: REST `fundingRate` (USD-M and COIN-M), `fundingInfo`, and the
-archive's monthly `fundingRate` files.
+"""Binance's funding history: REST `fundingRate` and `fundingInfo` (USD-M and COIN-M), and the
+archive's monthly `fundingRate` files (USD-M and COIN-M).
 
 REST goes through the one CcxtFetcher of the process (its `request`, with the retry policy of
 every other call), paced by a budget of its own: `/fapi/v1/fundingRate` and `/fapi/v1/fundingInfo`
@@ -18,7 +18,7 @@ from ohlcv_cli.adapters.binance.budget import WeightBudget
 from ohlcv_cli.core.archive import ArchiveError, ArchiveMissing, Period
 from ohlcv_cli.core.errors import ExchangeUnavailable
 from ohlcv_cli.core.funding import Settlement, check_interval_hours
-from ohlcv_cli.core.markets import COINM, USDM, market_of
+from ohlcv_cli.core.markets import COINM, USDM, Family, market_of
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,11 @@ class FundingFetcher(Protocol):
     def now_ms(self) -> int: ...
 
 
-def funding_path(market_id: str, period: Period) -> str:
-    """Binance's layout of the monthly funding files (USD-M)."""
+def funding_path(market_id: str, period: Period, family: Family = USDM) -> str:
+    """Binance's layout of the monthly funding files: `data/futures/um/...` for USD-M,
+    `data/futures/cm/...` for COIN-M (BTCUSD_PERP's start in 2022-07); same columns."""
     label = period.label
-    return (f"/data/futures/um/monthly/fundingRate/{market_id}/"
+    return (f"/{family.archive_root}/monthly/fundingRate/{market_id}/"
             f"{market_id}-fundingRate-{label}.zip")
 
 
@@ -139,14 +140,14 @@ class BinanceFunding:
 
     # --- the archive --------------------------------------------------------------------------
     def has_archive(self, symbol: str) -> bool:
-        """Binance files monthly funding for USD-M contracts only."""
-        return self._archive is not None and market_of(symbol).family is USDM
+        """Binance files monthly funding for the perpetuals of both futures families."""
+        return self._archive is not None and market_of(symbol).family in (USDM, COINM)
 
     def archive_month(self, symbol: str, period: Period) -> list[Settlement] | None:
         """The month's settlements from its archive file (source 'archive', no mark price, the
         file's interval); None when the archive has no such file (404) or cannot give it."""
-        mid = market_of(symbol).id
-        path = funding_path(mid, period)
+        market = market_of(symbol)
+        path = funding_path(market.id, period, market.family)
         try:
             file = self._archive.fetch_file(path, period)
         except ArchiveMissing:
