@@ -515,3 +515,58 @@ def test_cli_backfill_check_repair_exit_codes(sim_factory, pg_url):
     r = run_cli("funding", "check", "--days", days, "--symbols", SIM_PERPS, env=env)
     assert r.returncode == 0
     engine.dispose()
+
+
+def test_live_funding_polls_the_next_settlement_where_no_mark_price_stream_runs():
+    """A `poll` symbol learns its next settlement from premiumIndex with each confirmation; the
+    loop is told when to wake; each settlement is published once, exactly as REST has it."""
+    from ohlcv_cli.core.feed import MarkPrice
+    from ohlcv_cli.services.live_funding import LiveFunding
+
+    sym, clock = "SOL/USDT:USDT", {"ms": T0 + 30 * 60_000}  # SOL settles hourly
+    settled = [Settlement("binance", sym, T0 + k * H + 7, "0.00010000", "1.5", None, "stream")
+               for k in range(0, 5)]
+
+    class Source:
+        asked: list[str] = []
+
+        def history(self, symbol, start, end, source="rest"):
+            self.asked.append("fundingRate")
+            yield [s for s in settled if start <= s.funding_time < end and
+                   s.funding_time <= clock["ms"]]
+
+        def next_settlement(self, symbol):
+            self.asked.append("premiumIndex")
+            nxt = (clock["ms"] // H + 1) * H
+            return MarkPrice(symbol, "0.00010000", nxt, clock["ms"])
+
+    class Sink:
+        got: list[Settlement] = []
+
+        def publish_funding(self, rows):
+            self.got.extend(rows)
+            return len(rows)
+
+    source, sink = Source(), Sink()
+    f = LiveFunding(source, sink, [sym], exchange="binance", now_ms=lambda: clock["ms"],
+                    catchup_ms=H, grace_ms=1000, poll=[sym], clock=lambda: clock["ms"] / 1000)
+
+    def turn():
+        for d in f.due():
+            f.take(f.fetch(*d))
+
+    f.start()
+    assert f.wake_in() == 0  # the start-up confirmation
+    turn()
+    assert [s.funding_time for s in sink.got] == [T0 + 7]  # the last hour's, confirmed
+    assert f.wake_in() == pytest.approx((T0 + H + 1000 - clock["ms"]) / 1000)
+    clock["ms"] = T0 + H + 500  # not yet: the grace has not passed
+    assert f.due() == []
+    clock["ms"] = T0 + H + 2000
+    turn()
+    assert [s.funding_time for s in sink.got] == [T0 + 7, T0 + H + 7]
+    clock["ms"] = T0 + 2 * H + 2000
+    turn()
+    turn()  # nothing new: no request
+    assert [s.funding_time for s in sink.got] == [T0 + 7, T0 + H + 7, T0 + 2 * H + 7]
+    assert source.asked == ["fundingRate", "premiumIndex"] * 3

@@ -211,3 +211,27 @@ def test_a_stream_restarted_across_a_settlement_stores_it(pg_url, tmp_path,
         second.stop()
     stored = [(x.funding_time, x.rate, x.mark_price) for x in stored_funding_at(fund, USDM, b)]
     assert stored == sim_funding_at(sim, USDM, b)  # fundingTime exactly as sent (ms after B)
+
+
+def test_without_a_websocket_each_settlement_is_polled_and_confirmed_over_rest(
+        pg_url, tmp_path, sim_before_settlement):
+    """`run` with no futures websocket URL (REST only): the next settlement of each perpetual
+    comes from premiumIndex, the settlement itself from fundingRate once it has passed."""
+    sim, b = sim_before_settlement(lead_s=20)
+    env = {"DATABASE_URL": pg_url, "OHLCV_EXCHANGE_URL": sim.url, "TIMEFRAME": "1m",
+           "SYMBOLS": f"{USDM},{COINM}", "REALTIME_DELAY_SECONDS": "0.5",
+           "BACKFILL_SOURCE": "rest", "STREAM_SOURCE": "rest"}
+    fund = funding_repo(pg_url)
+    proc = Proc(tmp_path, "run", "run", "--days", "1", env=env)
+    try:
+        assert wait_for(lambda: all(stored_funding_at(fund, s, b) for s in (USDM, COINM)),
+                        timeout=sim_left_ms(sim, b) + 30), proc.text()[-3000:]
+    finally:
+        assert proc.stop() == 143
+    for s in (USDM, COINM):
+        stored = [(x.funding_time, x.rate, x.mark_price, x.source)
+                  for x in stored_funding_at(fund, s, b)]
+        assert [row[:3] for row in stored] == sim_funding_at(sim, s, b), s
+        assert {row[3] for row in stored} == {"stream"}
+    premium = sum(n for path, n in sim.stats()["paths"].items() if path.endswith("/premiumIndex"))
+    assert 2 <= premium <= 8, sim.stats()["paths"]  # about one per symbol per settlement

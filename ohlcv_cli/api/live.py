@@ -71,19 +71,21 @@ def _stream_service(s: Settings, fetcher, sink, repo, metrics: Metrics,
                     stop: threading.Event, funding_repo=None):
     """The REST stream; with STREAM_SOURCE=ws, the websockets in front of it (one connection
     set per API family; REST stays their safety net and fetches at each close what no
-    websocket streams) and, for perpetuals, live funding from their mark-price streams. Both
-    run(max_cycles) and return a StreamState."""
+    websocket streams). For perpetuals, live funding: announced by their mark-price streams,
+    or polled over REST (premiumIndex) where no websocket runs. Both run(max_cycles) and
+    return a StreamState."""
     s = wiring.check_prices(wiring.exchange_symbols(s, fetcher))
     service = Stream(fetcher, sink, s.symbols, s.timeframe, repo=repo,
                      delay_s=s.realtime_delay_seconds,
                      max_catchup_ms=s.stream_max_catchup_minutes * 60_000, metrics=metrics,
                      stop=stop, price=s.candle_price)
     if s.stream_source != "ws":
+        service.funding = _live_funding(s, fetcher, sink, funding_repo, poll=True)
         return service
     return _ws_service(s, service, fetcher, sink, funding_repo)
 
 
-def _live_funding(s: Settings, fetcher, sink, funding_repo):
+def _live_funding(s: Settings, fetcher, sink, funding_repo, poll: bool = False):
     from ohlcv_cli.adapters.binance.funding import BinanceFunding
     from ohlcv_cli.services.live_funding import LiveFunding
 
@@ -92,7 +94,8 @@ def _live_funding(s: Settings, fetcher, sink, funding_repo):
         return None
     return LiveFunding(BinanceFunding(fetcher, None, exchange=s.exchange), sink, perpetuals,
                        exchange=fetcher.exchange_id, now_ms=fetcher.now_ms, repo=funding_repo,
-                       catchup_ms=s.stream_max_catchup_minutes * 60_000)
+                       catchup_ms=s.stream_max_catchup_minutes * 60_000,
+                       poll=perpetuals if poll else ())
 
 
 def _ws_service(s: Settings, service: Stream, fetcher, sink=None, funding_repo=None):
@@ -129,7 +132,10 @@ def _ws_service(s: Settings, service: Stream, fetcher, sink=None, funding_repo=N
                  "connections", url, family, feed.candle_streams, feed.mark_streams,
                  feed.connections)
         feeds.append(feed)
+    if funding is not None:  # perpetuals of a family without a websocket: polled over REST
+        funding.poll = set(funding.symbols) - {sym for feed in feeds for sym in feed.marked}
     if not feeds:
+        service.funding = funding
         return service
     return WsStream(service, FeedGroup(feeds), funding=funding)
 

@@ -10,6 +10,11 @@ in the funding table). Until REST has it, it is asked again every `retry_s`, for
 On start the last settlements are confirmed over REST too (from the newest stored one, at most
 `catchup` back), so a stream stopped across a settlement loses nothing when it starts again.
 
+A symbol in `poll` has no mark-price stream (the stream runs over REST, or its family has no
+websocket URL): its next settlement is learned over REST instead (`premiumIndex`, the same rate and
+next funding time), asked with each confirmation, so once per settlement. `wake_in` tells a REST
+loop when the next fetch is due.
+
 One thread (the websocket stream's loop) calls `start`, `on_mark`, `due`, `take` and `publish`;
 `fetch` runs in its REST pool. Publishing is idempotent downstream (the funding table's key), so
 a settlement published twice changes nothing.
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 class FundingHistory(Protocol):
     def history(self, symbol: str, start: int, end: int, source: str = "rest"): ...
+    def next_settlement(self, symbol: str) -> MarkPrice | None: ...  # for `poll` symbols
 
 
 class FundingSink(Protocol):
@@ -50,6 +56,7 @@ class FundingFetched:
     settlements: list[Settlement]
     error: Exception | None = None
     bug: BaseException | None = None
+    next: MarkPrice | None = None  # a `poll` symbol's next settlement (premiumIndex)
 
 
 @dataclass
@@ -60,15 +67,19 @@ class _Symbol:
     startup: bool = True  # the start-up confirmation is still owed
     retry_at: float = 0.0
     failures: int = 0
+    poll_at: float = 0.0  # a `poll` symbol with no settlement announced: ask again then
 
 
 class LiveFunding:
     def __init__(self, source: FundingHistory, sink: FundingSink, symbols: Iterable[str], *,
                  exchange: str, now_ms: Callable[[], int], repo: FundingLatest | None = None,
                  catchup_ms: int = DAY_MS, grace_ms: int = 1000, retry_s: float = 2.0,
-                 give_up_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 give_up_s: float = 600.0, poll: Iterable[str] = (), poll_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.source, self.sink, self.repo = source, sink, repo
         self.symbols = list(symbols)
+        self.poll = set(poll) & set(self.symbols)
+        self.poll_s = poll_s
         self.exchange = exchange
         self.now_ms = now_ms
         self.catchup_ms, self.grace_ms = catchup_ms, grace_ms
@@ -108,7 +119,8 @@ class LiveFunding:
             if sym in self._in_flight or st.retry_at > wall:
                 continue
             passed = [t for t in st.due if t + self.grace_ms <= now]
-            if not passed and not st.startup:
+            unknown = sym in self.poll and not st.due and st.poll_at <= wall
+            if not passed and not st.startup and not unknown:
                 continue
             for t in passed:
                 st.first_asked.setdefault(t, wall)
@@ -116,15 +128,31 @@ class LiveFunding:
             out.append((sym, st.confirmed + 1, now + 1))
         return out
 
+    def wake_in(self) -> float | None:
+        """Seconds until `due` has something to start (None: nothing is expected)."""
+        now, wall = self.now_ms(), self._clock()
+        waits = []
+        for sym, st in self._state.items():
+            if sym in self._in_flight:
+                continue
+            later = max(0.0, st.retry_at - wall)
+            if st.startup:
+                waits.append(later)
+            waits.extend(max(later, (t + self.grace_ms - now) / 1000) for t in st.due)
+            if sym in self.poll and not st.due:
+                waits.append(max(later, st.poll_at - wall))
+        return min(waits) if waits else None
+
     def fetch(self, symbol: str, start: int, end: int) -> FundingFetched:
-        """In a REST worker: the settlements in [start, end)."""
+        """In a REST worker: the settlements in [start, end) (and a `poll` symbol's next)."""
         try:
             got = [s for page in self.source.history(symbol, start, end, "stream") for s in page]
+            nxt = self.source.next_settlement(symbol) if symbol in self.poll else None
         except ExchangeUnavailable as exc:
             return FundingFetched(symbol, [], error=exc)
         except BaseException as exc:  # re-raised in the loop's thread
             return FundingFetched(symbol, [], bug=exc)
-        return FundingFetched(symbol, got)
+        return FundingFetched(symbol, got, next=nxt)
 
     def take(self, item: FundingFetched) -> None:
         self._in_flight.discard(item.symbol)
@@ -149,6 +177,10 @@ class LiveFunding:
         for t in [t for t in st.due if t <= st.confirmed + TOLERANCE_MS]:
             st.due.discard(t)
             st.first_asked.pop(t, None)
+        if item.next is not None:
+            self.on_mark(item.next)
+        if item.symbol in self.poll:
+            st.poll_at = wall + self.poll_s  # nothing announced (yet): ask again then
         for t in [t for t in st.due if t + self.grace_ms <= self.now_ms()]:
             if wall - st.first_asked.get(t, wall) >= self.give_up_s:
                 log.warning("%s funding: the settlement of %s is not on REST after %.0fs; left "

@@ -4,6 +4,9 @@ One stream serves one price series (`price`: trade, or a contract's mark, index 
 candles) of symbols of any family. Per symbol a watermark (the next open time to fetch) only
 moves past candles the sink has confirmed, so a slow cycle, an exchange error, a broker outage or a restart never loses a candle:
 the next cycle fetches everything from the watermark to the last closed candle.
+
+With `funding` (perpetuals: services.live_funding, its symbols polled over REST) each
+settlement is confirmed over REST and handed to the sink too, between the candle cycles.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Stream:
         metrics: Metrics | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
+        funding=None,
     ) -> None:
         self.fetcher, self.sink, self.repo = fetcher, sink, repo
         self.symbols = list(symbols)
@@ -77,6 +81,7 @@ class Stream:
         self.stop = stop or threading.Event()
         self._sleep = sleep or self.stop.wait
         self.state = StreamState()
+        self.funding = funding  # LiveFunding: settlements over REST, between the cycles
         self.halts = HaltedSymbols(fetcher, self.tf)
         # WsStream reports its sink's outages here too
         self.outage = OutageLog(log, getattr(sink, "name", "the sink"))
@@ -168,10 +173,13 @@ class Stream:
         """Cycle at each close plus the delay until `stop` is set (finishing the cycle at hand)."""
         if not self.state.watermarks:
             self.init_watermarks()
+        if self.funding is not None:
+            self.funding.start()
         backoff = 0.5
         with ThreadPoolExecutor(self.workers, thread_name_prefix="stream") as pool:
             while not self.stop.is_set():
                 report = self.cycle(pool)
+                self._funding_turn(pool)
                 lag_s = (self.fetcher.now_ms() - self._last_closed_end()) / 1000
                 if report.error:  # one line when an outage starts, not one per retry
                     self.outage.failed(report.error, f"retry in {backoff:.1f}s")
@@ -184,7 +192,7 @@ class Stream:
                     break
                 if report.error:
                     # exchange or sink down: back off, then retry from the same watermarks
-                    self._sleep(backoff)
+                    self._idle(pool, backoff)
                     backoff = min(backoff * 2, SINK_RETRY_MAX_S if report.sink_down else 30.0)
                     continue
                 backoff = 0.5
@@ -192,10 +200,33 @@ class Stream:
                     # a closed candle the exchange does not have yet: retry shortly, never skip
                     next_due = self._due(self._last_closed_end() + self.tf.ms)
                     if next_due > self.retry_s:
-                        self._sleep(self.retry_s)
+                        self._idle(pool, self.retry_s)
                         continue
-                self._sleep(max(0.0, self._due(self._last_closed_end() + self.tf.ms)))
+                self._idle(pool, max(0.0, self._due(self._last_closed_end() + self.tf.ms)))
         return self.state
+
+    def _funding_turn(self, pool: ThreadPoolExecutor) -> None:
+        """Start the funding fetches that are due, take their answers, publish."""
+        f = self.funding
+        if f is None:
+            return
+        for item in [fut.result() for fut in [pool.submit(f.fetch, *d) for d in f.due()]]:
+            f.take(item)
+        if f.publish() is not None:  # the sink is down: kept, published on a later turn
+            self.metrics.error("broker")
+
+    def _idle(self, pool: ThreadPoolExecutor, seconds: float) -> None:
+        """Sleep `seconds` (until the next cycle), confirming funding settlements meanwhile."""
+        until = time.monotonic() + seconds
+        while self.funding is not None and not self.stop.is_set():
+            wake = self.funding.wake_in()
+            left = until - time.monotonic()
+            if wake is None or wake >= left:
+                break
+            self._sleep(max(0.0, wake))
+            if not self.stop.is_set():
+                self._funding_turn(pool)
+        self._sleep(max(0.0, until - time.monotonic()))
 
     def _due(self, boundary: int) -> float:
         """Seconds until `boundary` plus the delay, on the exchange's clock."""

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Protocol
 from ohlcv_cli.adapters.binance.budget import WeightBudget
 from ohlcv_cli.core.archive import ArchiveError, ArchiveMissing, Period
 from ohlcv_cli.core.errors import ExchangeUnavailable
+from ohlcv_cli.core.feed import MarkPrice
 from ohlcv_cli.core.funding import Settlement, check_interval_hours
 from ohlcv_cli.core.markets import COINM, USDM, Family, market_of
 
@@ -120,6 +121,29 @@ class BinanceFunding:
                 raise BadFundingAnswer(
                     f"fundingInfo answer holds a malformed row: {str(row)[:100]!r}") from None
         return out
+
+    def next_settlement(self, symbol: str) -> MarkPrice | None:
+        """premiumIndex: the rate that settles next and when (`lastFundingRate`,
+        `nextFundingTime`), the mark-price stream's news over REST (weight 1 on USD-M, 10 on
+        COIN-M, whose answer is a list). None for a contract without funding (time 0)."""
+        market = market_of(symbol)
+        family = market.family
+        weight = 1 if family is USDM else 10
+        answer = self._fetcher.request(family.name, f"{family.rest_prefix}/premiumIndex",
+                                       {"symbol": market.id}, weight=weight)
+        rows = answer if isinstance(answer, list) else [answer]
+        for row in rows:
+            if isinstance(row, dict) and row.get("symbol") == market.id:
+                t, rate = row.get("nextFundingTime"), row.get("lastFundingRate")
+                if type(t) is not int or not isinstance(rate, str):
+                    break
+                if t <= 0 or not rate:
+                    return None
+                mark = row.get("markPrice")
+                return MarkPrice(symbol, rate, t, int(row.get("time") or 0),
+                                 mark if isinstance(mark, str) else None)
+        raise BadFundingAnswer(f"premiumIndex answer for {market.id} is not of the documented "
+                               f"shape: {str(answer)[:100]!r}")
 
     def onboard(self, symbol: str) -> int | None:
         """The symbol's onboard time (nothing is due before it): the fetcher's trading span

@@ -160,6 +160,7 @@ class BinanceWsFeed:
             key = pairs.get(sym, mid) if price == "index" else mid
             self._route[("kline", key.upper())] = tuple(by_name[name])
         streams = [(n, tuple(by_name[n])) for n, _ in streams]
+        self.marked = tuple(mark_price)  # the symbols whose mark-price stream this feed reads
         for sym in mark_price:
             mid = markets[sym]
             streams.append((f"{mid.lower()}@markPrice", ()))
