@@ -21,9 +21,10 @@ PREFIX = {"usdm": "/fapi/v1", "coinm": "/dapi/v1"}
 PRICE_OF = {"/klines": "trade", "/markPriceKlines": "mark", "/indexPriceKlines": "index",
             "/premiumIndexKlines": "premium"}
 FIXED_WEIGHTS = {"/ping": 1, "/time": 1, "/exchangeInfo": 1}
-# funding: fundingRate and fundingInfo weigh nothing on the IP budget but share their own
-# limit (SimConfig.funding_limit per funding_window_s, 500 per 5 minutes); premiumIndex weighs 1
-# with a symbol, 10 without
+# funding: USD-M's fundingRate and fundingInfo weigh nothing on the IP budget but share their own
+# limit (SimConfig.funding_limit per funding_window_s, 500 per 5 minutes); COIN-M's weigh 1 on
+# its IP budget (Binance's /dapi docs name no limit of their own); premiumIndex weighs 1 with a
+# symbol on USD-M, 10 otherwise
 FUNDING = {"/fundingRate", "/fundingInfo"}
 FUNDING_MAX_LIMIT = 1000
 FUTURES_INTERVALS = {k: v for k, v in INTERVALS.items() if k != "1s"}
@@ -59,7 +60,7 @@ def handle(h, path: str, params: dict, now: int) -> None:
     if endpoint in FIXED_WEIGHTS:
         weight = FIXED_WEIGHTS[endpoint]
     elif endpoint in FUNDING:
-        weight = 0
+        weight = 0 if family == "usdm" else 1
     elif endpoint == "/premiumIndex":
         weight = 1 if params.get("symbol") and family == "usdm" else 10
     elif endpoint in PRICE_OF:
@@ -86,7 +87,8 @@ def handle(h, path: str, params: dict, now: int) -> None:
                % (budget.limit or 0))
         return h._json(refuse, {"code": -1003, "msg": msg}, headers)
     if endpoint in FUNDING:
-        _, refused, retry_f = sim.funding_weights[family].charge(1, now)
+        refused, retry_f = (sim.funding_weights[family].charge(1, now)[1:] if family == "usdm"
+                            else (None, 0.0))
         if refused is not None:
             headers["Retry-After"] = str(max(1, int(retry_f + 0.999)))
             return h._json(429, {"code": -1003, "msg": "Too many requests; current limit of IP"

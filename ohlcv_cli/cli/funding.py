@@ -160,7 +160,8 @@ def _fill_summary(report) -> str:
     written = sum(r.written for r in report.symbols)
     months = sum(r.archive_months for r in report.symbols)
     text = (f"{written} settlements written in {report.seconds:.1f}s; {months} archive months, "
-            f"{report.requests} requests of the 500-per-5-minutes funding limit")
+            f"{report.requests} requests ({report.limited} of the 500-per-5-minutes USD-M "
+            "funding limit)")
     not_there = sum(r.archive_missing for r in report.symbols)
     if not_there:
         text += f"; {not_there} months not in the archive (fetched over REST)"
@@ -173,7 +174,8 @@ def _fill_summary(report) -> str:
 def fill_json(report) -> dict:
     return {
         "exchange": report.exchange, "start": _iso_z(report.start), "end": _iso_z(report.end),
-        "ok": report.ok, "requests": report.requests, "seconds": report.seconds,
+        "ok": report.ok, "requests": report.requests, "limited_requests": report.limited,
+        "seconds": report.seconds,
         "symbols": [{
             "symbol": r.symbol, "missing": r.missing, "written": r.written,
             "from_archive": r.from_archive, "from_rest": r.from_rest,

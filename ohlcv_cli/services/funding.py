@@ -270,8 +270,9 @@ class FillReport:
     start: int
     end: int
     symbols: list[FillResult] = field(default_factory=list)
-    requests: int = 0  # REST requests against the funding budget (fundingInfo included)
+    requests: int = 0  # fundingRate and fundingInfo requests
     seconds: float = 0.0
+    limited: int = 0  # those of them under USD-M's 500-per-5-minutes limit
 
     @property
     def ok(self) -> bool:
@@ -313,13 +314,14 @@ class _Fill:
 
     def run(self, symbols: Sequence[str], start: int, end: int) -> FillReport:
         began = time.monotonic()
-        before = getattr(self.source, "requests", 0)
+        before = getattr(self.source, "requests", 0), getattr(self.source, "limited", 0)
         rules = exchange_rules(self.source, symbols)
         with ThreadPoolExecutor(min(self.concurrency, len(symbols))) as pool:
             results = list(pool.map(lambda s: self._one(s, start, end, rules), symbols))
-        requests = getattr(self.source, "requests", 0) - before
+        requests = getattr(self.source, "requests", 0) - before[0]
+        limited = getattr(self.source, "limited", 0) - before[1]
         return FillReport(self.source.exchange, start, end, results, requests,
-                          time.monotonic() - began)
+                          time.monotonic() - began, limited)
 
 
 class FundingBackfill(_Fill):

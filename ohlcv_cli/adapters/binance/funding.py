@@ -2,8 +2,10 @@
 archive's monthly `fundingRate` files (USD-M and COIN-M).
 
 REST goes through the one CcxtFetcher of the process (its `request`, with the retry policy of
-every other call), paced by a budget of its own: `/fapi/v1/fundingRate` and `/fapi/v1/fundingInfo`
-share a separate limit of 500 requests per 5 minutes per IP (not the family's request weight).
+every other call). `/fapi/v1/fundingRate` and `/fapi/v1/fundingInfo` share a separate limit of
+500 requests per 5 minutes per IP (not the family's request weight), paced by a budget of its
+own; COIN-M's `/dapi/v1/fundingRate` and `fundingInfo` weigh 1 on COIN-M's request weight, as
+every other `/dapi` call.
 Archive files go through BinanceArchive: the same download, checksum and retry code as klines.
 """
 
@@ -72,7 +74,8 @@ class BinanceFunding:
         self._archive = archive
         self.exchange = exchange
         self.budget = budget or WeightBudget(limit, FUNDING_WINDOW_MS, fetcher.now_ms, sleep)
-        self.requests = 0
+        self.requests = 0  # fundingRate and fundingInfo requests
+        self.limited = 0  # those of them under the 500-per-5-minutes limit (USD-M)
         self._lock = threading.Lock()
         self._onboard: dict[str, dict[str, int]] = {}
 
@@ -81,6 +84,9 @@ class BinanceFunding:
 
     def _get(self, family: str, path: str, params: dict):
         self.requests += 1
+        if family != USDM.name:
+            return self._fetcher.request(family, path, params, weight=1)
+        self.limited += 1
         return self._fetcher.request(family, path, params, weight=1, budget=self.budget)
 
     # --- REST ---------------------------------------------------------------------------------
