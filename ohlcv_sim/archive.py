@@ -33,7 +33,6 @@ HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
 _PATH = re.compile(
     r"^/data/spot/(monthly|daily)/klines/([A-Z0-9]+)/([0-9a-z]+)/"
     r"([A-Z0-9]+)-([0-9a-z]+)-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip(\.CHECKSUM)?$")
-_CACHE = 64
 COINM_HEADER = ("open_time,open,high,low,close,volume,close_time,base_asset_volume,count,"
                 "taker_buy_volume,taker_buy_base_asset_volume,ignore\n")
 FUNDING_HEADER = "calc_time,funding_interval_hours,last_funding_rate\n"
@@ -155,7 +154,7 @@ class ArchiveSim:
             hit = self._build(spec, tf_name, start, end, label)
             with self._lock:
                 self._cache[key] = hit
-                while len(self._cache) > _CACHE:
+                while len(self._cache) > self.sim.config.archive_cache:
                     self._cache.popitem(last=False)
         return hit
 
@@ -245,7 +244,7 @@ class ArchiveSim:
             hit = build()
             with self._lock:
                 self._cache[key] = hit
-                while len(self._cache) > _CACHE:
+                while len(self._cache) > self.sim.config.archive_cache:
                     self._cache.popitem(last=False)
         return hit
 

@@ -104,6 +104,7 @@ class SimConfig:
     # SimServer.halt/resume maintain it at run time
     halts: dict[str, list[list]] = field(default_factory=dict)
     archive_faults: list[str] = field(default_factory=list)  # see sim/archive.py
+    archive_cache: int = 64  # archive files kept built (least recently served dropped first)
     # futures (ohlcv_sim/futures.py): the contracts of /fapi (usdm) and /dapi (coinm), by default
     # built relative to the time the config is made; each family's REQUEST_WEIGHT per minute
     # (None: unthrottled, a very large budget advertised, as for spot)

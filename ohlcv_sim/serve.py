@@ -43,6 +43,7 @@ class ServeOptions:
     futures_weight_limit: int | None = None  # per family and minute; None: unthrottled
     extra_futures: int = 0  # USD-M perpetuals SIM000USDT ... besides the defaults
     precompute_futures: str | None = None  # "TIMEFRAME:START/END": every contract's trade series
+    archive_cache: int = 64  # archive files kept built
 
 
 def build(options: ServeOptions) -> SimServer:
@@ -57,7 +58,7 @@ def build(options: ServeOptions) -> SimServer:
         clock_offset_ms=options.clock_offset_ms, share_garbage=options.share_garbage,
         share_short_pages=options.share_short_pages, archive_faults=list(options.archive_faults),
         futures=default_futures(extra=options.extra_futures),
-        futures_weight_limit=options.futures_weight_limit,
+        futures_weight_limit=options.futures_weight_limit, archive_cache=options.archive_cache,
     )
     pre = _window(options.precompute, "--precompute") if options.precompute else None
     pre_archive = (_window(options.precompute_archive, "--precompute-archive")
