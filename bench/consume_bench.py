@@ -112,7 +112,7 @@ def _seed_way(broker: str, topic: str, url: str) -> float:
             t0 = time.perf_counter()
         c, _ = message.decode(record.value)
         with psycopg.connect(dsn) as conn:
-            conn.execute(sql, tuple(c))
+            conn.execute(sql, tuple(c)[:14])  # the seed's columns; price defaults to trade
             conn.commit()
         done += 1
         if done >= SEED_SAMPLE:
