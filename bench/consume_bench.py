@@ -8,16 +8,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from common import OHLCV, ROOT, Sim, fresh_db, start_pg
+from common import OHLCV, ROOT, Sim, fresh_db
+from live import pg_and_kafka
 
-from broker import KafkaBroker, free_port
 from ohlcv_cli.adapters.kafka import ensure_topic
 from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
 from ohlcv_cli.adapters.sql.schema import make_engine
@@ -114,7 +112,7 @@ def _seed_way(broker: str, topic: str, url: str) -> float:
             t0 = time.perf_counter()
         c, _ = message.decode(record.value)
         with psycopg.connect(dsn) as conn:
-            conn.execute(sql, tuple(c))
+            conn.execute(sql, tuple(c)[:14])  # the seed's columns; price defaults to trade
             conn.commit()
         done += 1
         if done >= SEED_SAMPLE:
@@ -148,34 +146,28 @@ def _latency(broker: str, cluster) -> None:
 
 
 def main() -> dict:
-    cluster = start_pg()
-    kdir = Path(tempfile.mkdtemp(prefix="ohlcv-bench-kafka-"))
-    broker = KafkaBroker(free_port(), free_port(), kdir, heap="1g").start()
-    try:
+    with pg_and_kafka() as (cluster, broker):
         topic = "bench-candles"
-        ensure_topic(broker.bootstrap, topic, PARTITIONS)
+        ensure_topic(broker, topic, PARTITIONS)
         t0 = time.perf_counter()
-        n = _fill(broker.bootstrap, topic)
+        n = _fill(broker, topic)
         print(f"topic pre-filled with {n} candles in {time.perf_counter() - t0:.1f} s")
-        ceiling = _client_ceiling(broker.bootstrap, topic, n)
+        ceiling = _client_ceiling(broker, topic, n)
         print(f"kafka-python alone (fetch + JSON decode, crc32c in C): {ceiling:,.0f} messages/s")
         url = fresh_db(cluster, "bench_consume")
-        ours = _ours(broker.bootstrap, topic, url, n)
+        ours = _ours(broker, topic, url, n)
         print(f"ohlcv consume (decode, validate, COPY upsert, commit after the rows): {ours:,.0f} candles/s "
               f"= {ours / ceiling:.0%} of the client's ceiling")
         url3 = fresh_db(cluster, "bench_consume_3")
-        ours3 = _ours(broker.bootstrap, topic, url3, n, workers=3)
+        ours3 = _ours(broker, topic, url3, n, workers=3)
         print(f"ohlcv consume --workers 3 (three group members, one per process): {ours3:,.0f} candles/s "
               f"= {ours3 / ceiling:.0%} of the single client's ceiling")
         seed_url = fresh_db(cluster, "bench_consume_seed")
-        seed = _seed_way(broker.bootstrap, topic, seed_url)
+        seed = _seed_way(broker, topic, seed_url)
         print(f"the seed's way (auto-commit, a connection and a commit per message, {SEED_SAMPLE} messages): "
               f"{seed:,.0f} candles/s -> ohlcv consume is {ours / seed:.0f}x the seed's way")
-        _latency(broker.bootstrap, cluster)
+        _latency(broker, cluster)
         return {"ceiling": ceiling, "ours": ours, "ours3": ours3, "seed": seed}
-    finally:
-        broker.stop()
-        cluster.destroy()
 
 
 if __name__ == "__main__":

@@ -9,28 +9,20 @@ BENCH_FUTURES_WS_MINUTES (whole minutes measured after the start-up's first clos
 from __future__ import annotations
 
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psycopg
+from common import ROOT, Sim, fresh_db
+from live import pg_and_kafka, query, run_pipeline
 
-from common import OHLCV, ROOT, Sim, fresh_db, start_pg
-
-from broker import KafkaBroker, free_port
+from broker import free_port
 
 MINUTES = int(os.environ.get("BENCH_FUTURES_WS_MINUTES", 2))
 N = 200
 TARGET_P99_S = 0.3
-
-
-def _query(url: str, sql: str, *args) -> list[tuple]:
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        return conn.execute(sql, args).fetchall()
 
 
 def bench(cluster, broker: str, log_dir: Path) -> dict:
@@ -50,33 +42,23 @@ def bench(cluster, broker: str, log_dir: Path) -> dict:
     # the first close after start-up is the catch-up's: measure the closes after it
     first_close = (int(start) // 60 + 1) * 60
     seconds = first_close - start + 60 * MINUTES + 8
-    logs = {cmd: open(log_dir / f"{cmd}.log", "w") for cmd in ("consume", "stream")}
-    procs = [subprocess.Popen([*OHLCV, cmd], env=env, stdout=subprocess.DEVNULL, stderr=logs[cmd])
-             for cmd in ("consume", "stream")]
     try:
-        time.sleep(seconds)
+        run_pipeline(env, seconds, log_dir)
     finally:
-        procs[1].send_signal(signal.SIGTERM)
-        procs[1].wait(120)
-        time.sleep(3)  # the consumer writes what was published last
-        procs[0].send_signal(signal.SIGTERM)
-        procs[0].wait(120)
-        for f in logs.values():
-            f.close()
         stats = sim.stats()
         sim.stop()
     after = first_close * 1000  # candles opening at or after the first close: closed later
-    lat = [float(r[0]) for r in _query(
+    lat = [float(r[0]) for r in query(
         url, "SELECT extract(epoch FROM ingested_at - open_time) - 60 FROM candles "
              "WHERE open_time >= to_timestamp(%s)", after / 1000)]
-    per_minute = _query(url, "SELECT open_time, count(*) FROM candles WHERE open_time >= "
-                             "to_timestamp(%s) GROUP BY open_time ORDER BY open_time", after / 1000)
+    per_minute = query(url, "SELECT open_time, count(*) FROM candles WHERE open_time >= "
+                            "to_timestamp(%s) GROUP BY open_time ORDER BY open_time", after / 1000)
     complete = bool(per_minute) and all(n == N for _, n in per_minute)
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [float("nan")] * 99
     p50, p99 = q[49], q[98]
     stream_log = (log_dir / "stream.log").read_text()
     report = [ln.split(": ", 1)[-1] for ln in stream_log.splitlines() if "websocket stream:" in ln]
-    funding = _query(url, "SELECT count(*) FROM funding_rates")[0][0] if _has(url) else None
+    funding = query(url, "SELECT count(*) FROM funding_rates")[0][0] if _has(url) else None
     usdm = stats.get("ws", {}).get("usdm_connections") if isinstance(stats.get("ws"), dict) else None
     print(f"USD-M 1m, {N} perpetuals, one stream process (2 connections of 200 streams: klines "
           f"and mark price): {len(per_minute)} minutes measured, "
@@ -92,20 +74,14 @@ def bench(cluster, broker: str, log_dir: Path) -> dict:
 
 
 def _has(url: str) -> bool:
-    return bool(_query(url, "SELECT 1 FROM information_schema.tables WHERE table_name = "
-                            "'funding_rates'"))
+    return bool(query(url, "SELECT 1 FROM information_schema.tables WHERE table_name = "
+                           "'funding_rates'"))
 
 
 def main() -> dict:
-    cluster = start_pg()
-    kdir = Path(tempfile.mkdtemp(prefix="ohlcv-bench-kafka-"))
     log_dir = Path(tempfile.mkdtemp(prefix="ohlcv-bench-futures-ws-"))
-    broker = KafkaBroker(free_port(), free_port(), kdir, heap="1g").start()
-    try:
-        return bench(cluster, broker.bootstrap, log_dir)
-    finally:
-        broker.stop()
-        cluster.destroy()
+    with pg_and_kafka() as (cluster, broker):
+        return bench(cluster, broker, log_dir)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,16 @@ BENCH_WS_1S_MINUTES (c)."""
 from __future__ import annotations
 
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psycopg
+from common import ROOT, Sim, fresh_db
+from live import pg_and_kafka, query, run_pipeline
 
-from common import OHLCV, ROOT, Sim, fresh_db, start_pg
-
-from broker import KafkaBroker, free_port
+from broker import free_port
 
 A_SECONDS = int(os.environ.get("BENCH_WS_SECONDS", 40))
 B_MINUTES = int(os.environ.get("BENCH_WS_1M_MINUTES", 3))
@@ -50,27 +47,12 @@ def _pipeline(sim: Sim, url: str, broker: str, topic: str, symbols: list[str], t
            "OHLCV_EXCHANGE_URL": sim.url, "OHLCV_STREAM_URL": _ws_url(sim), "TIMEFRAME": timeframe,
            "SYMBOLS": ",".join(symbols), "REALTIME_DELAY_SECONDS": "1", "LOG_LEVEL": "INFO",
            "CONSUMER_GROUP": f"g-{topic}", "STREAM_SOURCE": source, "TOPIC_PARTITIONS": "4"}
-    logs = {cmd: open(log_dir / f"{topic}-{cmd}.log", "w") for cmd in ("consume", "stream")}
-    procs = [subprocess.Popen([*OHLCV, cmd], env=env, stdout=subprocess.DEVNULL, stderr=logs[cmd])
-             for cmd in ("consume", "stream")]
-    time.sleep(seconds)
-    procs[1].send_signal(signal.SIGTERM)
-    procs[1].wait(120)
-    time.sleep(3)  # the consumer writes what was published last
-    procs[0].send_signal(signal.SIGTERM)
-    procs[0].wait(120)
-    for f in logs.values():
-        f.close()
-
-
-def _query(url: str, sql: str, *args) -> list[tuple]:
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        return conn.execute(sql, args).fetchall()
+    run_pipeline(env, seconds, log_dir, prefix=f"{topic}-")
 
 
 def _latencies(url: str, tf_s: int, after_ms: int) -> list[float]:
-    rows = _query(url, "SELECT extract(epoch FROM ingested_at - open_time) - %s FROM candles"
-                       " WHERE open_time >= to_timestamp(%s)", tf_s, after_ms / 1000)
+    rows = query(url, "SELECT extract(epoch FROM ingested_at - open_time) - %s FROM candles"
+                      " WHERE open_time >= to_timestamp(%s)", tf_s, after_ms / 1000)
     return [float(r[0]) for r in rows]
 
 
@@ -119,8 +101,8 @@ def bench_many_symbols(cluster, broker: str, log_dir: Path) -> dict:
     sim.stop()
     after = (first_close + 60) * 1000 - 60_000  # candles closing from the second close on
     lat = _latencies(url, 60, after)
-    per_minute = _query(url, "SELECT open_time, count(*) FROM candles WHERE open_time >= to_timestamp(%s)"
-                             " GROUP BY open_time ORDER BY open_time", after / 1000)
+    per_minute = query(url, "SELECT open_time, count(*) FROM candles WHERE open_time >= to_timestamp(%s)"
+                            " GROUP BY open_time ORDER BY open_time", after / 1000)
     p50, p99 = _q(lat)
     complete = all(n == 1000 for _, n in per_minute)
     # steady state: whole weight windows (minutes) after the first close the stream saw
@@ -146,21 +128,21 @@ def bench_keeping_up(cluster, broker: str, log_dir: Path) -> dict:
     url = fresh_db(cluster, "bench_ws_c")
     _pipeline(sim, url, broker, "ws-c", symbols, "1s", C_MINUTES * 60, "ws", log_dir)
     sim.stop()
-    rows = _query(url, "SELECT symbol, min(open_time), max(open_time), count(*) FROM candles GROUP BY symbol")
+    rows = query(url, "SELECT symbol, min(open_time), max(open_time), count(*) FROM candles GROUP BY symbol")
     first = max(r[1] for r in rows)
     last = min(r[2] for r in rows)
     span = int((last - first).total_seconds()) + 1
-    counts = _query(url, "SELECT symbol, count(*) FROM candles WHERE open_time BETWEEN %s AND %s "
-                         "GROUP BY symbol", first, last)
+    counts = query(url, "SELECT symbol, count(*) FROM candles WHERE open_time BETWEEN %s AND %s "
+                        "GROUP BY symbol", first, last)
     missing = sum(span - n for _, n in counts) + (len(symbols) - len(counts)) * span
     # exact: every stored value equals the simulator's final candle (recomputed here)
     local = SimServer(SimConfig(symbols=default_symbols(191)))
     t0 = int(first.timestamp() * 1000)
     differ = 0
     for sym in symbols[:: max(1, len(symbols) // 20)]:
-        stored = _query(url, "SELECT open::text, high::text, low::text, close::text, volume::text,"
-                             " trades FROM candles WHERE symbol = %s AND open_time BETWEEN %s AND %s"
-                             " ORDER BY open_time", sym, first, last)
+        stored = query(url, "SELECT open::text, high::text, low::text, close::text, volume::text,"
+                            " trades FROM candles WHERE symbol = %s AND open_time BETWEEN %s AND %s"
+                            " ORDER BY open_time", sym, first, last)
         want = [(r[1], r[2], r[3], r[4], r[5], r[8]) for r in local.final_rows(sym, "1s", t0, t0 + span * 1000)]
         differ += sum(1 for a, b in zip(stored, want) if tuple(a) != b) + abs(len(stored) - len(want))
     local.stop()
@@ -174,19 +156,13 @@ def bench_keeping_up(cluster, broker: str, log_dir: Path) -> dict:
 
 
 def main() -> dict:
-    cluster = start_pg()
-    kdir = Path(tempfile.mkdtemp(prefix="ohlcv-bench-kafka-"))
     log_dir = Path(tempfile.mkdtemp(prefix="ohlcv-bench-ws-"))
-    broker = KafkaBroker(free_port(), free_port(), kdir, heap="1g").start()
-    try:
-        out = {"a": bench_latency(cluster, broker.bootstrap, log_dir)}
-        out["b"] = bench_many_symbols(cluster, broker.bootstrap, log_dir)
-        out["c"] = bench_keeping_up(cluster, broker.bootstrap, log_dir)
+    with pg_and_kafka() as (cluster, broker):
+        out = {"a": bench_latency(cluster, broker, log_dir)}
+        out["b"] = bench_many_symbols(cluster, broker, log_dir)
+        out["c"] = bench_keeping_up(cluster, broker, log_dir)
         print(f"(logs in {log_dir})")
         return out
-    finally:
-        broker.stop()
-        cluster.destroy()
 
 
 if __name__ == "__main__":
@@ -195,14 +171,9 @@ if __name__ == "__main__":
     if which == ["all"]:
         main()
     else:
-        cluster = start_pg()
-        broker = KafkaBroker(free_port(), free_port(), Path(tempfile.mkdtemp()), heap="1g").start()
         logs = Path(tempfile.mkdtemp(prefix="ohlcv-bench-ws-"))
-        try:
+        with pg_and_kafka() as (cluster, broker):
             for w in which:
                 {"a": bench_latency, "b": bench_many_symbols, "c": bench_keeping_up}[w](
-                    cluster, broker.bootstrap, logs)
+                    cluster, broker, logs)
             print(f"(logs in {logs})")
-        finally:
-            broker.stop()
-            cluster.destroy()

@@ -132,52 +132,36 @@ class ArchiveSim:
         spec = self.sim.config.spec(sym)
         if spec is None:
             return None
-        try:
-            start = _ms(int(y), int(mo), int(d) if d else 1)
-        except ValueError:
+        span = self._period(kind, y, mo, d)
+        if span is None:
             return None
-        end = start + DAY if d else (_ms(int(y) + 1, 1) if mo == "12" else _ms(int(y), int(mo) + 1))
-        today = self.sim.now_ms() // DAY * DAY
-        if (kind == "monthly" and end > today) or (kind == "daily" and end > today - DAY):
-            return None
+        start, end, label = span
         if spec.listed_at is not None and end <= spec.listed_at:
             return None
-        label = f"{y}-{mo}-{d}" if d else f"{y}-{mo}"
         if self._fault("missing", sym, label):
             return None
-        key = path.removesuffix(".CHECKSUM")
-        with self._lock:
-            hit = self._pinned.get(key) or self._cache.get(key)
-            if hit is not None and key in self._cache:
-                self._cache.move_to_end(key)
-        if hit is None:
-            hit = self._build(spec, tf_name, start, end, label)
-            with self._lock:
-                self._cache[key] = hit
-                while len(self._cache) > self.sim.config.archive_cache:
-                    self._cache.popitem(last=False)
-        return hit
+        return self._cached(path, lambda: self._build(spec, tf_name, start, end, label))
 
     # --- files ----------------------------------------------------------------------------------
     def _build(self, spec, tf_name: str, start: int, end: int, label: str) -> tuple[bytes, bytes]:
         tf = INTERVALS[tf_name]
+        rows = self._rows(spec, tf, start, end)
+        sym = spec.market_id
+        micros = start >= MICROS_FROM
+        delta = 1 if self._fault("disagree", sym, label) else 0
+        csv = self._csv(rows, tf, micros, self._fault("header", sym, label), delta)
+        return self._pack(f"{sym}-{tf_name}-{label}", csv,
+                          lambda: self._csv(rows, tf, micros, False, 7),
+                          self._fault("corrupt", sym, label))
+
+    def _rows(self, series, tf: int, start: int, end: int) -> list[list]:
+        """The engine's rows of a series' candles with open time in [start, end)."""
         engine = self.sim.engine
-        times, t = [], engine.next_available(spec, start, tf)
+        times, t = [], engine.next_available(series, start, tf)
         while t < end:
             times.append(t)
-            t = engine.next_available(spec, t + tf, tf)
-        rows = engine._rows(spec, _seed_of(spec.key) ^ self.sim.config.seed, times, tf)
-        sym = spec.market_id
-        disagree = self._fault("disagree", sym, label)
-        csv = self._csv(rows, tf, start >= MICROS_FROM, self._fault("header", sym, label),
-                        1 if disagree else 0)
-        name = f"{sym}-{tf_name}-{label}"
-        data = _zip(name + ".csv", csv)
-        checksum = f"{hashlib.sha256(data).hexdigest()}  {name}.zip\n".encode()
-        if self._fault("corrupt", sym, label):
-            # what is served is not what the checksum was computed over
-            data = _zip(name + ".csv", self._csv(rows, tf, start >= MICROS_FROM, False, 7))
-        return data, checksum
+            t = engine.next_available(series, t + tf, tf)
+        return engine._rows(series, _seed_of(series.key) ^ self.sim.config.seed, times, tf)
 
     # --- futures files ----------------------------------------------------------------------
     def header_from(self) -> int:
@@ -251,12 +235,7 @@ class ArchiveSim:
     def _build_futures(self, series, root: str, tf_name: str, start: int, end: int, label: str,
                        tags: tuple[str, ...]) -> tuple[bytes, bytes]:
         tf = INTERVALS[tf_name]
-        engine = self.sim.engine
-        times, t = [], engine.next_available(series, start, tf)
-        while t < end:
-            times.append(t)
-            t = engine.next_available(series, t + tf, tf)
-        rows = engine._rows(series, _seed_of(series.key) ^ self.sim.config.seed, times, tf)
+        rows = self._rows(series, tf, start, end)
         sym = series.market_id
         header = start >= self.header_from() or self._fault("header", sym, label, tags)
         names = COINM_HEADER if root == "cm" else HEADER

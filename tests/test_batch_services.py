@@ -58,6 +58,9 @@ class FakeExchange:
     def closed_end(self, tf) -> int:
         return tf.floor(NOW)
 
+    def trading_span(self, symbol) -> tuple[None, None]:
+        return None, None  # spot markets only: no listing or delivery bound
+
     def fetch_range(self, symbol, tf, start, end, source="backfill", price="trade"):
         times = [t for t in range(start, min(end, self.closed_end(tf)), tf.ms)
                  if not any(a <= t < b for a, b in self.holes)]

@@ -116,3 +116,55 @@ def test_bad_input_is_one_line_and_exit_2(sqlite_url, sim_factory, tmp_path, arg
     assert len(lines) == 1 and lines[0].startswith(message), r.stderr
     assert not any(p.suffix in (".csv", ".png") for p in tmp_path.iterdir())
     assert not os.path.exists("/nonexistent/dir")
+
+
+def _png_height(path) -> int:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[20:24], "big")  # IHDR: width, then height
+
+
+def test_plot_funding_draws_the_rate_under_the_candles(sqlite_url, sim_factory, tmp_path):
+    from ohlcv_cli.adapters.sql.candles import SqlCandleRepository
+    from ohlcv_cli.adapters.sql.funding import SqlFundingRepository
+    from ohlcv_cli.adapters.sql.schema import make_engine
+    from ohlcv_cli.core.candle import from_kline
+    from ohlcv_cli.core.funding import Settlement
+
+    sim = sim_factory()
+    rows = put(sqlite_url, sim, "BTC/USDT", "1h", T0, T0 + 2 * D)  # the spot market's
+    engine = make_engine(sqlite_url)
+    for perp in ("BTC/USDT:USDT", "ETH/USDT:USDT"):  # ETH's perpetual: candles, no funding
+        SqlCandleRepository(engine).upsert(
+            [from_kline(r, exchange="binance", symbol=perp, timeframe="1h", source="backfill")
+             for r in rows])
+    SqlFundingRepository(engine).store(
+        [Settlement("binance", "BTC/USDT:USDT", T0 + i * 8 * H + 7, f"0.000{i}0000", None, 8)
+         for i in range(6)])
+    engine.dispose()
+    url = ("--database-url", sqlite_url)
+
+    plain, png, html = tmp_path / "plain.png", tmp_path / "funding.png", tmp_path / "funding.html"
+    r = run_cli("plot", "BTC/USDT:USDT", "--out", str(plain), *url)
+    assert r.returncode == 0, r.stderr
+    for out in (png, html):
+        r = run_cli("plot", "btc/usdt:usdt", "--funding", "--out", str(out), *url)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"{out}: 48 1h candles of BTC/USDT:USDT, 2024-03-01 00:00:00")
+        assert r.stderr == ""
+    assert _png_height(png) > _png_height(plain) + 100  # a third panel under the volume
+    text = html.read_text()
+    assert '"name":"funding %"' in text
+    assert "2024-03-01 08:00:00.007" in text  # the settlements at their exact times
+
+    # a perpetual without settlements stored, a spot market: one line, exit 2, nothing drawn
+    for symbol, message in (
+            ("ETH/USDT:USDT", "error: no funding settlements of ETH/USDT:USDT stored in the "
+                              "window: ohlcv funding backfill fetches them"),
+            ("BTC/USDT", "error: BTC/USDT is a spot market: funding exists for perpetual "
+                         "contracts only (e.g. BTC/USDT:USDT)")):
+        bad = tmp_path / "bad.png"
+        r = run_cli("plot", symbol, "--funding", "--out", str(bad), *url)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == message and r.stdout == ""
+        assert not bad.exists()

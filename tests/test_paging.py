@@ -126,6 +126,9 @@ class FakeFetcher:
     def closed_end(self, tf) -> int:
         return tf.floor(self.now_ms())
 
+    def trading_span(self, symbol) -> tuple[None, None]:
+        return None, None  # spot markets only: no listing or delivery bound
+
     def fetch_range(self, symbol, tf, start, end, source="backfill", price="trade"):
         with self.lock:
             self.calls += 1

@@ -363,7 +363,8 @@ class Store:
              out: str = "chart.png", price: str = DEFAULT_PRICE, funding: bool = False
              ) -> tuple[int, list[int]]:
         """Candlesticks with volume underneath to a PNG (matplotlib) or a self-contained HTML
-        (plotly) of the `price` series; a missing candle stays a hole. Returns the number of
+        (plotly) of the `price` series; a missing candle stays a hole; with `funding`, the stored
+        settlements of the window (a ConfigError when there are none). Returns the number of
         candles drawn and the derived buckets left out as incomplete (open times, ms)."""
         from ohlcv_cli.adapters.files import charts
 
@@ -374,6 +375,9 @@ class Store:
             raise ConfigError(df.attrs["empty"])
         title = w.symbol if w.price == DEFAULT_PRICE else f"{w.symbol} {w.price}"
         rates = self.funding(w.symbol, w.start, w.end) if funding else None  # a perpetual's
+        if rates is not None and rates.empty:  # not an empty panel the user takes for a rate
+            raise ConfigError(f"no funding settlements of {w.symbol} stored in the window:"
+                              " ohlcv funding backfill fetches them")
         charts.candles(df, title, w.timeframe, w.start, w.end, out, rates)
         return len(df), [t.value // 1_000_000 for t in df.attrs.get("incomplete", [])]
 

@@ -21,6 +21,10 @@ class Fetcher(Protocol):
     def closed_end(self, tf: Timeframe) -> int:
         """Exclusive end of the closed candles by the exchange's clock (a boundary)."""
 
+    def trading_span(self, symbol: str) -> tuple[int | None, int | None]:
+        """(first open time, end of trading) of the symbol on the exchange (a listing, a
+        delivery); None where there is no bound (a spot market)."""
+
     def fetch_range(
         self, symbol: str, tf: Timeframe, start: int, end: int, source: str = "backfill",
         price: str = "trade",

@@ -28,7 +28,7 @@ from ohlcv_cli.core.ranges import Range, count, merge, subtract, uncovered  # no
 from ohlcv_cli.core.timeframes import Timeframe
 from ohlcv_cli.core.window import HistoryWindow, Span, grace_end, symbol_span, trading_window
 from ohlcv_cli.services.history import (
-    CHUNK, FillHistory, SymbolResult, find_missing, trading_span,
+    CHUNK, FillHistory, SymbolResult, find_missing,
 )
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class GapRepair:
         self.history = history
         self.fetcher = history.fetcher
         self.check = GapCheck(history.repo, gaps, self.fetcher.exchange_id,
-                              spans=lambda s: trading_span(self.fetcher, s))
+                              spans=self.fetcher.trading_span)
 
     def run(self, symbols: Sequence[str], tf: Timeframe, window: HistoryWindow, *,
             delay_ms: int = 1000, source: str = "auto",

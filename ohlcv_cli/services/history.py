@@ -26,7 +26,7 @@ from ohlcv_cli.core.markets import DEFAULT_PRICE
 from ohlcv_cli.core.ports import CandleRepository, ExchangeGapRepository, Fetcher
 from ohlcv_cli.core.ranges import Range, clip, count, merge, subtract
 from ohlcv_cli.core.timeframes import Timeframe
-from ohlcv_cli.core.window import Span, symbol_span, trading_window
+from ohlcv_cli.core.window import trading_window
 from ohlcv_cli.services.paging import Job, PagedFetch
 
 if TYPE_CHECKING:
@@ -68,13 +68,6 @@ def find_missing(repo: CandleRepository, gaps: ExchangeGapRepository | None, exc
             ranges.extend(repo.missing_ranges(exchange, symbol, tf, c, min(b, c + step),
                                               price=price))
     return Missing(merge(ranges), known, expected)  # a range cut by a chunk is one range again
-
-
-def trading_span(fetcher, symbol: str) -> Span:
-    """The symbol's trading span from the exchange (listing, delivery), or what its name says
-    when the fetcher cannot tell (a fetcher of spot only, such as the services' test fakes)."""
-    span = getattr(fetcher, "trading_span", None)
-    return span(symbol) if callable(span) else symbol_span(symbol)
 
 
 @dataclass
@@ -151,7 +144,7 @@ class FillHistory:
         """The window within the symbol's trading span; a head before its listing is recorded
         empty at the exchange (it is in the past: no candle can appear there)."""
         try:
-            span = trading_span(self.fetcher, r.symbol)
+            span = self.fetcher.trading_span(r.symbol)
         except OhlcvError as exc:
             r.error = str(exc)
             return

@@ -393,11 +393,6 @@ class CcxtFetcher:
         for s in symbols:
             self._market(s)
 
-    def spot_markets(self) -> dict[str, str]:
-        """The exchange's spot symbols, each with its market id (BTC/USDT -> BTCUSDT)."""
-        self.load()
-        return {sym: m["id"] for sym, m in self._markets.items() if m.get("spot")}
-
     def markets(self) -> dict[str, str]:
         """Every symbol of the loaded families, each with its market id (BTC/USDT:USDT ->
         BTCUSDT, BTC/USD:BTC -> BTCUSD_PERP)."""

@@ -141,9 +141,9 @@ class SqlFundingRepository:
                     return max(cur.rowcount, 0)
 
     # --- reads --------------------------------------------------------------------------------
-    def read(self, exchange: str, symbol: str, start: int | None = None,
-             end: int | None = None) -> list[Settlement]:
-        """Settlements with start <= funding_time < end, ascending, strings as stored."""
+    def _settlements(self, exchange: str, symbol: str, start: int | None, end: int | None,
+                     order: str) -> list[Settlement]:
+        """Settlements with start <= funding_time < end (either open), in `order`."""
         sql = ("SELECT funding_time, CAST(rate AS TEXT), CAST(mark_price AS TEXT),"
                f" interval_hours, source FROM funding_rates WHERE {_KEY}")
         params = {"e": exchange, "s": symbol}
@@ -155,8 +155,12 @@ class SqlFundingRepository:
             params["b"] = self.ts(end)
         return [Settlement(exchange, symbol, self.ms(t), rate, mark,
                            None if hours is None else int(hours), source)
-                for t, rate, mark, hours, source in self._rows(sql + " ORDER BY funding_time",
-                                                               params)]
+                for t, rate, mark, hours, source in self._rows(f"{sql} ORDER BY {order}", params)]
+
+    def read(self, exchange: str, symbol: str, start: int | None = None,
+             end: int | None = None) -> list[Settlement]:
+        """Settlements with start <= funding_time < end, ascending, strings as stored."""
+        return self._settlements(exchange, symbol, start, end, "funding_time")
 
     def times(self, exchange: str, symbol: str, start: int | None = None,
               end: int | None = None) -> list[int]:
@@ -164,18 +168,8 @@ class SqlFundingRepository:
 
     def latest(self, exchange: str, symbol: str, before: int | None = None) -> Settlement | None:
         """The newest settlement stored (before `before`, if given)."""
-        sql = ("SELECT funding_time, CAST(rate AS TEXT), CAST(mark_price AS TEXT),"
-               f" interval_hours, source FROM funding_rates WHERE {_KEY}")
-        params = {"e": exchange, "s": symbol}
-        if before is not None:
-            sql += " AND funding_time < :b"
-            params["b"] = self.ts(before)
-        rows = self._rows(sql + " ORDER BY funding_time DESC LIMIT 1", params)
-        if not rows:
-            return None
-        t, rate, mark, hours, source = rows[0]
-        return Settlement(exchange, symbol, self.ms(t), rate, mark,
-                          None if hours is None else int(hours), source)
+        rows = self._settlements(exchange, symbol, None, before, "funding_time DESC LIMIT 1")
+        return rows[0] if rows else None
 
     def summary(self, symbols: Sequence[str] | None = None) -> list[FundingSummary]:
         """Per symbol: how many settlements, the first and newest, the newest one's interval."""
