@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from conftest import SETTING_VARS
 from helpers import kline_rows as as_rows
 from ohlcv_cli.core import message
+from ohlcv_cli.core.errors import StorageError
 from ohlcv_cli.core.timeutil import parse_iso
 from ohlcv_cli.services.consume import Consume
 from test_live import assert_complete_and_exact, live_env, now_ms, stored_until, wait_for
@@ -175,7 +176,13 @@ def test_sigterm_during_run_s_backfill_stops_before_streaming(sim_factory, repo_
            "BACKFILL_BATCH_SIZE": "2000"}
     proc = Proc(tmp_path, "run", "run", env=env)
     db = tmp_path / "ohlcv.db"
-    assert wait_for(lambda: db.exists() and repo_for(f"sqlite:///{db}").count() >= 2000, 60, 0.1), proc.text()
+
+    def backfilling() -> bool:
+        try:  # the file exists a moment before `run` has created its tables
+            return db.exists() and repo_for(f"sqlite:///{db}").count() >= 2000
+        except StorageError:
+            return False
+    assert wait_for(backfilling, 60, 0.1), proc.text()
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 143, proc.text()[-3000:]
     m = re.match(r"^interrupted: ([\d,]+) candles backfilled; rerun to resume$", proc.last_line())

@@ -12,7 +12,6 @@ Archive files go through BinanceArchive: the same download, checksum and retry c
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable, Iterator, Protocol
 
@@ -35,6 +34,7 @@ class FundingFetcher(Protocol):
 
     def request(self, family: str, path: str, params: dict, *, weight: int, budget=None): ...
     def now_ms(self) -> int: ...
+    def trading_span(self, symbol: str) -> tuple[int | None, int | None]: ...
 
 
 def funding_path(market_id: str, period: Period, family: Family = USDM) -> str:
@@ -76,8 +76,6 @@ class BinanceFunding:
         self.budget = budget or WeightBudget(limit, FUNDING_WINDOW_MS, fetcher.now_ms, sleep)
         self.requests = 0  # fundingRate and fundingInfo requests
         self.limited = 0  # those of them under the 500-per-5-minutes limit (USD-M)
-        self._lock = threading.Lock()
-        self._onboard: dict[str, dict[str, int]] = {}
 
     def now_ms(self) -> int:
         return self._fetcher.now_ms()
@@ -152,21 +150,9 @@ class BinanceFunding:
                                f"shape: {str(answer)[:100]!r}")
 
     def onboard(self, symbol: str) -> int | None:
-        """The symbol's onboard time (nothing is due before it): the fetcher's trading span
-        where it has one, else the family's exchangeInfo (`onboardDate`, read once)."""
-        span = getattr(self._fetcher, "trading_span", None)
-        if span is not None:
-            return span(symbol)[0]
-        family = market_of(symbol).family
-        with self._lock:
-            if family.name not in self._onboard:
-                info = self._fetcher.request(family.name, f"{family.rest_prefix}/exchangeInfo",
-                                             {}, weight=1)
-                rows = info.get("symbols", []) if isinstance(info, dict) else []
-                self._onboard[family.name] = {
-                    r["symbol"]: r["onboardDate"] for r in rows
-                    if isinstance(r, dict) and type(r.get("onboardDate")) is int}
-            return self._onboard[family.name].get(market_of(symbol).id)
+        """The symbol's onboard time (nothing is due before it): the fetcher's trading span,
+        from the family's exchangeInfo (`onboardDate`)."""
+        return self._fetcher.trading_span(symbol)[0]
 
     # --- the archive --------------------------------------------------------------------------
     def has_archive(self, symbol: str) -> bool:
