@@ -254,10 +254,10 @@ class BinanceWsFeed:
                 raise
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
                 reason = _describe(exc)
+            if self._stopping.is_set():
+                return  # our own close (its connections are dropped): nothing to report
             if opened_before:
                 self._emit(Disconnected(index, symbols, reason))
-            if self._stopping.is_set():
-                return
             if reason in ("serverShutdown", "24 h"):
                 wait = 0.0  # a planned move: reconnect at once
             else:
