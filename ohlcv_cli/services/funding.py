@@ -222,17 +222,18 @@ class FillFunding:
             months = _months(sorted(todo), now)
             with ThreadPoolExecutor(min(self.archive_concurrency, max(1, len(months)))) as pool:
                 files = list(pool.map(lambda p: self.source.archive_month(symbol, p), months))
+            got: list[Settlement] = []  # every month's rows, stored in one transaction
             for period, rows in zip(months, files):
                 if rows is None:
                     result.archive_missing += 1
                     continue
                 result.archive_months += 1
                 covered.append((period.start - TOLERANCE_MS, period.end - TOLERANCE_MS))
-                rows = [r for r in rows
-                        if gaps.start - TOLERANCE_MS <= r.funding_time < gaps.end + TOLERANCE_MS]
-                n = self._store(rows, have, None)
-                result.from_archive += n
-                result.written += n
+                got.extend(r for r in rows
+                           if gaps.start - TOLERANCE_MS <= r.funding_time < gaps.end + TOLERANCE_MS)
+            n = self._store(sorted(got, key=lambda r: r.funding_time), have, None)
+            result.from_archive += n
+            result.written += n
         # REST for each span with missing settlements, but the months the archive gave; the
         # whole span, not only the boundaries counted (next to an interval change the count is
         # the fewest that can be missing)
