@@ -523,6 +523,7 @@ def test_cli_backfill_check_repair_exit_codes(sim_factory, pg_url):
 def test_live_funding_polls_the_next_settlement_where_no_mark_price_stream_runs():
     """A `poll` symbol learns its next settlement from premiumIndex with each confirmation; the
     loop is told when to wake; each settlement is published once, exactly as REST has it."""
+    from ohlcv_cli.core.errors import BadSymbol
     from ohlcv_cli.core.feed import MarkPrice
     from ohlcv_cli.services.live_funding import LiveFunding
 
@@ -532,11 +533,15 @@ def test_live_funding_polls_the_next_settlement_where_no_mark_price_stream_runs(
 
     class Source:
         asked: list[str] = []
+        hidden: set[int] = set()  # settled, not on REST yet
+        gone = False
 
         def history(self, symbol, start, end, source="rest"):
             self.asked.append("fundingRate")
+            if self.gone:
+                raise BadSymbol(f"binance does not list this symbol: {symbol}")
             yield [s for s in settled if start <= s.funding_time < end and
-                   s.funding_time <= clock["ms"]]
+                   s.funding_time <= clock["ms"] and s.funding_time not in self.hidden]
 
         def next_settlement(self, symbol):
             self.asked.append("premiumIndex")
@@ -573,3 +578,18 @@ def test_live_funding_polls_the_next_settlement_where_no_mark_price_stream_runs(
     turn()  # nothing new: no request
     assert [s.funding_time for s in sink.got] == [T0 + 7, T0 + H + 7, T0 + 2 * H + 7]
     assert source.asked == ["fundingRate", "premiumIndex"] * 3
+    # REST does not have the next one yet: asked again 2 s later, without premiumIndex
+    source.hidden.add(T0 + 3 * H + 7)
+    clock["ms"] = T0 + 3 * H + 2000
+    turn()
+    assert f.due() == [] and f.wake_in() == pytest.approx(2.0)
+    source.hidden.clear()
+    clock["ms"] += 2000
+    turn()
+    assert sink.got[-1].funding_time == T0 + 3 * H + 7
+    assert source.asked[6:] == ["fundingRate", "premiumIndex", "fundingRate"]
+    # delisted: a warning, and the symbol is no longer followed (nothing raised, no retries)
+    source.gone = True
+    clock["ms"] = T0 + 4 * H + 2000
+    turn()
+    assert f.due() == [] and f.wake_in() is None

@@ -102,6 +102,15 @@ def main(argv: list[str] | None = None) -> None:
         _run(argv)
     except SystemExit as exc:
         _leave(exc.code)
+    except KeyboardInterrupt:  # a second Ctrl-C while leaving
+        _leave(signals.exit_code)
+    except BaseException:  # a bug: its traceback, then exit 1 as Python would
+        if "pyarrow" not in sys.modules:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        _leave(1)
     _leave(0)
 
 

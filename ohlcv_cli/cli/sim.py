@@ -33,7 +33,7 @@ def sim(
     futures_weight_limit: Annotated[Optional[int], typer.Option("--futures-weight-limit", help="Request weight per minute of each futures family (/fapi, /dapi), as their exchangeInfo says \\[default: unthrottled]")] = None,
     extra_futures: Annotated[int, typer.Option("--extra-futures", help="Also list the USD-M perpetuals SIM000/USDT:USDT ... SIMnnn/USDT:USDT")] = 0,
     precompute_futures: Annotated[Optional[str], typer.Option("--precompute-futures", help="TIMEFRAME:START/END: render these final trade candles of every futures contract before serving (benchmarks) \\[default: none]")] = None,
-    archive_cache: Annotated[int, typer.Option("--archive-cache", help="Archive files kept built, the least recently served dropped first (benchmarks that alternate more files)")] = 64,
+    archive_cache: Annotated[int, typer.Option("--archive-cache", min=0, help="Archive files kept built, the least recently served dropped first (benchmarks that alternate more files)")] = 64,
     ws_port: Annotated[Optional[int], typer.Option("--ws-port", help="Port of the websocket streams (0: any free port; -1: none) \\[default: --port + 1]")] = None,
     ws_drop_final: Annotated[float, typer.Option("--ws-drop-final", help="Share of final kline events (x: true) never sent")] = 0.0,
     ws_disconnect_every: Annotated[Optional[float], typer.Option("--ws-disconnect-every", help="Cut each websocket connection this many seconds after it opened \\[default: never]")] = None,

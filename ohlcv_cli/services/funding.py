@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
 from ohlcv_cli.core.archive import Period, month_start, next_month
-from ohlcv_cli.core.errors import ConfigError, ExchangeRejected, OhlcvError
+from ohlcv_cli.core.errors import ConfigError, ExchangeRejected, ExchangeUnavailable, OhlcvError
 from ohlcv_cli.core.funding import (
     CONTEXT_MS, DEFAULT_INTERVAL_HOURS, HOUR_MS, TOLERANCE_MS, FundingGaps, Settlement,
     boundaries, boundary_of, find_gaps, with_intervals,
@@ -118,8 +118,9 @@ class Rules:
 
 def exchange_rules(source: FundingSource, symbols: Sequence[str]) -> Rules:
     """fundingInfo (one request per futures family with symbols here; a symbol it does not list
-    settles every 8 hours) and each symbol's onboard time. Should COIN-M's fundingInfo be rejected
-    (it came years after USD-M's), its symbols go by the stored spacing instead
+    settles every 8 hours) and each symbol's onboard time. Should COIN-M's fundingInfo fail
+    (it came years after USD-M's; a proxy or testnet may lack it), its symbols go by the stored
+    spacing instead
     (Rules.current has no entry; FundingCheck falls back to the stored interval, then 8 hours)
     and a warning says so; USD-M's is the record and its failure is an error."""
     current: dict[str, int] = {}
@@ -129,7 +130,7 @@ def exchange_rules(source: FundingSource, symbols: Sequence[str]) -> Rules:
             continue
         try:
             adjusted = source.intervals(family.name)
-        except ExchangeRejected as exc:
+        except (ExchangeRejected, ExchangeUnavailable) as exc:  # refused, missing, malformed
             if family is USDM:
                 raise
             log.warning("%s fundingInfo: %s; the intervals of %s go by the stored spacing",

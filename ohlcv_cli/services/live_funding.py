@@ -27,7 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
 
-from ohlcv_cli.core.errors import BrokerUnavailable, ExchangeUnavailable, StorageError
+from ohlcv_cli.core.errors import (
+    BadSymbol, BrokerUnavailable, ExchangeRejected, ExchangeUnavailable, StorageError,
+)
 from ohlcv_cli.core.feed import MarkPrice
 from ohlcv_cli.core.funding import TOLERANCE_MS, Settlement
 from ohlcv_cli.core.timeframes import DAY_MS
@@ -57,6 +59,7 @@ class FundingFetched:
     error: Exception | None = None
     bug: BaseException | None = None
     next: MarkPrice | None = None  # a `poll` symbol's next settlement (premiumIndex)
+    gone: str | None = None  # the exchange no longer lists the symbol (delisted): why
 
 
 @dataclass
@@ -111,8 +114,9 @@ class LiveFunding:
             self.announced += 1
             log.debug("%s funding: next settlement %s at rate %s", ev.symbol, iso(t), ev.rate)
 
-    def due(self) -> list[tuple[str, int, int]]:
-        """(symbol, start, end) of the REST fetches to start now."""
+    def due(self) -> list[tuple[str, int, int, bool]]:
+        """(symbol, start, end, announce) of the REST fetches to start now (`fetch`'s
+        arguments)."""
         now, wall = self.now_ms(), self._clock()
         out = []
         for sym, st in self._state.items():
@@ -122,10 +126,13 @@ class LiveFunding:
             unknown = sym in self.poll and not st.due and st.poll_at <= wall
             if not passed and not st.startup and not unknown:
                 continue
+            # premiumIndex with the first ask after a settlement, never with its retries
+            announce = sym in self.poll and (st.startup or not st.due or any(
+                t not in st.first_asked for t in passed))
             for t in passed:
                 st.first_asked.setdefault(t, wall)
             self._in_flight.add(sym)
-            out.append((sym, st.confirmed + 1, now + 1))
+            out.append((sym, st.confirmed + 1, now + 1, announce))
         return out
 
     def wake_in(self) -> float | None:
@@ -143,11 +150,15 @@ class LiveFunding:
                 waits.append(max(later, st.poll_at - wall))
         return min(waits) if waits else None
 
-    def fetch(self, symbol: str, start: int, end: int) -> FundingFetched:
-        """In a REST worker: the settlements in [start, end) (and a `poll` symbol's next)."""
+    def fetch(self, symbol: str, start: int, end: int, announce: bool = False
+              ) -> FundingFetched:
+        """In a REST worker: the settlements in [start, end), and with `announce` the
+        symbol's next settlement (premiumIndex, for `poll` symbols)."""
         try:
             got = [s for page in self.source.history(symbol, start, end, "stream") for s in page]
-            nxt = self.source.next_settlement(symbol) if symbol in self.poll else None
+            nxt = self.source.next_settlement(symbol) if announce else None
+        except (BadSymbol, ExchangeRejected) as exc:  # delisted while streaming: the rest go on
+            return FundingFetched(symbol, [], gone=str(exc))
         except ExchangeUnavailable as exc:
             return FundingFetched(symbol, [], error=exc)
         except BaseException as exc:  # re-raised in the loop's thread
@@ -158,6 +169,12 @@ class LiveFunding:
         self._in_flight.discard(item.symbol)
         if item.bug is not None:
             raise item.bug
+        if item.gone is not None:
+            log.warning("%s funding: %s; no longer followed (the other symbols go on)",
+                        item.symbol, item.gone)
+            self._state.pop(item.symbol, None)
+            self.poll.discard(item.symbol)
+            return
         st = self._state[item.symbol]
         wall = self._clock()
         if item.error is not None:

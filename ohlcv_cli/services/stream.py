@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -82,6 +82,7 @@ class Stream:
         self._sleep = sleep or self.stop.wait
         self.state = StreamState()
         self.funding = funding  # LiveFunding: settlements over REST, between the cycles
+        self._funding_pending: set[Future] = set()  # its fetches in the pool
         self.halts = HaltedSymbols(fetcher, self.tf)
         # WsStream reports its sink's outages here too
         self.outage = OutageLog(log, getattr(sink, "name", "the sink"))
@@ -206,24 +207,34 @@ class Stream:
         return self.state
 
     def _funding_turn(self, pool: ThreadPoolExecutor) -> None:
-        """Start the funding fetches that are due, take their answers, publish."""
+        """Take the answers of the funding fetches that are done, start those that are due,
+        publish; never waits for a fetch (a candle cycle is never held up by funding)."""
         f = self.funding
         if f is None:
             return
-        for item in [fut.result() for fut in [pool.submit(f.fetch, *d) for d in f.due()]]:
-            f.take(item)
+        done = {x for x in self._funding_pending if x.done()}
+        self._funding_pending -= done
+        for fut in done:
+            f.take(fut.result())
+        self._funding_pending.update(pool.submit(f.fetch, *d) for d in f.due())
         if f.publish() is not None:  # the sink is down: kept, published on a later turn
             self.metrics.error("broker")
 
     def _idle(self, pool: ThreadPoolExecutor, seconds: float) -> None:
-        """Sleep `seconds` (until the next cycle), confirming funding settlements meanwhile."""
+        """Sleep `seconds` (until the next cycle), taking funding answers as they come and
+        starting funding fetches as they fall due."""
         until = time.monotonic() + seconds
         while self.funding is not None and not self.stop.is_set():
-            wake = self.funding.wake_in()
             left = until - time.monotonic()
-            if wake is None or wake >= left:
+            wake = self.funding.wake_in()
+            wake = left if wake is None else min(wake, left)
+            if left <= 0 or (wake >= left and not self._funding_pending):
                 break
-            self._sleep(max(0.0, wake))
+            if self._funding_pending:  # an answer wakes us; the stop is seen within 0.5 s
+                wait(self._funding_pending, timeout=max(0.0, min(wake, 0.5)),
+                     return_when=FIRST_COMPLETED)
+            else:
+                self._sleep(max(0.0, wake))
             if not self.stop.is_set():
                 self._funding_turn(pool)
         self._sleep(max(0.0, until - time.monotonic()))

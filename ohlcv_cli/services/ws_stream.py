@@ -271,8 +271,8 @@ class WsStream:
 
     def _request_funding(self, pool: ThreadPoolExecutor) -> None:
         f = self.funding
-        for sym, start, end in f.due():
-            fut = pool.submit(f.fetch, sym, start, end)
+        for args in f.due():
+            fut = pool.submit(f.fetch, *args)
             fut.add_done_callback(lambda x: None if x.cancelled() else self._queue.put(x.result()))
         if f.publish() is not None:  # the sink is down: kept, retried on the next turn
             self.stream.metrics.error("broker")

@@ -12,6 +12,7 @@ Archive files go through BinanceArchive: the same download, checksum and retry c
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable, Iterator, Protocol
 
@@ -76,15 +77,17 @@ class BinanceFunding:
         self.budget = budget or WeightBudget(limit, FUNDING_WINDOW_MS, fetcher.now_ms, sleep)
         self.requests = 0  # fundingRate and fundingInfo requests
         self.limited = 0  # those of them under the 500-per-5-minutes limit (USD-M)
+        self._count = threading.Lock()  # the counts are kept from several threads
 
     def now_ms(self) -> int:
         return self._fetcher.now_ms()
 
     def _get(self, family: str, path: str, params: dict):
-        self.requests += 1
+        with self._count:
+            self.requests += 1
+            self.limited += family == USDM.name
         if family != USDM.name:
             return self._fetcher.request(family, path, params, weight=1)
-        self.limited += 1
         return self._fetcher.request(family, path, params, weight=1, budget=self.budget)
 
     # --- REST ---------------------------------------------------------------------------------
