@@ -2,9 +2,8 @@
 
 One road fills funding history (FillFunding): for the settlements the due rule says are missing,
 whole past months come from the archive's monthly files (USD-M and COIN-M; no request
-weight), whatever is
-left from REST `fundingRate` (a page of up to 1,000, within the endpoint's own 500-per-5-minutes
-budget). Backfill and repair are that road over what a check finds missing, so a backfill resumes
+weight), whatever is left from REST `fundingRate` (a page of up to 1,000; USD-M's within the
+endpoint's own 500-per-5-minutes budget). Backfill and repair are that road over what a check finds missing, so a backfill resumes
 from what is stored and a repair fills exactly what the check reported.
 """
 
@@ -119,10 +118,9 @@ class Rules:
 def exchange_rules(source: FundingSource, symbols: Sequence[str]) -> Rules:
     """fundingInfo (one request per futures family with symbols here; a symbol it does not list
     settles every 8 hours) and each symbol's onboard time. Should COIN-M's fundingInfo fail
-    (it came years after USD-M's; a proxy or testnet may lack it), its symbols go by the stored
-    spacing instead
-    (Rules.current has no entry; FundingCheck falls back to the stored interval, then 8 hours)
-    and a warning says so; USD-M's is the record and its failure is an error."""
+    (it came years after USD-M's; a proxy or testnet may lack it), a warning says so and its
+    symbols go by the stored spacing (Rules.current has no entry; FundingCheck falls back to
+    the stored interval, then 8 hours); USD-M's is the record and its failure is an error."""
     current: dict[str, int] = {}
     for family in (USDM, COINM):
         mine = [s for s in symbols if market_of(s).family is family]

@@ -12,8 +12,9 @@ On start the last settlements are confirmed over REST too (from the newest store
 
 A symbol in `poll` has no mark-price stream (the stream runs over REST, or its family has no
 websocket URL): its next settlement is learned over REST instead (`premiumIndex`, the same rate and
-next funding time), asked with each confirmation, so once per settlement. `wake_in` tells a REST
-loop when the next fetch is due.
+next funding time), asked at start, with the first fetch after each settlement (not its
+retries) and every `poll_s` while none is announced. `wake_in` tells a REST loop when the next
+fetch is due.
 
 One thread (the websocket stream's loop) calls `start`, `on_mark`, `due`, `take` and `publish`;
 `fetch` runs in its REST pool. Publishing is idempotent downstream (the funding table's key), so

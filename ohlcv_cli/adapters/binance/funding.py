@@ -83,12 +83,12 @@ class BinanceFunding:
         return self._fetcher.now_ms()
 
     def _get(self, family: str, path: str, params: dict):
+        limited = family == USDM.name  # else: on the family's request weight
         with self._count:
             self.requests += 1
-            self.limited += family == USDM.name
-        if family != USDM.name:
-            return self._fetcher.request(family, path, params, weight=1)
-        return self._fetcher.request(family, path, params, weight=1, budget=self.budget)
+            self.limited += limited
+        return self._fetcher.request(family, path, params, weight=1,
+                                     budget=self.budget if limited else None)
 
     # --- REST ---------------------------------------------------------------------------------
     def history(self, symbol: str, start: int, end: int, source: str = "rest"
